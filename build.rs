@@ -1,0 +1,25 @@
+//! Compiles `proto/` into Rust with pure-Rust tooling (protox), so that a
+//! fresh machine needs no system `protoc`. The encoded descriptor set is also
+//! written to `OUT_DIR` for gRPC server reflection.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+const PROTOS: &[&str] = &[
+    "streamgate/v1/entry.proto",
+    "streamgate/v1/event_stream.proto",
+    "streamgate/v1/stream_admin.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out.join("streamgate_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

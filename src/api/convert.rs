@@ -1,0 +1,82 @@
+//! Conversions between proto messages and domain types, done once at the
+//! API boundary.
+
+use crate::broker::{ConsumerInfo, GroupInfo, PendingEntry, StreamInfo};
+use crate::error::Result;
+use crate::model::{Entry, Event};
+use crate::pb;
+
+impl From<Entry> for pb::Entry {
+    fn from(e: Entry) -> pb::Entry {
+        pb::Entry {
+            id: e.id,
+            r#type: e.event_type,
+            ts_ms: e.ts_ms,
+            fields: e.fields,
+            delivery_count: e.delivery_count,
+            binary_fields: e.binary_fields,
+        }
+    }
+}
+
+/// Entries in order, as proto.
+pub fn entries(entries: Vec<Entry>) -> Vec<pb::Entry> {
+    entries.into_iter().map(pb::Entry::from).collect()
+}
+
+/// Validates the `index`-th event of a Produce request.
+pub fn event(index: usize, e: pb::Event) -> Result<Event> {
+    Event::new(
+        &format!("events[{index}]"),
+        e.r#type,
+        e.fields,
+        e.binary_fields,
+    )
+}
+
+impl From<StreamInfo> for pb::DescribeStreamResponse {
+    fn from(s: StreamInfo) -> Self {
+        pb::DescribeStreamResponse {
+            length: s.length,
+            first_entry_id: s.first_entry_id,
+            last_entry_id: s.last_entry_id,
+            last_generated_id: s.last_generated_id,
+            group_count: s.group_count,
+        }
+    }
+}
+
+impl From<GroupInfo> for pb::GroupInfo {
+    fn from(g: GroupInfo) -> Self {
+        pb::GroupInfo {
+            name: g.name,
+            consumers: g.consumers,
+            pending: g.pending,
+            last_delivered_id: g.last_delivered_id,
+            lag: g.lag,
+            entries_read: g.entries_read,
+        }
+    }
+}
+
+impl From<ConsumerInfo> for pb::ConsumerInfo {
+    fn from(c: ConsumerInfo) -> Self {
+        pb::ConsumerInfo {
+            name: c.name,
+            pending: c.pending,
+            idle_ms: c.idle_ms,
+            inactive_ms: c.inactive_ms,
+        }
+    }
+}
+
+impl From<PendingEntry> for pb::PendingEntry {
+    fn from(p: PendingEntry) -> Self {
+        pb::PendingEntry {
+            id: p.id,
+            consumer: p.consumer,
+            idle_ms: p.idle_ms,
+            delivery_count: p.delivery_count,
+        }
+    }
+}

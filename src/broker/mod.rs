@@ -1,0 +1,344 @@
+//! Typed Redis Streams operations: the only place (with `subscription`) that
+//! speaks Redis.
+//!
+//! Everything except blocking reads runs on one reconnecting multiplexed
+//! connection shared by all requests, so unary calls pipeline onto a single
+//! socket. Blocking reads get connections of their own (see [`Reader`]):
+//! on a shared connection one `XREADGROUP BLOCK` would stall every other
+//! command queued behind it.
+
+mod admin;
+mod reader;
+pub mod reply;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError, Value};
+
+pub use admin::{ConsumerInfo, GroupInfo, PendingEntry, PendingFilter, StreamInfo};
+pub use reader::{ReadFrom, Reader};
+
+use crate::error::{Error, Result};
+use crate::ids::{IdRange, StreamId};
+use crate::model::{Entry, Event, TS_FIELD, TYPE_FIELD};
+
+/// How the broker talks to Redis.
+#[derive(Clone, Debug)]
+pub struct BrokerOptions {
+    /// `redis://` or `rediss://` URL.
+    pub url: String,
+    /// Prepended to every client stream name to form its Redis key.
+    pub key_prefix: String,
+    /// How long a command may wait for its reply before it fails.
+    pub response_timeout: Duration,
+    /// How long opening a connection may take.
+    pub connect_timeout: Duration,
+}
+
+/// A length cap applied while appending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cap {
+    /// Keep at most about this many entries.
+    pub max_len: u64,
+    /// `MAXLEN =` instead of `MAXLEN ~`.
+    pub exact: bool,
+}
+
+/// What XTRIM keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrimTo {
+    /// The newest `n` entries.
+    MaxLen(u64),
+    /// Entries with IDs at or above this one.
+    MinId(StreamId),
+}
+
+/// A Reap request after validation.
+#[derive(Clone, Debug)]
+pub struct ReapSpec {
+    /// Consumer that takes the entries over.
+    pub consumer: String,
+    /// Minimum idle time of a claimed entry.
+    pub min_idle_ms: u64,
+    /// Entries examined per XAUTOCLAIM.
+    pub page_count: u32,
+    /// XAUTOCLAIM calls at most.
+    pub max_pages: u32,
+    /// Scan cursor.
+    pub start: StreamId,
+}
+
+/// What a Reap did.
+#[derive(Clone, Debug, Default)]
+pub struct Reaped {
+    /// Entries now owned by the target consumer, with delivery counts.
+    pub claimed: Vec<Entry>,
+    /// Pending IDs whose payload no longer exists; Redis dropped them from
+    /// the PEL.
+    pub deleted_ids: Vec<String>,
+    /// Where to continue; `0-0` when the scan is complete.
+    pub next_start_id: String,
+}
+
+/// Handle to Redis; cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    client: Client,
+    conn: ConnectionManager,
+    options: BrokerOptions,
+}
+
+impl Broker {
+    /// Connects the shared connection. Fails if Redis cannot be reached
+    /// after a few attempts.
+    pub async fn connect(options: BrokerOptions) -> Result<Broker> {
+        let client = Client::open(options.url.as_str())
+            .map_err(|e| Error::invalid("redis-url", e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(options.response_timeout))
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot connect to {}: {e}", options.url)))?;
+        Ok(Broker {
+            client,
+            conn,
+            options,
+        })
+    }
+
+    /// The Redis key of a client stream name.
+    pub fn key(&self, stream: &str) -> String {
+        format!("{}{}", self.options.key_prefix, stream)
+    }
+
+    /// Runs one command on the shared connection.
+    async fn query(&self, cmd: &redis::Cmd, stream: &str, group: Option<&str>) -> Result<Value> {
+        cmd.query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| Error::from_redis(&e, stream, group))
+    }
+
+    /// Runs a pipeline whose replies may each be an error, returning the
+    /// first error as the result.
+    async fn query_pipeline(
+        &self,
+        pipe: &redis::Pipeline,
+        stream: &str,
+        group: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let replies: Vec<Value> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| Error::from_redis(&e, stream, group))?;
+        replies
+            .into_iter()
+            .map(|v| match v {
+                Value::ServerError(e) => {
+                    Err(Error::from_redis(&RedisError::from(e), stream, group))
+                }
+                other => Ok(other),
+            })
+            .collect()
+    }
+
+    /// PING on the shared connection: does Redis answer right now?
+    pub async fn ping(&self) -> Result<()> {
+        self.query(&redis::cmd("PING"), "", None).await.map(drop)
+    }
+
+    /// Appends events in one pipelined round trip and returns their IDs in
+    /// order. Every entry gets the same `ts_ms`: the gateway's clock when
+    /// the batch arrived.
+    pub async fn produce(
+        &self,
+        stream: &str,
+        events: &[Event],
+        cap: Option<Cap>,
+    ) -> Result<Vec<String>> {
+        let key = self.key(stream);
+        let ts = now_ms().to_string();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for event in events {
+            let cmd = pipe.cmd("XADD").arg(&key);
+            if let Some(cap) = cap {
+                cmd.arg("MAXLEN")
+                    .arg(if cap.exact { "=" } else { "~" })
+                    .arg(cap.max_len);
+            }
+            cmd.arg("*");
+            if !event.event_type.is_empty() {
+                cmd.arg(TYPE_FIELD).arg(&event.event_type);
+            }
+            cmd.arg(TS_FIELD).arg(&ts);
+            for (name, value) in &event.fields {
+                cmd.arg(name).arg(value);
+            }
+        }
+        self.query_pipeline(&pipe, stream, None)
+            .await?
+            .into_iter()
+            .map(|v| reply::string(v, "XADD id"))
+            .collect()
+    }
+
+    /// Acknowledges entries; returns how many were pending.
+    pub async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64> {
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(self.key(stream)).arg(group);
+        for id in ids {
+            cmd.arg(id.to_string());
+        }
+        reply::uint(self.query(&cmd, stream, Some(group)).await?, "XACK count")
+    }
+
+    /// Claims idle pending entries for `spec.consumer` page by page
+    /// (XAUTOCLAIM), then reads the delivery count of each claimed entry.
+    pub async fn reap(&self, stream: &str, group: &str, spec: &ReapSpec) -> Result<Reaped> {
+        let key = self.key(stream);
+        let mut out = Reaped::default();
+        let mut cursor = spec.start.to_string();
+        for _ in 0..spec.max_pages {
+            let mut cmd = redis::cmd("XAUTOCLAIM");
+            cmd.arg(&key)
+                .arg(group)
+                .arg(&spec.consumer)
+                .arg(spec.min_idle_ms)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(spec.page_count);
+            let mut parts =
+                reply::array(self.query(&cmd, stream, Some(group)).await?, "XAUTOCLAIM")?
+                    .into_iter();
+            let next = parts
+                .next()
+                .map(|v| reply::string(v, "XAUTOCLAIM cursor"))
+                .transpose()?;
+            let claimed = parts.next().map(reply::raw_entries).transpose()?;
+            let (Some(next), Some(claimed)) = (next, claimed) else {
+                return Err(Error::Internal("XAUTOCLAIM reply is too short".to_owned()));
+            };
+            // Redis 7 lists deleted entries in a third element; Redis 6.2
+            // returns them in place with a nil payload.
+            if let Some(deleted) = parts.next() {
+                for id in reply::array(deleted, "XAUTOCLAIM deleted")? {
+                    out.deleted_ids.push(reply::string(id, "deleted id")?);
+                }
+            }
+            for (id, payload) in claimed {
+                match payload {
+                    Some(pairs) => out.claimed.push(Entry::from_pairs(id, pairs)),
+                    None => out.deleted_ids.push(id),
+                }
+            }
+            cursor = next;
+            if cursor == "0-0" {
+                break;
+            }
+        }
+        self.fill_delivery_counts(stream, group, &mut out.claimed)
+            .await?;
+        out.next_start_id = cursor;
+        Ok(out)
+    }
+
+    /// Sets each entry's delivery count from the group's PEL, in one
+    /// pipelined round trip. An entry no longer pending (acked or claimed
+    /// away meanwhile) keeps 0: "unknown".
+    pub async fn fill_delivery_counts(
+        &self,
+        stream: &str,
+        group: &str,
+        entries: &mut [Entry],
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let key = self.key(stream);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for entry in entries.iter() {
+            pipe.cmd("XPENDING")
+                .arg(&key)
+                .arg(group)
+                .arg(&entry.id)
+                .arg(&entry.id)
+                .arg(1);
+        }
+        let replies = self.query_pipeline(&pipe, stream, Some(group)).await?;
+        let mut counts = HashMap::with_capacity(replies.len());
+        for rows in replies {
+            for row in reply::array(rows, "XPENDING")? {
+                let row = admin::pending_row(row)?;
+                counts.insert(row.id, row.delivery_count);
+            }
+        }
+        for entry in entries {
+            entry.delivery_count = counts.get(&entry.id).copied().unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    /// One page of history in either direction (XRANGE / XREVRANGE).
+    pub async fn range(
+        &self,
+        stream: &str,
+        range: IdRange,
+        reverse: bool,
+        count: u64,
+    ) -> Result<Vec<Entry>> {
+        let (low, high) = (range.low.to_string(), range.high.to_string());
+        let mut cmd = redis::cmd(if reverse { "XREVRANGE" } else { "XRANGE" });
+        cmd.arg(self.key(stream));
+        if reverse {
+            cmd.arg(high).arg(low);
+        } else {
+            cmd.arg(low).arg(high);
+        }
+        cmd.arg("COUNT").arg(count);
+        reply::entries(self.query(&cmd, stream, None).await?)
+    }
+
+    /// Trims a stream; returns how many entries were removed.
+    pub async fn trim(&self, stream: &str, to: &TrimTo, exact: bool, limit: u64) -> Result<u64> {
+        let mut cmd = redis::cmd("XTRIM");
+        cmd.arg(self.key(stream));
+        match to {
+            TrimTo::MaxLen(n) => cmd.arg("MAXLEN").arg(if exact { "=" } else { "~" }).arg(*n),
+            TrimTo::MinId(id) => cmd
+                .arg("MINID")
+                .arg(if exact { "=" } else { "~" })
+                .arg(id.to_string()),
+        };
+        if limit > 0 {
+            cmd.arg("LIMIT").arg(limit);
+        }
+        reply::uint(self.query(&cmd, stream, None).await?, "XTRIM count")
+    }
+
+    /// Opens a connection of its own for blocking reads of one stream.
+    pub async fn reader(&self, stream: &str, block: Duration) -> Result<Reader> {
+        Reader::open(
+            &self.client,
+            self.key(stream),
+            stream.to_owned(),
+            block,
+            self.options.response_timeout,
+            self.options.connect_timeout,
+        )
+        .await
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,115 @@
+//! A bounded hand-off from a reading task to a response stream.
+//!
+//! The reading task must reserve buffer space *before* it reads from Redis
+//! ([`Feed::reserve`]), so the gateway never holds more than the buffer
+//! allows however slowly a client reads. When the client goes away the
+//! receiving side is dropped, `reserve` fails, and the task stops reading.
+//! The task's outcome travels separately from the data so that a terminal
+//! error can always be delivered, even when the data buffer is full.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
+
+use crate::error::Error;
+
+/// Creates a feed/delivery pair buffering at most `capacity` items.
+pub fn channel<T>(capacity: usize) -> (Feed<T>, Delivery<T>) {
+    let (items_tx, items_rx) = mpsc::channel(capacity.max(1));
+    let (end_tx, end_rx) = oneshot::channel();
+    (
+        Feed {
+            items: items_tx,
+            end: end_tx,
+        },
+        Delivery {
+            items: items_rx,
+            end: Some(end_rx),
+        },
+    )
+}
+
+/// The producing side, owned by the reading task.
+pub struct Feed<T> {
+    items: mpsc::Sender<T>,
+    end: oneshot::Sender<Error>,
+}
+
+/// Why a feed cannot take more items: the client is gone.
+#[derive(Debug)]
+pub struct Closed;
+
+impl<T> Feed<T> {
+    /// Waits for buffer space. Fails once the client has gone away.
+    pub async fn reserve(&self) -> Result<mpsc::Permit<'_, T>, Closed> {
+        self.items.reserve().await.map_err(|_| Closed)
+    }
+
+    /// True once the client has gone away.
+    pub fn is_closed(&self) -> bool {
+        self.items.is_closed()
+    }
+
+    /// Ends the stream: after the buffered items, with `error` if given,
+    /// otherwise cleanly.
+    pub fn finish(self, outcome: Result<(), Error>) {
+        if let Err(error) = outcome {
+            let _ = self.end.send(error);
+        }
+    }
+}
+
+/// The consuming side: a stream of items, then the task's error if any.
+pub struct Delivery<T> {
+    items: mpsc::Receiver<T>,
+    end: Option<oneshot::Receiver<Error>>,
+}
+
+impl<T> Stream for Delivery<T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(item) = ready!(self.items.poll_recv(cx)) {
+            return Poll::Ready(Some(Ok(item)));
+        }
+        // All senders are gone: the task has finished (or panicked, in
+        // which case the outcome sender was dropped and the stream ends).
+        let Some(end) = self.end.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let outcome = ready!(Pin::new(end).poll(cx));
+        self.end = None;
+        Poll::Ready(outcome.ok().map(Err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn items_then_terminal_error() {
+        let (feed, mut delivery) = channel::<u32>(1);
+        tokio::spawn(async move {
+            feed.reserve().await.unwrap().send(7);
+            feed.finish(Err(Error::ShuttingDown));
+        });
+        assert_eq!(delivery.next().await.unwrap().unwrap(), 7);
+        assert!(matches!(
+            delivery.next().await,
+            Some(Err(Error::ShuttingDown))
+        ));
+        assert!(delivery.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn reserve_fails_once_the_client_is_gone() {
+        let (feed, delivery) = channel::<u32>(1);
+        drop(delivery);
+        assert!(feed.is_closed());
+        assert!(feed.reserve().await.is_err());
+    }
+}

@@ -1,0 +1,40 @@
+//! streamgate: a gRPC gateway to Redis Streams consumer groups.
+//!
+//! Services in any language produce events, join consumer groups with
+//! at-least-once delivery, acknowledge, recover the entries of crashed
+//! consumers, replay history and apply retention, all through one gRPC API
+//! (`proto/streamgate/v1`). The gateway is stateless: every piece of
+//! delivery state lives in Redis, so instances scale out behind a load
+//! balancer and a crashed gateway loses nothing.
+//!
+//! # Layout
+//!
+//! Knowledge flows one way, from the wire to Redis:
+//!
+//! - `main.rs`: the command line; thin.
+//! - [`config`]: flags and environment variables.
+//! - [`server`]: tonic wiring: services, reflection, health, shutdown.
+//! - [`api`]: one file per proto service; each handler validates, calls the
+//!   broker and converts. Knows nothing of RESP.
+//! - [`broker`]: typed Redis Streams operations on a shared multiplexed
+//!   connection, plus [`broker::Reader`] for blocking reads on connections
+//!   of their own. Knows nothing of gRPC.
+//! - [`subscription`] and [`replay`]: the long-running read loops behind
+//!   the server-streaming RPCs, fed through [`delivery`]'s bounded hand-off.
+//! - [`ids`], [`model`]: stream IDs and the event/entry data model.
+//! - [`error`]: the one error enum and the one mapping to gRPC status.
+//! - [`shutdown`]: the signal every long-lived task watches.
+//! - [`pb`]: code generated from the protos.
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod delivery;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod pb;
+pub mod replay;
+pub mod server;
+pub mod shutdown;
+pub mod subscription;

@@ -1,0 +1,71 @@
+//! The `streamgate` binary: parses the command line and runs the gateway
+//! until SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use streamgate::config::{Cli, Command, ServeConfig};
+use streamgate::server;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(config) => serve(config).await,
+    }
+}
+
+async fn serve(config: ServeConfig) -> ExitCode {
+    let gateway = match server::start(&config).await {
+        Ok(gateway) => gateway,
+        Err(e) => {
+            eprintln!("streamgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Scripts and tests wait for this exact line to learn the port.
+    println!("listening on {}", gateway.addr());
+    let _ = std::io::stdout().flush();
+
+    if let Err(e) = stop_signal().await {
+        eprintln!("streamgate: cannot watch signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!("shutting down");
+    gateway.shutdown();
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    match tokio::time::timeout(grace, gateway.wait()).await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("streamgate: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            tracing::warn!(
+                ?grace,
+                "open calls did not finish within the shutdown grace; exiting"
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! Domain types: the event a producer sends and the entry a reader gets.
+//!
+//! They encode the data model of the API contract in one place: the reserved
+//! fields `type` and `ts_ms`, and the rule that entries written by other
+//! programs reach readers byte for byte.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+
+/// Redis field holding the event type.
+pub const TYPE_FIELD: &str = "type";
+/// Redis field holding the producer wall clock in Unix milliseconds.
+pub const TS_FIELD: &str = "ts_ms";
+
+/// An event to append: its type and its user fields, already validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// Event type; not written when empty.
+    pub event_type: String,
+    /// User fields in a stable order, values as bytes.
+    pub fields: Vec<(String, Vec<u8>)>,
+}
+
+impl Event {
+    /// Builds an event from the two field maps of a request, rejecting the
+    /// reserved names, empty names and a name given twice. `at` names the
+    /// event in error messages, e.g. `events[2]`.
+    pub fn new(
+        at: &str,
+        event_type: String,
+        text_fields: HashMap<String, String>,
+        binary_fields: HashMap<String, Vec<u8>>,
+    ) -> Result<Event> {
+        let mut fields = Vec::with_capacity(text_fields.len() + binary_fields.len());
+        for (name, value) in text_fields {
+            check_field_name(at, "fields", &name)?;
+            fields.push((name, value.into_bytes()));
+        }
+        for (name, value) in binary_fields {
+            check_field_name(at, "binary_fields", &name)?;
+            if fields.iter().any(|(n, _)| *n == name) {
+                return Err(Error::invalid(
+                    format!("{at}.binary_fields"),
+                    format!("field {name:?} is also in fields"),
+                ));
+            }
+            fields.push((name, value));
+        }
+        // Map order is random; a stable order keeps stored entries
+        // reproducible and easy to compare.
+        fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(Event { event_type, fields })
+    }
+}
+
+fn check_field_name(at: &str, map: &str, name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "field names must not be empty".to_owned()
+    } else if name == TYPE_FIELD || name == TS_FIELD {
+        format!(
+            "field name {name:?} is reserved (use the event's type; ts_ms is set by the gateway)"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(format!("{at}.{map}"), reason))
+}
+
+/// A stream entry as readers receive it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// Stream ID `ms-seq`.
+    pub id: String,
+    /// The `type` field when present and UTF-8, else empty.
+    pub event_type: String,
+    /// The `ts_ms` field when present and a decimal integer, else 0.
+    pub ts_ms: i64,
+    /// User fields with UTF-8 names and values.
+    pub fields: HashMap<String, String>,
+    /// User fields whose name or value is not UTF-8.
+    pub binary_fields: HashMap<String, Vec<u8>>,
+    /// Delivery count where a group is involved, else 0.
+    pub delivery_count: u64,
+}
+
+impl Entry {
+    /// Builds an entry from the raw field/value pairs Redis returned,
+    /// sorting the reserved fields out and keeping everything else losslessly.
+    pub fn from_pairs(id: String, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Entry {
+        let mut entry = Entry {
+            id,
+            ..Entry::default()
+        };
+        for (name, value) in pairs {
+            if entry.take_reserved(&name, &value) {
+                continue;
+            }
+            match (String::from_utf8(name), String::from_utf8(value)) {
+                (Ok(name), Ok(value)) => {
+                    entry.fields.entry(name).or_insert(value);
+                }
+                (Ok(name), Err(value)) => {
+                    entry
+                        .binary_fields
+                        .entry(name)
+                        .or_insert(value.into_bytes());
+                }
+                (Err(name), value) => {
+                    let name = String::from_utf8_lossy(name.as_bytes()).into_owned();
+                    let value = match value {
+                        Ok(v) => v.into_bytes(),
+                        Err(v) => v.into_bytes(),
+                    };
+                    entry.binary_fields.entry(name).or_insert(value);
+                }
+            }
+        }
+        entry
+    }
+
+    /// Moves a well-formed, first-seen reserved field into its typed slot.
+    /// A malformed one stays a plain field so nothing is lost.
+    fn take_reserved(&mut self, name: &[u8], value: &[u8]) -> bool {
+        if name == TYPE_FIELD.as_bytes() && self.event_type.is_empty() {
+            if let Ok(text) = std::str::from_utf8(value)
+                && !text.is_empty()
+            {
+                self.event_type = text.to_owned();
+                return true;
+            }
+        } else if name == TS_FIELD.as_bytes() && self.ts_ms == 0 {
+            let parsed = std::str::from_utf8(value)
+                .ok()
+                .and_then(|t| t.parse::<i64>().ok())
+                .filter(|ts| *ts != 0 && ts.to_string().as_bytes() == value);
+            if let Some(ts) = parsed {
+                self.ts_ms = ts;
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&[u8], &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        items
+            .iter()
+            .map(|(n, v)| (n.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn reserved_fields_are_typed() {
+        let e = Entry::from_pairs(
+            "1-0".into(),
+            pairs(&[
+                (b"type", b"order.paid"),
+                (b"ts_ms", b"1700000000000"),
+                (b"amount", b"9.5"),
+            ]),
+        );
+        assert_eq!(e.event_type, "order.paid");
+        assert_eq!(e.ts_ms, 1_700_000_000_000);
+        assert_eq!(e.fields.len(), 1);
+        assert_eq!(e.fields["amount"], "9.5");
+    }
+
+    #[test]
+    fn foreign_entries_are_kept_losslessly() {
+        let e = Entry::from_pairs(
+            "1-0".into(),
+            pairs(&[
+                (b"ts_ms", b"yesterday"),
+                (b"blob", b"\xff\x00"),
+                (b"type", b"\xfe"),
+            ]),
+        );
+        assert_eq!(e.event_type, "");
+        assert_eq!(e.ts_ms, 0);
+        assert_eq!(e.fields["ts_ms"], "yesterday");
+        assert_eq!(e.binary_fields["blob"], b"\xff\x00");
+        assert_eq!(e.binary_fields["type"], b"\xfe");
+    }
+
+    #[test]
+    fn reserved_and_empty_names_are_rejected() {
+        for name in ["type", "ts_ms", ""] {
+            let fields = HashMap::from([(name.to_owned(), "x".to_owned())]);
+            let err = Event::new("events[1]", "t".into(), fields, HashMap::new()).unwrap_err();
+            assert!(err.to_string().contains("events[1].fields"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_name_in_both_maps_is_rejected() {
+        let text = HashMap::from([("a".to_owned(), "x".to_owned())]);
+        let binary = HashMap::from([("a".to_owned(), b"y".to_vec())]);
+        assert!(Event::new("events[0]", String::new(), text, binary).is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! Wires the gateway together: Redis connection, gRPC services, reflection,
+//! health, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::{EventStreamService, StreamAdminService};
+use crate::broker::Broker;
+use crate::config::ServeConfig;
+use crate::pb::{
+    self, event_stream_server::EventStreamServer, stream_admin_server::StreamAdminServer,
+};
+use crate::shutdown::Shutdown;
+
+/// Why the gateway could not start or stopped with an error.
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A running gateway.
+pub struct Gateway {
+    addr: SocketAddr,
+    shutdown: Shutdown,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Gateway {
+    /// The address the gRPC server is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts a graceful shutdown: no new connections, open streams end
+    /// with UNAVAILABLE, in-flight unary calls finish.
+    pub fn shutdown(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) -> Result<(), StartError> {
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// Connects to Redis, binds the listener and starts serving in the
+/// background.
+pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
+    let broker = Broker::connect(config.broker_options()).await?;
+    let incoming = TcpIncoming::bind(config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?
+        .with_nodelay(Some(true));
+    let addr = incoming.local_addr()?;
+    let shutdown = Shutdown::new();
+    let settings = Arc::new(config.api_settings());
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(watch_health(
+        broker.clone(),
+        reporter,
+        Duration::from_millis(config.health_interval_ms),
+        shutdown.clone(),
+    ));
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let event_stream = EventStreamService::new(broker.clone(), settings.clone(), shutdown.clone());
+    let admin = StreamAdminService::new(broker, settings);
+    let router = Server::builder()
+        // Detect dead peers on long-lived, otherwise silent streams.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(EventStreamServer::new(event_stream))
+        .add_service(StreamAdminServer::new(admin));
+    let signal = shutdown.clone();
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, async move { signal.triggered().await })
+            .await
+    });
+    tracing::info!(%addr, redis = %config.redis_url, prefix = %config.key_prefix, "streamgate serving");
+    Ok(Gateway {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+/// Keeps `grpc.health.v1` in step with Redis: SERVING only while Redis
+/// answers a PING, NOT_SERVING from the moment shutdown starts.
+async fn watch_health(
+    broker: Broker,
+    reporter: HealthReporter,
+    every: Duration,
+    shutdown: Shutdown,
+) {
+    let mut last = None;
+    loop {
+        let status = match tokio::time::timeout(
+            every.max(Duration::from_millis(500)),
+            broker.ping(),
+        )
+        .await
+        {
+            Ok(Ok(())) => ServingStatus::Serving,
+            Ok(Err(e)) => {
+                if last != Some(ServingStatus::NotServing) {
+                    tracing::warn!(error = %e, "Redis does not answer; health is NOT_SERVING");
+                }
+                ServingStatus::NotServing
+            }
+            Err(_) => ServingStatus::NotServing,
+        };
+        if last != Some(status) {
+            set_all(&reporter, status).await;
+            last = Some(status);
+        }
+        tokio::select! {
+            () = shutdown.triggered() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+    set_all(&reporter, ServingStatus::NotServing).await;
+}
+
+async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter
+        .set_service_status(
+            <EventStreamServer<EventStreamService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    reporter
+        .set_service_status(
+            <StreamAdminServer<StreamAdminService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+}
