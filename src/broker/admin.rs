@@ -90,7 +90,7 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', key, group)) do
     if c[i] == 'name' and c[i + 1] == consumer then known = true end
   end
 end
-if not known then return redis.error_reply('STREAMGATE_NOCONSUMER') end
+if not known then return redis.error_reply('STREAMGATE_NOCONSUMER consumer is unknown') end
 local moved = 0
 while true do
   local rows = redis.call('XPENDING', key, group, '-', '+', 500, consumer)

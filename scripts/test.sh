@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, Rust unit and integration tests
+# against private redis-server processes, and the client suites against
+# the real gateway binary. CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_apt redis-server redis-server
+
+echo "==> cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "==> cargo clippy" >&2
+cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo test" >&2
+cargo test --all-targets 2>&1

@@ -1,0 +1,400 @@
+//! Test harness: private `redis-server` processes on free loopback ports and
+//! the gateway in-process on `127.0.0.1:0`.
+//!
+//! Every test gets its own Redis, so tests run in parallel and never touch a
+//! Redis the user runs on 6379. Processes are killed on drop.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use streamgate::config::ServeConfig;
+use streamgate::pb::stream_admin_client::StreamAdminClient;
+use streamgate::pb::{self, event_stream_client::EventStreamClient, subscribe_response};
+use streamgate::server::{self, Gateway};
+use tonic::transport::Channel;
+use tonic::{Status, Streaming};
+
+/// How long a test waits for a condition before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A private redis-server.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a redis-server without persistence on a free port.
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a redis-server with extra command-line arguments.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch(None);
+        server
+    }
+
+    /// Launches the process, on `port` or a free one, and waits until it
+    /// answers PING.
+    fn launch(&mut self, port: Option<u16>) {
+        for _ in 0..20 {
+            let port = port.unwrap_or_else(free_port);
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .args(["--appendonly", "no", "--dir"])
+                .arg(self.dir.path())
+                .args(&self.extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            let mut child = match child {
+                Ok(child) => child,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                    "redis-server is not installed: run `apt-get install -y redis-server` \
+                     (scripts/test.sh does this when run as root)"
+                ),
+                Err(e) => panic!("cannot start redis-server: {e}"),
+            };
+            if wait_for_ping(&mut child, port) {
+                self.child = Some(child);
+                self.port = port;
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("redis-server did not come up");
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A direct connection for arranging state and checking results.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .expect("direct Redis connection")
+    }
+
+    /// Kills the server (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts a killed server on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch(Some(self.port));
+    }
+
+    /// Sends a signal (e.g. `STOP`, `CONT`) to the server process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            // A stopped process ignores SIGKILL until continued.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_ping(child: &mut Child, port: u16) -> bool {
+    let url = format!("redis://127.0.0.1:{port}");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false; // exited: port taken, most likely
+        }
+        if let Ok(mut conn) = redis::Client::open(url.as_str()).unwrap().get_connection()
+            && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Gateway settings for tests: a free port, the given Redis, short blocks
+/// so that tests of cancellation finish quickly.
+pub fn config(redis: &RedisServer) -> ServeConfig {
+    let mut config = ServeConfig::defaults();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.redis_url = redis.url();
+    config.key_prefix = String::new();
+    config.block_ms = 200;
+    config.redis_timeout_ms = 2000;
+    config.health_interval_ms = 100;
+    config
+}
+
+/// A gateway running in-process, with clients connected to it.
+pub struct TestGateway {
+    /// The running server; `None` after [`TestGateway::stop`].
+    pub gateway: Option<Gateway>,
+    /// Data-plane client.
+    pub events: EventStreamClient<Channel>,
+    /// Admin-plane client.
+    pub admin: StreamAdminClient<Channel>,
+    /// A channel to the gateway, for other services (health, reflection).
+    pub channel: Channel,
+}
+
+impl TestGateway {
+    /// Starts a gateway with `config` and connects clients.
+    pub async fn start(config: ServeConfig) -> TestGateway {
+        let gateway = server::start(&config).await.expect("gateway starts");
+        let channel = Channel::from_shared(format!("http://{}", gateway.addr()))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to gateway");
+        TestGateway {
+            gateway: Some(gateway),
+            events: EventStreamClient::new(channel.clone()),
+            admin: StreamAdminClient::new(channel.clone()),
+            channel,
+        }
+    }
+
+    /// Triggers graceful shutdown and waits for the server to stop.
+    pub async fn stop(&mut self) {
+        let gateway = self.gateway.take().expect("running");
+        gateway.shutdown();
+        tokio::time::timeout(DEADLINE, gateway.wait())
+            .await
+            .expect("gateway stops within the deadline")
+            .expect("gateway stops cleanly");
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(gateway) = &self.gateway {
+            gateway.shutdown();
+        }
+    }
+}
+
+/// Redis plus a gateway on it: what most tests need.
+pub async fn setup() -> (RedisServer, TestGateway) {
+    let redis = RedisServer::start();
+    let gateway = TestGateway::start(config(&redis)).await;
+    (redis, gateway)
+}
+
+/// Polls `check` until it returns `Some`, failing the test at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An event with a type and string fields.
+pub fn event(event_type: &str, fields: &[(&str, &str)]) -> pb::Event {
+    pb::Event {
+        r#type: event_type.to_owned(),
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        binary_fields: Default::default(),
+    }
+}
+
+/// `n` order events `order.placed` with `order_id = o-<i>`.
+pub fn orders(n: usize) -> Vec<pb::Event> {
+    (0..n)
+        .map(|i| event("order.placed", &[("order_id", &format!("o-{i}"))]))
+        .collect()
+}
+
+/// Produces events to `stream` and returns their IDs.
+pub async fn produce(gw: &mut TestGateway, stream: &str, events: Vec<pb::Event>) -> Vec<String> {
+    gw.events
+        .produce(pb::ProduceRequest {
+            stream: stream.to_owned(),
+            events,
+            ..Default::default()
+        })
+        .await
+        .expect("produce")
+        .into_inner()
+        .ids
+}
+
+/// A Subscribe request that creates the group from the start of the stream.
+pub fn sub(stream: &str, group: &str, consumer: &str) -> pb::SubscribeRequest {
+    pb::SubscribeRequest {
+        stream: stream.to_owned(),
+        group: group.to_owned(),
+        consumer: consumer.to_owned(),
+        batch_size: 10,
+        create_group: true,
+        group_start_id: "0".to_owned(),
+        pending_first: false,
+    }
+}
+
+/// Opens a subscription.
+pub async fn subscribe(
+    gw: &mut TestGateway,
+    req: pb::SubscribeRequest,
+) -> Streaming<pb::SubscribeResponse> {
+    gw.events
+        .subscribe(req)
+        .await
+        .expect("subscribe")
+        .into_inner()
+}
+
+/// The next batch of a subscription, skipping heartbeats.
+pub async fn next_batch(
+    stream: &mut Streaming<pb::SubscribeResponse>,
+) -> Result<Vec<pb::Entry>, Status> {
+    loop {
+        let message = tokio::time::timeout(DEADLINE, stream.message())
+            .await
+            .expect("a subscription message within the deadline")?;
+        match message.and_then(|m| m.kind) {
+            Some(subscribe_response::Kind::Batch(batch)) => return Ok(batch.entries),
+            Some(subscribe_response::Kind::Heartbeat(_)) => continue,
+            None => return Err(Status::aborted("subscription ended without a status")),
+        }
+    }
+}
+
+/// Reads batches until `n` entries have arrived.
+pub async fn take_entries(
+    stream: &mut Streaming<pb::SubscribeResponse>,
+    n: usize,
+) -> Vec<pb::Entry> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        out.extend(next_batch(stream).await.expect("a batch"));
+    }
+    out
+}
+
+/// IDs of entries.
+pub fn ids(entries: &[pb::Entry]) -> Vec<String> {
+    entries.iter().map(|e| e.id.clone()).collect()
+}
+
+/// Arranges pending entries directly in Redis: `consumer` of `group`
+/// (created from the stream's start if missing) reads up to `count` new
+/// entries without acking them. Returns their IDs.
+pub fn read_directly(
+    redis: &RedisServer,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    count: usize,
+) -> Vec<String> {
+    let mut conn = redis.conn();
+    let _: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg(&["CREATE", stream, group, "0", "MKSTREAM"][..])
+        .query(&mut conn);
+    let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg(
+            &[
+                "GROUP",
+                group,
+                consumer,
+                "COUNT",
+                &count.to_string(),
+                "STREAMS",
+                stream,
+                ">",
+            ][..],
+        )
+        .query(&mut conn)
+        .unwrap();
+    reply
+        .keys
+        .into_iter()
+        .flat_map(|k| k.ids)
+        .map(|e| e.id)
+        .collect()
+}
+
+/// Waits until nobody has read for `consumer` for well over a block period,
+/// i.e. the gateway's loop for a closed subscription has stopped.
+pub async fn wait_until_stopped(redis: &RedisServer, stream: &str, group: &str, consumer: &str) {
+    eventually("the consumer's read loop stopped", || {
+        let rows: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg(&["CONSUMERS", stream, group][..])
+            .query(&mut redis.conn())
+            .unwrap();
+        let stopped = rows.iter().any(|r| {
+            redis::from_redis_value_ref::<String>(&r["name"]).unwrap() == consumer
+                && redis::from_redis_value_ref::<u64>(&r["idle"]).unwrap() > 1000
+        });
+        async move { stopped.then_some(()) }
+    })
+    .await;
+}
+
+/// Size of a group's pending entries list, read directly from Redis.
+pub fn pending_count(redis: &RedisServer, stream: &str, group: &str) -> u64 {
+    let summary: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query(&mut redis.conn())
+        .unwrap();
+    summary.0
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the gateway against real `redis-server` processes.
+//! One test binary, one module per surface.
+
+mod ack_reap;
+mod admin;
+mod common;
+mod errors;
+mod lifecycle;
+mod produce;
+mod replay_trim;
+mod subscribe;
