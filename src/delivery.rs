@@ -13,7 +13,8 @@ use std::task::{Context, Poll, ready};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 
-use crate::error::Error;
+use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
 
 /// Creates a feed/delivery pair buffering at most `capacity` items.
 pub fn channel<T>(capacity: usize) -> (Feed<T>, Delivery<T>) {
@@ -61,6 +62,65 @@ impl<T> Feed<T> {
     }
 }
 
+/// What one turn of a read loop produced.
+pub enum Turn<T> {
+    /// Something to hand to the client.
+    Item(T),
+    /// Nothing this time (e.g. a blocking read timed out); read again.
+    Nothing,
+    /// The loop is done; end the stream cleanly.
+    End,
+}
+
+/// A read loop: each turn reads once from Redis.
+pub trait ReadLoop: Send {
+    /// What one turn hands to the client.
+    type Item: Send;
+
+    /// Reads once. Called only when buffer space for the item is reserved.
+    fn turn(&mut self) -> impl Future<Output = Result<Turn<Self::Item>>> + Send;
+}
+
+/// Drives a read loop: each turn first waits for buffer space, then reads,
+/// then hands the item over. Returns `Ok(())` when the loop ends or the
+/// client went away, and [`Error::ShuttingDown`] once `shutdown` fires,
+/// checked before waiting and after every read.
+pub async fn pump<L: ReadLoop>(
+    feed: &Feed<L::Item>,
+    shutdown: &Shutdown,
+    mut reads: L,
+) -> Result<()> {
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = shutdown.triggered() => return Err(Error::ShuttingDown),
+            permit = feed.reserve() => match permit {
+                Ok(permit) => permit,
+                Err(Closed) => return Ok(()),
+            },
+        };
+        match reads.turn().await? {
+            Turn::Item(item) => permit.send(item),
+            Turn::Nothing => {}
+            Turn::End => return Ok(()),
+        }
+        if shutdown.is_triggered() {
+            return Err(Error::ShuttingDown);
+        }
+    }
+}
+
+/// Starts `reads` on its own task and returns the stream it feeds, ending
+/// with the loop's error if any.
+pub fn start<L: ReadLoop + 'static>(reads: L, shutdown: Shutdown) -> Delivery<L::Item> {
+    let (feed, delivery) = channel(1);
+    tokio::spawn(async move {
+        let outcome = pump(&feed, &shutdown, reads).await;
+        feed.finish(outcome);
+    });
+    delivery
+}
+
 /// The consuming side: a stream of items, then the task's error if any.
 pub struct Delivery<T> {
     items: mpsc::Receiver<T>,
@@ -103,6 +163,41 @@ mod tests {
             Some(Err(Error::ShuttingDown))
         ));
         assert!(delivery.next().await.is_none());
+    }
+
+    /// Counts up and fires the shutdown signal on its second turn.
+    struct Counter {
+        n: u32,
+        stop: Shutdown,
+    }
+
+    impl ReadLoop for Counter {
+        type Item = u32;
+
+        async fn turn(&mut self) -> Result<Turn<u32>> {
+            self.n += 1;
+            if self.n == 2 {
+                self.stop.trigger();
+            }
+            Ok(Turn::Item(self.n))
+        }
+    }
+
+    #[tokio::test]
+    async fn pump_stops_at_shutdown_with_an_error() {
+        let shutdown = Shutdown::new();
+        let reads = Counter {
+            n: 0,
+            stop: shutdown.clone(),
+        };
+        let mut delivery = start(reads, shutdown);
+        assert_eq!(delivery.next().await.unwrap().unwrap(), 1);
+        // The item read before shutdown was noticed is still delivered.
+        assert_eq!(delivery.next().await.unwrap().unwrap(), 2);
+        assert!(matches!(
+            delivery.next().await,
+            Some(Err(Error::ShuttingDown))
+        ));
     }
 
     #[tokio::test]

@@ -128,7 +128,7 @@ impl GroupStart {
                 .map_err(|_| {
                     Error::invalid(
                         field,
-                        format!("{text:?} is not a group start: expected $, 0 or <ms>-<seq>"),
+                        format!("{text:?} is not a start position: expected $, 0 or <ms>-<seq>"),
                     )
                 }),
         }

@@ -19,8 +19,8 @@
 //! - [`broker`]: typed Redis Streams operations on a shared multiplexed
 //!   connection, plus [`broker::Reader`] for blocking reads on connections
 //!   of their own. Knows nothing of gRPC.
-//! - [`subscription`] and [`replay`]: the long-running read loops behind
-//!   the server-streaming RPCs, fed through [`delivery`]'s bounded hand-off.
+//! - [`subscription`], [`tail`] and [`replay`]: the read loops behind the
+//!   server-streaming RPCs, driven by [`delivery`]'s bounded hand-off.
 //! - [`ids`], [`model`]: stream IDs and the event/entry data model.
 //! - [`error`]: the one error enum and the one mapping to gRPC status.
 //! - [`shutdown`]: the signal every long-lived task watches.
@@ -38,3 +38,4 @@ pub mod replay;
 pub mod server;
 pub mod shutdown;
 pub mod subscription;
+pub mod tail;

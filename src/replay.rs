@@ -7,8 +7,8 @@
 //! Like Subscribe, a page is read only after buffer space for it is reserved.
 
 use crate::broker::Broker;
-use crate::delivery::{self, Delivery, Feed};
-use crate::error::{Error, Result};
+use crate::delivery::{self, Delivery, ReadLoop, Turn};
+use crate::error::Result;
 use crate::ids::{IdRange, StreamId};
 use crate::model::Entry;
 use crate::shutdown::Shutdown;
@@ -28,53 +28,53 @@ pub struct ReplaySpec {
     pub page_size: u32,
 }
 
-/// Starts a replay task; pages arrive on the returned stream.
-pub fn spawn(broker: Broker, spec: ReplaySpec, shutdown: Shutdown) -> Delivery<Vec<Entry>> {
-    let (feed, delivery) = delivery::channel(1);
-    tokio::spawn(async move {
-        let outcome = run(&broker, spec, &shutdown, &feed).await;
-        feed.finish(outcome);
-    });
-    delivery
+/// Starts the paging loop; pages arrive on the returned stream.
+pub fn start(broker: Broker, spec: ReplaySpec, shutdown: Shutdown) -> Delivery<Vec<Entry>> {
+    let pages = Pages {
+        range: Some(spec.range).filter(|r| !r.is_empty()),
+        remaining: spec.limit.unwrap_or(u64::MAX),
+        broker,
+        spec,
+    };
+    delivery::start(pages, shutdown)
 }
 
-async fn run(
-    broker: &Broker,
+/// The paging state of one replay.
+struct Pages {
+    broker: Broker,
     spec: ReplaySpec,
-    shutdown: &Shutdown,
-    feed: &Feed<Vec<Entry>>,
-) -> Result<()> {
-    let mut range = spec.range;
-    let mut remaining = spec.limit.unwrap_or(u64::MAX);
-    while remaining > 0 && !range.is_empty() {
-        let permit = tokio::select! {
-            biased;
-            () = shutdown.triggered() => return Err(Error::ShuttingDown),
-            permit = feed.reserve() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return Ok(()),
-            },
+    /// What is left to read; `None` when done.
+    range: Option<IdRange>,
+    /// Entries still allowed by `limit`.
+    remaining: u64,
+}
+
+impl ReadLoop for Pages {
+    type Item = Vec<Entry>;
+
+    async fn turn(&mut self) -> Result<Turn<Vec<Entry>>> {
+        let Some(current) = self.range.filter(|_| self.remaining > 0) else {
+            return Ok(Turn::End);
         };
-        let count = remaining.min(u64::from(spec.page_size));
-        let page = broker
-            .range(&spec.stream, range, spec.reverse, count)
+        let count = self.remaining.min(u64::from(self.spec.page_size));
+        let page = self
+            .broker
+            .range(&self.spec.stream, current, self.spec.reverse, count)
             .await?;
         let Some(last) = page.last() else {
-            return Ok(());
+            return Ok(Turn::End);
         };
         let last = StreamId::parse("id", &last.id)?;
-        let next = if spec.reverse {
-            last.predecessor().map(|high| IdRange { high, ..range })
+        self.remaining -= page.len() as u64;
+        // A short page means the range is exhausted.
+        self.range = if (page.len() as u64) < count {
+            None
+        } else if self.spec.reverse {
+            last.predecessor().map(|high| IdRange { high, ..current })
         } else {
-            last.successor().map(|low| IdRange { low, ..range })
-        };
-        let full = page.len() as u64 == count;
-        remaining -= page.len() as u64;
-        permit.send(page);
-        match next {
-            Some(next) if full => range = next,
-            _ => return Ok(()),
+            last.successor().map(|low| IdRange { low, ..current })
         }
+        .filter(|r| !r.is_empty());
+        Ok(Turn::Item(page))
     }
-    Ok(())
 }

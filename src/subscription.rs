@@ -16,9 +16,9 @@
 
 use std::time::Duration;
 
-use crate::broker::{Broker, ReadFrom};
-use crate::delivery::{self, Delivery, Feed};
-use crate::error::{Error, Result};
+use crate::broker::{Broker, ReadFrom, Reader};
+use crate::delivery::{self, Delivery, ReadLoop, Turn};
+use crate::error::Result;
 use crate::ids::{GroupStart, StreamId};
 use crate::model::Entry;
 use crate::shutdown::Shutdown;
@@ -42,91 +42,112 @@ pub struct SubscribeSpec {
     pub pending_first: bool,
 }
 
-/// Starts a subscription task; its batches and final error arrive on the
-/// returned stream. `block` bounds each blocking read.
-pub fn spawn(
+/// Joins the group (creating it if asked to) and starts the read loop; its
+/// batches and final error arrive on the returned stream. Setup happens
+/// before this returns, so an entry produced after the client got its
+/// response headers is never "before" a group created here. `block` bounds
+/// each blocking read.
+pub async fn start(
     broker: Broker,
     spec: SubscribeSpec,
     block: Duration,
     shutdown: Shutdown,
-) -> Delivery<Vec<Entry>> {
-    let (feed, delivery) = delivery::channel(1);
-    tokio::spawn(async move {
-        let outcome = run(&broker, &spec, block, &shutdown, &feed).await;
-        if let Err(err) = &outcome {
-            tracing::debug!(stream = %spec.stream, group = %spec.group, consumer = %spec.consumer, error = %err, "subscription ended");
-        }
-        feed.finish(outcome);
-    });
-    delivery
+) -> Result<Delivery<Vec<Entry>>> {
+    let reads = Subscription::open(broker, spec, block).await?;
+    Ok(delivery::start(reads, shutdown))
 }
 
-/// Ok(()) means the client went away.
-async fn run(
-    broker: &Broker,
-    spec: &SubscribeSpec,
-    block: Duration,
-    shutdown: &Shutdown,
-    feed: &Feed<Vec<Entry>>,
-) -> Result<()> {
-    if spec.create_group {
-        broker
-            .create_group(&spec.stream, &spec.group, spec.group_start, true)
-            .await?;
-    }
-    let mut reader = broker.reader(&spec.stream, block).await?;
-    let mut from = if spec.pending_first {
-        ReadFrom::Pending(StreamId::MIN)
-    } else {
-        ReadFrom::New
-    };
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = shutdown.triggered() => return Err(Error::ShuttingDown),
-            permit = feed.reserve() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return Ok(()),
-            },
+/// One consumer's read loop.
+struct Subscription {
+    broker: Broker,
+    spec: SubscribeSpec,
+    reader: Reader,
+    from: ReadFrom,
+}
+
+impl Subscription {
+    /// Creates the group if asked to and opens the dedicated connection.
+    async fn open(broker: Broker, spec: SubscribeSpec, block: Duration) -> Result<Subscription> {
+        if spec.create_group {
+            broker
+                .create_group(&spec.stream, &spec.group, spec.group_start, true)
+                .await?;
+        }
+        let reader = broker.reader(&spec.stream, block).await?;
+        let from = if spec.pending_first {
+            ReadFrom::Pending(StreamId::MIN)
+        } else {
+            ReadFrom::New
         };
-        let raw = reader
-            .read_group(&spec.group, &spec.consumer, spec.batch_size, from)
+        Ok(Subscription {
+            broker,
+            spec,
+            reader,
+            from,
+        })
+    }
+
+    /// The next page of this consumer's own pending entries, with their
+    /// delivery counts; switches to new entries once the PEL is exhausted.
+    async fn read_pending(&mut self, after: StreamId) -> Result<Vec<Entry>> {
+        let spec = &self.spec;
+        let raw = self
+            .reader
+            .read_group(
+                &spec.group,
+                &spec.consumer,
+                spec.batch_size,
+                ReadFrom::Pending(after),
+            )
             .await?;
-        let mut batch = Vec::with_capacity(raw.len());
-        match from {
-            ReadFrom::New => {
-                for (id, payload) in raw {
-                    // `>` never returns deleted entries; be lenient anyway.
-                    if let Some(pairs) = payload {
-                        let mut entry = Entry::from_pairs(id, pairs);
-                        entry.delivery_count = 1;
-                        batch.push(entry);
-                    }
-                }
-            }
-            ReadFrom::Pending(_) => {
-                let Some((last, _)) = raw.last() else {
-                    // The PEL is exhausted: continue with new entries.
-                    from = ReadFrom::New;
-                    continue;
-                };
-                from = ReadFrom::Pending(StreamId::parse("id", last)?);
-                // Pending entries whose payload was trimmed cannot be
-                // delivered; Reap reports them and drops them from the PEL.
-                batch.extend(
-                    raw.into_iter()
-                        .filter_map(|(id, p)| p.map(|p| Entry::from_pairs(id, p))),
-                );
-                broker
-                    .fill_delivery_counts(&spec.stream, &spec.group, &mut batch)
-                    .await?;
-            }
-        }
-        if !batch.is_empty() {
-            permit.send(batch);
-        }
-        if shutdown.is_triggered() {
-            return Err(Error::ShuttingDown);
-        }
+        let Some((last, _)) = raw.last() else {
+            self.from = ReadFrom::New;
+            return Ok(Vec::new());
+        };
+        self.from = ReadFrom::Pending(StreamId::parse("id", last)?);
+        // Pending entries whose payload was trimmed cannot be delivered;
+        // Reap reports them and drops them from the PEL.
+        let mut batch: Vec<Entry> = raw
+            .into_iter()
+            .filter_map(|(id, p)| p.map(|p| Entry::from_pairs(id, p)))
+            .collect();
+        self.broker
+            .fill_delivery_counts(&spec.stream, &spec.group, &mut batch)
+            .await?;
+        Ok(batch)
+    }
+
+    /// New entries, blocking up to the block time.
+    async fn read_new(&mut self) -> Result<Vec<Entry>> {
+        let spec = &self.spec;
+        let raw = self
+            .reader
+            .read_group(&spec.group, &spec.consumer, spec.batch_size, ReadFrom::New)
+            .await?;
+        Ok(raw
+            .into_iter()
+            // `>` never returns deleted entries; be lenient anyway.
+            .filter_map(|(id, payload)| payload.map(|p| Entry::from_pairs(id, p)))
+            .map(|entry| Entry {
+                delivery_count: 1,
+                ..entry
+            })
+            .collect())
+    }
+}
+
+impl ReadLoop for Subscription {
+    type Item = Vec<Entry>;
+
+    async fn turn(&mut self) -> Result<Turn<Vec<Entry>>> {
+        let batch = match self.from {
+            ReadFrom::Pending(after) => self.read_pending(after).await?,
+            ReadFrom::New => self.read_new().await?,
+        };
+        Ok(if batch.is_empty() {
+            Turn::Nothing
+        } else {
+            Turn::Item(batch)
+        })
     }
 }

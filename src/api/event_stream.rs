@@ -10,10 +10,13 @@ use super::{ApiSettings, bounded, convert, required};
 use crate::broker::{Broker, Cap, ReapSpec, TrimTo};
 use crate::error::{Error, Result};
 use crate::ids::{GroupStart, IdRange, StreamId};
-use crate::pb::{self, event_stream_server::EventStream, subscribe_response, trim_request};
+use crate::pb::{
+    self, event_stream_server::EventStream, subscribe_response, tail_response, trim_request,
+};
 use crate::replay::{self, ReplaySpec};
 use crate::shutdown::Shutdown;
 use crate::subscription::{self, SubscribeSpec};
+use crate::tail::{self, TailSpec};
 
 /// A server stream as tonic wants it.
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -110,12 +113,13 @@ impl EventStream for EventStreamService {
             group_start: GroupStart::parse("group_start_id", &req.group_start_id)?,
             pending_first: req.pending_first,
         };
-        let delivery = subscription::spawn(
+        let delivery = subscription::start(
             self.broker.clone(),
             spec,
             self.settings.block,
             self.shutdown.clone(),
-        );
+        )
+        .await?;
         let responses = delivery.map(|item| {
             item.map(|batch| pb::SubscribeResponse {
                 kind: Some(subscribe_response::Kind::Batch(pb::Batch {
@@ -193,7 +197,7 @@ impl EventStream for EventStreamService {
                 self.settings.max_batch_size,
             )?,
         };
-        let delivery = replay::spawn(self.broker.clone(), spec, self.shutdown.clone());
+        let delivery = replay::start(self.broker.clone(), spec, self.shutdown.clone());
         let responses = delivery.map(|item| {
             item.map(|page| pb::ReplayResponse {
                 entries: convert::entries(page),
@@ -225,5 +229,40 @@ impl EventStream for EventStreamService {
         }
         let trimmed = self.broker.trim(stream, &to, req.exact, req.limit).await?;
         Ok(Response::new(pb::TrimResponse { trimmed }))
+    }
+
+    type TailStream = ResponseStream<pb::TailResponse>;
+
+    async fn tail(
+        &self,
+        request: Request<pb::TailRequest>,
+    ) -> Result<Response<Self::TailStream>, Status> {
+        let req = request.into_inner();
+        let spec = TailSpec {
+            stream: required("stream", &req.stream)?.to_owned(),
+            start: GroupStart::parse("start_id", &req.start_id)?,
+            batch_size: bounded(
+                "batch_size",
+                req.batch_size,
+                self.settings.default_batch_size,
+                self.settings.max_batch_size,
+            )?,
+        };
+        let delivery = tail::start(
+            self.broker.clone(),
+            spec,
+            self.settings.block,
+            self.shutdown.clone(),
+        )
+        .await?;
+        let responses = delivery.map(|item| {
+            item.map(|batch| pb::TailResponse {
+                kind: Some(tail_response::Kind::Batch(pb::Batch {
+                    entries: convert::entries(batch),
+                })),
+            })
+            .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(responses)))
     }
 }

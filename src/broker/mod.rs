@@ -304,6 +304,22 @@ impl Broker {
         reply::entries(self.query(&cmd, stream, None).await?)
     }
 
+    /// The ID of the stream's newest entry; `0-0` for an empty or missing
+    /// stream. Every entry appended later has a higher ID.
+    pub async fn last_entry_id(&self, stream: &str) -> Result<StreamId> {
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(self.key(stream))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
+        let newest = reply::raw_entries(self.query(&cmd, stream, None).await?)?;
+        match newest.first() {
+            Some((id, _)) => StreamId::parse("id", id),
+            None => Ok(StreamId::MIN),
+        }
+    }
+
     /// Trims a stream; returns how many entries were removed.
     pub async fn trim(&self, stream: &str, to: &TrimTo, exact: bool, limit: u64) -> Result<u64> {
         let mut cmd = redis::cmd("XTRIM");

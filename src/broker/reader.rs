@@ -87,4 +87,22 @@ impl Reader {
             .map_err(|e| Error::from_redis(&e, &self.stream, Some(group)))?;
         reply::read_reply(value)
     }
+
+    /// One plain XREAD of entries after `after` (no group), blocking up to
+    /// the block time.
+    pub async fn read_after(&mut self, after: StreamId, count: u32) -> Result<Vec<RawEntry>> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(self.block_ms)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(after.to_string());
+        let value: Value = cmd
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| Error::from_redis(&e, &self.stream, None))?;
+        reply::read_reply(value)
+    }
 }

@@ -197,7 +197,17 @@ async fn a_key_of_another_type_is_failed_precondition() {
         .await
         .unwrap_err();
     assert_status(&status, Code::FailedPrecondition, &["\"plain\""]);
-    let mut s = subscribe(&mut gw, sub("plain", "g", "c")).await;
+    // Subscribe sets up its group before answering, so the error is the
+    // call's own status.
+    let status = gw
+        .events
+        .subscribe(sub("plain", "g", "c"))
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::FailedPrecondition, &["\"plain\""]);
+    let mut no_create = sub("plain", "g", "c");
+    no_create.create_group = false;
+    let mut s = subscribe(&mut gw, no_create).await;
     assert_status(
         &next_batch(&mut s).await.unwrap_err(),
         Code::FailedPrecondition,

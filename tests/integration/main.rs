@@ -9,3 +9,4 @@ mod lifecycle;
 mod produce;
 mod replay_trim;
 mod subscribe;
+mod tail;
