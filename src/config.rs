@@ -83,6 +83,17 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub health_interval_ms: u64,
 
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off unless set;
+    /// port 0 picks a free port, printed as `metrics on ADDR`).
+    #[arg(long, env = "STREAMGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// How often the per-group metrics (lag, pending, oldest pending idle)
+    /// are refreshed from Redis, in milliseconds.
+    #[arg(long, env = "STREAMGATE_METRICS_POLL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub metrics_poll_ms: u64,
+
     /// After SIGTERM/SIGINT, how long open calls may take to finish before
     /// the gateway exits anyway, in milliseconds.
     #[arg(long, env = "STREAMGATE_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]

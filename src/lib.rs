@@ -32,6 +32,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod ids;
+pub mod metrics;
 pub mod model;
 pub mod pb;
 pub mod replay;

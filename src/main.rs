@@ -34,6 +34,9 @@ async fn serve(config: ServeConfig) -> ExitCode {
     };
     // Scripts and tests wait for this exact line to learn the port.
     println!("listening on {}", gateway.addr());
+    if let Some(addr) = gateway.metrics_addr() {
+        println!("metrics on {addr}");
+    }
     let _ = std::io::stdout().flush();
 
     if let Err(e) = stop_signal().await {

@@ -11,9 +11,10 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::api::{EventStreamService, StreamAdminService};
+use crate::api::{Context, EventStreamService, StreamAdminService};
 use crate::broker::Broker;
 use crate::config::ServeConfig;
+use crate::metrics::{self, Metrics};
 use crate::pb::{
     self, event_stream_server::EventStreamServer, stream_admin_server::StreamAdminServer,
 };
@@ -25,6 +26,7 @@ pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 /// A running gateway.
 pub struct Gateway {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -33,6 +35,11 @@ impl Gateway {
     /// The address the gRPC server is bound to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the `/metrics` endpoint, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Starts a graceful shutdown: no new connections, open streams end
@@ -57,12 +64,27 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
         .with_nodelay(Some(true));
     let addr = incoming.local_addr()?;
     let shutdown = Shutdown::new();
-    let settings = Arc::new(config.api_settings());
+    let metrics = Arc::new(Metrics::new());
+    let metrics_addr = match config.metrics_listen {
+        Some(addr) => Some(
+            metrics::http::serve(addr, metrics.clone(), shutdown.clone())
+                .await
+                .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    tokio::spawn(metrics::poll::run(
+        broker.clone(),
+        metrics.clone(),
+        Duration::from_millis(config.metrics_poll_ms),
+        shutdown.clone(),
+    ));
 
     let (reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(watch_health(
         broker.clone(),
         reporter,
+        metrics.clone(),
         Duration::from_millis(config.health_interval_ms),
         shutdown.clone(),
     ));
@@ -75,8 +97,14 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let event_stream = EventStreamService::new(broker.clone(), settings.clone(), shutdown.clone());
-    let admin = StreamAdminService::new(broker, settings);
+    let ctx = Context {
+        broker,
+        settings: Arc::new(config.api_settings()),
+        shutdown: shutdown.clone(),
+        metrics,
+    };
+    let event_stream = EventStreamService::new(ctx.clone());
+    let admin = StreamAdminService::new(ctx);
     let router = Server::builder()
         // Detect dead peers on long-lived, otherwise silent streams.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -95,6 +123,7 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
     tracing::info!(%addr, redis = %config.redis_url, prefix = %config.key_prefix, "streamgate serving");
     Ok(Gateway {
         addr,
+        metrics_addr,
         shutdown,
         task,
     })
@@ -105,6 +134,7 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
 async fn watch_health(
     broker: Broker,
     reporter: HealthReporter,
+    metrics: Arc<Metrics>,
     every: Duration,
     shutdown: Shutdown,
 ) {
@@ -125,6 +155,9 @@ async fn watch_health(
             }
             Err(_) => ServingStatus::NotServing,
         };
+        metrics
+            .redis_up
+            .set(i64::from(status == ServingStatus::Serving));
         if last != Some(status) {
             set_all(&reporter, status).await;
             last = Some(status);

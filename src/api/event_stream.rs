@@ -1,20 +1,21 @@
 //! `streamgate.v1.EventStream`: the data plane.
 
 use std::pin::Pin;
-use std::sync::Arc;
 
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::{ApiSettings, bounded, convert, required};
-use crate::broker::{Broker, Cap, ReapSpec, TrimTo};
+use super::{Context, bounded, convert, required};
+use crate::broker::{Cap, ReapSpec, TrimTo};
+use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::ids::{GroupStart, IdRange, StreamId};
+use crate::metrics::OpenGuard;
+use crate::model::Entry;
 use crate::pb::{
     self, event_stream_server::EventStream, subscribe_response, tail_response, trim_request,
 };
 use crate::replay::{self, ReplaySpec};
-use crate::shutdown::Shutdown;
 use crate::subscription::{self, SubscribeSpec};
 use crate::tail::{self, TailSpec};
 
@@ -28,22 +29,16 @@ const DEFAULT_REAP_MAX_PAGES: u32 = 10;
 /// Default Replay page size.
 const DEFAULT_REPLAY_PAGE_SIZE: u32 = 100;
 
-/// Implements the EventStream service on a [`Broker`].
+/// Implements the EventStream service.
 #[derive(Clone)]
 pub struct EventStreamService {
-    broker: Broker,
-    settings: Arc<ApiSettings>,
-    shutdown: Shutdown,
+    ctx: Context,
 }
 
 impl EventStreamService {
-    /// A service answering from `broker`; its streams end on `shutdown`.
-    pub fn new(broker: Broker, settings: Arc<ApiSettings>, shutdown: Shutdown) -> Self {
-        EventStreamService {
-            broker,
-            settings,
-            shutdown,
-        }
+    /// A service answering from `ctx`.
+    pub fn new(ctx: Context) -> Self {
+        EventStreamService { ctx }
     }
 }
 
@@ -58,26 +53,41 @@ fn id_list(field: &str, ids: &[String]) -> Result<Vec<StreamId>> {
         .collect()
 }
 
-#[tonic::async_trait]
-impl EventStream for EventStreamService {
-    async fn produce(
-        &self,
-        request: Request<pb::ProduceRequest>,
-    ) -> Result<Response<pb::ProduceResponse>, Status> {
-        let req = request.into_inner();
-        let stream = required("stream", &req.stream)?;
+/// Turns a read loop's batches into a response stream of `wrap`ped
+/// messages; `guard` lives (and keeps its gauge up) as long as the stream.
+fn respond<T: Send + 'static>(
+    delivery: Delivery<Vec<Entry>>,
+    guard: Option<OpenGuard>,
+    mut on_batch: impl FnMut(usize) + Send + 'static,
+    wrap: fn(pb::Batch) -> T,
+) -> ResponseStream<T> {
+    Box::pin(delivery.map(move |item| {
+        let _open = &guard;
+        item.map(|batch| {
+            on_batch(batch.len());
+            wrap(pb::Batch {
+                entries: convert::entries(batch),
+            })
+        })
+        .map_err(Status::from)
+    }))
+}
+
+impl EventStreamService {
+    async fn produce(&self, req: pb::ProduceRequest) -> Result<pb::ProduceResponse> {
+        let settings = &self.ctx.settings;
+        let stream = self.ctx.stream(&req.stream)?;
         if req.events.is_empty() {
-            return Err(Error::invalid("events", "at least one event is required").into());
+            return Err(Error::invalid("events", "at least one event is required"));
         }
-        if req.events.len() > self.settings.max_produce_events {
+        if req.events.len() > settings.max_produce_events {
             return Err(Error::LimitExceeded(format!(
                 "{} events exceed the limit of {} per Produce (--max-produce-events)",
                 req.events.len(),
-                self.settings.max_produce_events
-            ))
-            .into());
+                settings.max_produce_events
+            )));
         }
-        let max_len = req.max_len.unwrap_or(self.settings.default_max_len);
+        let max_len = req.max_len.unwrap_or(settings.default_max_len);
         let cap = (max_len > 0).then_some(Cap {
             max_len,
             exact: req.exact,
@@ -88,105 +98,89 @@ impl EventStream for EventStreamService {
             .enumerate()
             .map(|(i, e)| convert::event(i, e))
             .collect::<Result<Vec<_>>>()?;
-        let ids = self.broker.produce(stream, &events, cap).await?;
-        Ok(Response::new(pb::ProduceResponse { ids }))
+        let ids = self.ctx.broker.produce(stream, &events, cap).await?;
+        self.ctx.metrics.produced.inc_by(ids.len() as u64);
+        Ok(pb::ProduceResponse { ids })
     }
-
-    type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
 
     async fn subscribe(
         &self,
-        request: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let req = request.into_inner();
+        req: pb::SubscribeRequest,
+    ) -> Result<ResponseStream<pb::SubscribeResponse>> {
+        let settings = &self.ctx.settings;
         let spec = SubscribeSpec {
-            stream: required("stream", &req.stream)?.to_owned(),
+            stream: self.ctx.stream(&req.stream)?.to_owned(),
             group: required("group", &req.group)?.to_owned(),
             consumer: required("consumer", &req.consumer)?.to_owned(),
             batch_size: bounded(
                 "batch_size",
                 req.batch_size,
-                self.settings.default_batch_size,
-                self.settings.max_batch_size,
+                settings.default_batch_size,
+                settings.max_batch_size,
             )?,
             create_group: req.create_group,
             group_start: GroupStart::parse("group_start_id", &req.group_start_id)?,
             pending_first: req.pending_first,
         };
         let delivery = subscription::start(
-            self.broker.clone(),
+            self.ctx.broker.clone(),
             spec,
-            self.settings.block,
-            self.shutdown.clone(),
+            settings.block,
+            self.ctx.shutdown.clone(),
         )
         .await?;
-        let responses = delivery.map(|item| {
-            item.map(|batch| pb::SubscribeResponse {
-                kind: Some(subscribe_response::Kind::Batch(pb::Batch {
-                    entries: convert::entries(batch),
-                })),
-            })
-            .map_err(Status::from)
-        });
-        Ok(Response::new(Box::pin(responses)))
+        let delivered = self.ctx.metrics.delivered.clone();
+        Ok(respond(
+            delivery,
+            Some(OpenGuard::new(&self.ctx.metrics.open_subscriptions)),
+            move |n| {
+                delivered.inc_by(n as u64);
+            },
+            |batch| pb::SubscribeResponse {
+                kind: Some(subscribe_response::Kind::Batch(batch)),
+            },
+        ))
     }
 
-    async fn ack(
-        &self,
-        request: Request<pb::AckRequest>,
-    ) -> Result<Response<pb::AckResponse>, Status> {
-        let req = request.into_inner();
-        let stream = required("stream", &req.stream)?;
+    async fn ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse> {
+        let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let ids = id_list("ids", &req.ids)?;
-        let acked = self.broker.ack(stream, group, &ids).await?;
-        Ok(Response::new(pb::AckResponse { acked }))
+        let acked = self.ctx.broker.ack(stream, group, &ids).await?;
+        self.ctx.metrics.acked.inc_by(acked);
+        Ok(pb::AckResponse { acked })
     }
 
-    async fn reap(
-        &self,
-        request: Request<pb::ReapRequest>,
-    ) -> Result<Response<pb::ReapResponse>, Status> {
-        let req = request.into_inner();
-        let stream = required("stream", &req.stream)?;
+    async fn reap(&self, req: pb::ReapRequest) -> Result<pb::ReapResponse> {
+        let max = self.ctx.settings.max_batch_size;
+        let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let spec = ReapSpec {
             consumer: required("consumer", &req.consumer)?.to_owned(),
             min_idle_ms: req.min_idle_ms,
-            page_count: bounded(
-                "page_count",
-                req.page_count,
-                DEFAULT_REAP_PAGE_COUNT,
-                self.settings.max_batch_size,
-            )?,
-            max_pages: bounded(
-                "max_pages",
-                req.max_pages,
-                DEFAULT_REAP_MAX_PAGES,
-                self.settings.max_batch_size,
-            )?,
+            page_count: bounded("page_count", req.page_count, DEFAULT_REAP_PAGE_COUNT, max)?,
+            max_pages: bounded("max_pages", req.max_pages, DEFAULT_REAP_MAX_PAGES, max)?,
             start: match req.start_id.as_str() {
                 "" => StreamId::MIN,
                 id => StreamId::parse("start_id", id)?,
             },
         };
-        let reaped = self.broker.reap(stream, group, &spec).await?;
-        Ok(Response::new(pb::ReapResponse {
+        let reaped = self.ctx.broker.reap(stream, group, &spec).await?;
+        let metrics = &self.ctx.metrics;
+        metrics.reclaimed.inc_by(reaped.claimed.len() as u64);
+        metrics
+            .deleted_while_pending
+            .inc_by(reaped.deleted_ids.len() as u64);
+        Ok(pb::ReapResponse {
             claimed: convert::entries(reaped.claimed),
             deleted_ids: reaped.deleted_ids,
             next_start_id: reaped.next_start_id,
-        }))
+        })
     }
 
-    type ReplayStream = ResponseStream<pb::ReplayResponse>;
-
-    async fn replay(
-        &self,
-        request: Request<pb::ReplayRequest>,
-    ) -> Result<Response<Self::ReplayStream>, Status> {
-        let req = request.into_inner();
+    async fn replay(&self, req: pb::ReplayRequest) -> Result<ResponseStream<pb::ReplayResponse>> {
         let spec = ReplaySpec {
-            stream: required("stream", &req.stream)?.to_owned(),
+            stream: self.ctx.stream(&req.stream)?.to_owned(),
             range: IdRange::parse("start", &req.start, "end", &req.end)?,
             reverse: req.reverse,
             limit: (req.limit > 0).then_some(req.limit),
@@ -194,75 +188,128 @@ impl EventStream for EventStreamService {
                 "page_size",
                 req.page_size,
                 DEFAULT_REPLAY_PAGE_SIZE,
-                self.settings.max_batch_size,
+                self.ctx.settings.max_batch_size,
             )?,
         };
-        let delivery = replay::start(self.broker.clone(), spec, self.shutdown.clone());
-        let responses = delivery.map(|item| {
-            item.map(|page| pb::ReplayResponse {
-                entries: convert::entries(page),
-            })
-            .map_err(Status::from)
-        });
-        Ok(Response::new(Box::pin(responses)))
+        let delivery = replay::start(self.ctx.broker.clone(), spec, self.ctx.shutdown.clone());
+        Ok(respond(
+            delivery,
+            None,
+            |_| {},
+            |batch| pb::ReplayResponse {
+                entries: batch.entries,
+            },
+        ))
     }
 
-    async fn trim(
-        &self,
-        request: Request<pb::TrimRequest>,
-    ) -> Result<Response<pb::TrimResponse>, Status> {
-        let req = request.into_inner();
-        let stream = required("stream", &req.stream)?;
+    async fn trim(&self, req: pb::TrimRequest) -> Result<pb::TrimResponse> {
+        let stream = self.ctx.stream(&req.stream)?;
         let to = match req.strategy {
             Some(trim_request::Strategy::MaxLen(n)) => TrimTo::MaxLen(n),
             Some(trim_request::Strategy::MinId(id)) => {
                 TrimTo::MinId(StreamId::parse("min_id", &id)?)
             }
-            None => return Err(Error::invalid("strategy", "set max_len or min_id").into()),
+            None => return Err(Error::invalid("strategy", "set max_len or min_id")),
         };
         if req.exact && req.limit > 0 {
             return Err(Error::invalid(
                 "limit",
                 "LIMIT applies only to approximate trimming (exact = false)",
-            )
-            .into());
+            ));
         }
-        let trimmed = self.broker.trim(stream, &to, req.exact, req.limit).await?;
-        Ok(Response::new(pb::TrimResponse { trimmed }))
+        let trimmed = self
+            .ctx
+            .broker
+            .trim(stream, &to, req.exact, req.limit)
+            .await?;
+        Ok(pb::TrimResponse { trimmed })
+    }
+
+    async fn tail(&self, req: pb::TailRequest) -> Result<ResponseStream<pb::TailResponse>> {
+        let settings = &self.ctx.settings;
+        let spec = TailSpec {
+            stream: self.ctx.stream(&req.stream)?.to_owned(),
+            start: GroupStart::parse("start_id", &req.start_id)?,
+            batch_size: bounded(
+                "batch_size",
+                req.batch_size,
+                settings.default_batch_size,
+                settings.max_batch_size,
+            )?,
+        };
+        let delivery = tail::start(
+            self.ctx.broker.clone(),
+            spec,
+            settings.block,
+            self.ctx.shutdown.clone(),
+        )
+        .await?;
+        Ok(respond(
+            delivery,
+            Some(OpenGuard::new(&self.ctx.metrics.open_tails)),
+            |_| {},
+            |batch| pb::TailResponse {
+                kind: Some(tail_response::Kind::Batch(batch)),
+            },
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl EventStream for EventStreamService {
+    async fn produce(
+        &self,
+        r: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        self.ctx
+            .track("Produce", self.produce(r.into_inner()))
+            .await
+    }
+
+    type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        r: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.ctx
+            .track("Subscribe", self.subscribe(r.into_inner()))
+            .await
+    }
+
+    async fn ack(&self, r: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
+        self.ctx.track("Ack", self.ack(r.into_inner())).await
+    }
+
+    async fn reap(
+        &self,
+        r: Request<pb::ReapRequest>,
+    ) -> Result<Response<pb::ReapResponse>, Status> {
+        self.ctx.track("Reap", self.reap(r.into_inner())).await
+    }
+
+    type ReplayStream = ResponseStream<pb::ReplayResponse>;
+
+    async fn replay(
+        &self,
+        r: Request<pb::ReplayRequest>,
+    ) -> Result<Response<Self::ReplayStream>, Status> {
+        self.ctx.track("Replay", self.replay(r.into_inner())).await
+    }
+
+    async fn trim(
+        &self,
+        r: Request<pb::TrimRequest>,
+    ) -> Result<Response<pb::TrimResponse>, Status> {
+        self.ctx.track("Trim", self.trim(r.into_inner())).await
     }
 
     type TailStream = ResponseStream<pb::TailResponse>;
 
     async fn tail(
         &self,
-        request: Request<pb::TailRequest>,
+        r: Request<pb::TailRequest>,
     ) -> Result<Response<Self::TailStream>, Status> {
-        let req = request.into_inner();
-        let spec = TailSpec {
-            stream: required("stream", &req.stream)?.to_owned(),
-            start: GroupStart::parse("start_id", &req.start_id)?,
-            batch_size: bounded(
-                "batch_size",
-                req.batch_size,
-                self.settings.default_batch_size,
-                self.settings.max_batch_size,
-            )?,
-        };
-        let delivery = tail::start(
-            self.broker.clone(),
-            spec,
-            self.settings.block,
-            self.shutdown.clone(),
-        )
-        .await?;
-        let responses = delivery.map(|item| {
-            item.map(|batch| pb::TailResponse {
-                kind: Some(tail_response::Kind::Batch(pb::Batch {
-                    entries: convert::entries(batch),
-                })),
-            })
-            .map_err(Status::from)
-        });
-        Ok(Response::new(Box::pin(responses)))
+        self.ctx.track("Tail", self.tail(r.into_inner())).await
     }
 }

@@ -2,19 +2,25 @@
 //!
 //! Every handler takes the same steps: validate the request into domain
 //! values (so malformed input is INVALID_ARGUMENT before any Redis call),
-//! call the broker, convert the result to proto. Status codes are decided
-//! only in [`crate::error`].
+//! call the broker, convert the result to proto. Handlers return domain
+//! errors; [`Context::track`] turns them into a `Status` (through the one
+//! mapping in [`crate::error`]) and records the request's metrics.
 
 mod convert;
 mod event_stream;
 mod stream_admin;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use event_stream::EventStreamService;
 pub use stream_admin::StreamAdminService;
+use tonic::{Response, Status};
 
+use crate::broker::Broker;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 
 /// Request defaults and limits shared by the services.
 #[derive(Clone, Debug)]
@@ -29,6 +35,44 @@ pub struct ApiSettings {
     pub max_produce_events: usize,
     /// Upper bound of one blocking read.
     pub block: Duration,
+}
+
+/// What every handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    /// Redis.
+    pub broker: Broker,
+    /// Defaults and limits.
+    pub settings: Arc<ApiSettings>,
+    /// Ends long-lived streams.
+    pub shutdown: Shutdown,
+    /// Where requests are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// Runs a handler body, records its outcome and latency as `rpc`, and
+    /// maps its error to a status.
+    async fn track<T>(
+        &self,
+        rpc: &'static str,
+        body: impl Future<Output = Result<T>>,
+    ) -> Result<Response<T>, Status> {
+        let start = Instant::now();
+        let result = body.await.map(Response::new).map_err(Status::from);
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.observe_rpc(rpc, code, start.elapsed());
+        result
+    }
+
+    /// Validates a stream name and remembers the stream for metrics.
+    fn stream<'a>(&self, name: &'a str) -> Result<&'a str> {
+        let name = required("stream", name)?;
+        self.metrics.note_stream(name);
+        Ok(name)
+    }
 }
 
 /// Rejects an empty name; `field` is the request field.

@@ -6,6 +6,7 @@ mod admin;
 mod common;
 mod errors;
 mod lifecycle;
+mod metrics;
 mod produce;
 mod replay_trim;
 mod subscribe;

@@ -1,0 +1,300 @@
+//! Prometheus metrics: what an operator alerts on.
+//!
+//! One [`Metrics`] per gateway (a registry of its own, not a global, so
+//! several gateways can run in one process, as the tests do). The api layer
+//! records requests and entry counts; [`poll`] refreshes the per-group
+//! gauges from Redis in the background; [`http`] serves `/metrics`.
+
+pub mod http;
+pub mod poll;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Streams whose groups the poller watches, at most. Beyond this, new
+/// streams are served but not polled (and a warning is logged once).
+pub const MAX_POLLED_STREAMS: usize = 1000;
+
+/// Labels of per-RPC metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// Method name, e.g. `Produce`.
+    pub rpc: &'static str,
+    /// gRPC status code name, e.g. `Ok`, `NotFound`.
+    pub code: String,
+}
+
+/// Labels of per-group gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// Client stream name.
+    pub stream: String,
+    /// Group name.
+    pub group: String,
+}
+
+/// Labels of per-stream gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    /// Client stream name.
+    pub stream: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    rpc_requests: Family<RpcLabels, Counter>,
+    rpc_duration: HistogramFamily<RpcLabels>,
+    /// Entries appended by Produce.
+    pub produced: Counter,
+    /// Entries delivered by Subscribe (first deliveries and re-deliveries).
+    pub delivered: Counter,
+    /// Entries acknowledged through Ack (XACK's count).
+    pub acked: Counter,
+    /// Entries claimed by Reap.
+    pub reclaimed: Counter,
+    /// Pending entries found deleted (trimmed) by Reap.
+    pub deleted_while_pending: Counter,
+    /// Open Subscribe streams.
+    pub open_subscriptions: Gauge,
+    /// Open Tail streams.
+    pub open_tails: Gauge,
+    /// 1 while Redis answers the health check's PING, else 0.
+    pub redis_up: Gauge,
+    /// Per group: entries not yet delivered (absent when Redis cannot tell).
+    pub group_lag: Family<GroupLabels, Gauge>,
+    /// Per group: entries delivered and not acknowledged.
+    pub group_pending: Family<GroupLabels, Gauge>,
+    /// Per group: idle time of the oldest pending entry.
+    pub group_oldest_pending_idle: Family<GroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Per group: number of consumers.
+    pub group_consumers: Family<GroupLabels, Gauge>,
+    /// Per stream: number of entries.
+    pub stream_length: Family<StreamLabels, Gauge>,
+    streams: Mutex<BTreeSet<String>>,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("streamgate");
+        let m = Metrics {
+            rpc_requests: Family::default(),
+            rpc_duration: Family::new_with_constructor(|| {
+                // 0.25 ms .. ~8 s
+                Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+            }),
+            produced: Counter::default(),
+            delivered: Counter::default(),
+            acked: Counter::default(),
+            reclaimed: Counter::default(),
+            deleted_while_pending: Counter::default(),
+            open_subscriptions: Gauge::default(),
+            open_tails: Gauge::default(),
+            redis_up: Gauge::default(),
+            group_lag: Family::default(),
+            group_pending: Family::default(),
+            group_oldest_pending_idle: Family::default(),
+            group_consumers: Family::default(),
+            stream_length: Family::default(),
+            streams: Mutex::new(BTreeSet::new()),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "rpc_requests",
+            "gRPC requests by method and status code",
+            m.rpc_requests.clone(),
+        );
+        r.register(
+            "rpc_duration_seconds",
+            "gRPC request latency by method and status code (server streams: until the stream is set up)",
+            m.rpc_duration.clone(),
+        );
+        r.register(
+            "entries_produced",
+            "Entries appended by Produce",
+            m.produced.clone(),
+        );
+        r.register(
+            "entries_delivered",
+            "Entries delivered by Subscribe",
+            m.delivered.clone(),
+        );
+        r.register(
+            "entries_acked",
+            "Entries acknowledged through Ack",
+            m.acked.clone(),
+        );
+        r.register(
+            "entries_reclaimed",
+            "Entries claimed by Reap",
+            m.reclaimed.clone(),
+        );
+        r.register(
+            "entries_deleted_while_pending",
+            "Pending entries whose payload was trimmed before anyone acked them (found by Reap)",
+            m.deleted_while_pending.clone(),
+        );
+        r.register(
+            "open_subscriptions",
+            "Open Subscribe streams",
+            m.open_subscriptions.clone(),
+        );
+        r.register("open_tails", "Open Tail streams", m.open_tails.clone());
+        r.register(
+            "redis_up",
+            "1 while Redis answers the health check, else 0",
+            m.redis_up.clone(),
+        );
+        r.register(
+            "group_lag",
+            "Entries in the stream not yet delivered to the group (absent when Redis cannot tell)",
+            m.group_lag.clone(),
+        );
+        r.register(
+            "group_pending",
+            "Entries delivered to the group and not acknowledged",
+            m.group_pending.clone(),
+        );
+        r.register(
+            "group_oldest_pending_idle_seconds",
+            "Idle time of the group's oldest pending entry (0 when nothing is pending)",
+            m.group_oldest_pending_idle.clone(),
+        );
+        r.register(
+            "group_consumers",
+            "Consumers in the group",
+            m.group_consumers.clone(),
+        );
+        r.register(
+            "stream_length",
+            "Entries in the stream",
+            m.stream_length.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Records one finished request.
+    pub fn observe_rpc(&self, rpc: &'static str, code: tonic::Code, elapsed: Duration) {
+        let labels = RpcLabels {
+            rpc,
+            code: format!("{code:?}"),
+        };
+        self.rpc_requests.get_or_create(&labels).inc();
+        self.rpc_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Remembers that this gateway serves `stream`, so that the poller
+    /// exports its groups.
+    pub fn note_stream(&self, stream: &str) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if streams.contains(stream) {
+            return;
+        }
+        if streams.len() >= MAX_POLLED_STREAMS {
+            if streams.len() == MAX_POLLED_STREAMS {
+                tracing::warn!(
+                    max = MAX_POLLED_STREAMS,
+                    "too many streams to poll; new ones get no group metrics"
+                );
+                // A sentinel entry that sorts first keeps the warning single.
+                streams.insert(String::new());
+            }
+            return;
+        }
+        streams.insert(stream.to_owned());
+    }
+
+    /// The streams to poll.
+    pub fn streams(&self) -> Vec<String> {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.iter().filter(|s| !s.is_empty()).cloned().collect()
+    }
+
+    /// Stops polling a stream that no longer exists.
+    pub fn forget_stream(&self, stream: &str) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.remove(stream);
+    }
+
+    /// The exposition text (OpenMetrics, which Prometheus scrapes natively).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Decrements a gauge when dropped: tracks how long a stream stays open,
+/// however it ends.
+pub struct OpenGuard(Gauge);
+
+impl OpenGuard {
+    /// Increments `gauge` now and decrements it on drop.
+    pub fn new(gauge: &Gauge) -> OpenGuard {
+        gauge.inc();
+        OpenGuard(gauge.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_are_prefixed_and_counters_suffixed() {
+        let m = Metrics::new();
+        m.produced.inc_by(3);
+        m.observe_rpc("Produce", tonic::Code::Ok, Duration::from_millis(2));
+        let text = m.encode();
+        assert!(
+            text.contains("streamgate_entries_produced_total 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamgate_rpc_requests_total{rpc=\"Produce\",code=\"Ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("streamgate_rpc_duration_seconds_count{rpc=\"Produce\",code=\"Ok\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn open_guard_tracks_open_streams() {
+        let m = Metrics::new();
+        let a = OpenGuard::new(&m.open_subscriptions);
+        let b = OpenGuard::new(&m.open_subscriptions);
+        drop(a);
+        assert_eq!(m.open_subscriptions.get(), 1);
+        drop(b);
+        assert_eq!(m.open_subscriptions.get(), 0);
+    }
+}
