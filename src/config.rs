@@ -78,6 +78,17 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub redis_timeout_ms: u64,
 
+    /// How long Produce remembers an event's idempotency key, in
+    /// milliseconds (default 24 h).
+    #[arg(long, env = "STREAMGATE_DEDUP_WINDOW_MS", default_value_t = 86_400_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub dedup_window_ms: u64,
+
+    /// Subscribe heartbeat interval when the request sets none, in
+    /// milliseconds; 0 disables heartbeats by default.
+    #[arg(long, env = "STREAMGATE_HEARTBEAT_MS", default_value_t = 15_000)]
+    pub heartbeat_ms: u32,
+
     /// How often the health check pings Redis, in milliseconds.
     #[arg(long, env = "STREAMGATE_HEALTH_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -116,6 +127,7 @@ impl ServeConfig {
             key_prefix: self.key_prefix.clone(),
             response_timeout: timeout,
             connect_timeout: timeout,
+            dedup_window: Duration::from_millis(self.dedup_window_ms),
         }
     }
 
@@ -127,6 +139,7 @@ impl ServeConfig {
             max_batch_size: self.max_batch_size,
             max_produce_events: usize::try_from(self.max_produce_events).unwrap_or(usize::MAX),
             block: Duration::from_millis(self.block_ms),
+            default_heartbeat: Duration::from_millis(u64::from(self.heartbeat_ms)),
         }
     }
 }

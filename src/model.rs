@@ -20,6 +20,8 @@ pub struct Event {
     pub event_type: String,
     /// User fields in a stable order, values as bytes.
     pub fields: Vec<(String, Vec<u8>)>,
+    /// Deduplication key within the stream; empty = none.
+    pub idempotency_key: String,
 }
 
 impl Event {
@@ -50,7 +52,11 @@ impl Event {
         // Map order is random; a stable order keeps stored entries
         // reproducible and easy to compare.
         fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(Event { event_type, fields })
+        Ok(Event {
+            event_type,
+            fields,
+            idempotency_key: String::new(),
+        })
     }
 }
 
@@ -82,6 +88,8 @@ pub struct Entry {
     pub binary_fields: HashMap<String, Vec<u8>>,
     /// Delivery count where a group is involved, else 0.
     pub delivery_count: u64,
+    /// Delivered before (pending_first, reclaim, Nack).
+    pub redelivered: bool,
 }
 
 impl Entry {
@@ -141,6 +149,15 @@ impl Entry {
         }
         false
     }
+}
+
+/// What a long-lived read stream (Subscribe, Tail) pushes to its client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Push {
+    /// Entries, in the order they were read.
+    Entries(Vec<Entry>),
+    /// Nothing to deliver for a while; the stream is alive.
+    Heartbeat,
 }
 
 #[cfg(test)]

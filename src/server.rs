@@ -102,6 +102,7 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
         settings: Arc::new(config.api_settings()),
         shutdown: shutdown.clone(),
         metrics,
+        acks: Arc::default(),
     };
     let event_stream = EventStreamService::new(ctx.clone());
     let admin = StreamAdminService::new(ctx);

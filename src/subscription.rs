@@ -8,20 +8,39 @@
 //!
 //! Nothing is acknowledged here. An entry read but not delivered (client
 //! gone between read and send) stays in the group's pending entries list,
-//! where `pending_first` or Reap recovers it.
+//! where `pending_first`, a reclaiming subscription or Reap recovers it.
 //!
 //! A blocking read is never cancelled midway: Redis would still move the
 //! entries it returns into the PEL. Instead `BLOCK` is bounded and the
 //! shutdown signal is checked between reads.
+//!
+//! Each turn, in order: respect `max_in_flight` (the consumer's PEL count in
+//! Redis, re-checked when an Ack arrives through this gateway or after one
+//! block period), run a reclaim round when one is due, re-deliver the
+//! consumer's own PEL (`pending_first`), read new entries, and send a
+//! heartbeat when nothing was sent for the heartbeat interval.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
-use crate::broker::{Broker, ReadFrom, Reader};
+use tokio::sync::Notify;
+
+use crate::broker::{Broker, ReadFrom, Reader, ReclaimSpec};
 use crate::delivery::{self, Delivery, ReadLoop, Turn};
 use crate::error::Result;
 use crate::ids::{GroupStart, StreamId};
-use crate::model::Entry;
+use crate::model::{Entry, Push};
 use crate::shutdown::Shutdown;
+
+/// Automatic recovery settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ReclaimOptions {
+    /// Claim entries idle at least this long.
+    pub min_idle_ms: u64,
+    /// How often.
+    pub interval: Duration,
+}
 
 /// A validated Subscribe request.
 #[derive(Clone, Debug)]
@@ -40,10 +59,54 @@ pub struct SubscribeSpec {
     pub group_start: GroupStart,
     /// Re-deliver this consumer's PEL before new entries.
     pub pending_first: bool,
+    /// Automatic recovery, if any.
+    pub reclaim: Option<ReclaimOptions>,
+    /// Dead-letter after this many deliveries (0 = never).
+    pub max_deliveries: u32,
+    /// Client name of the dead-letter stream.
+    pub dead_letter_stream: String,
+    /// Cap on the consumer's pending entries (0 = none).
+    pub max_in_flight: u32,
+    /// Heartbeat interval; `None` = off.
+    pub heartbeat: Option<Duration>,
+}
+
+/// Wakes subscriptions of a group when an Ack passes through this gateway,
+/// so that a subscription paused by `max_in_flight` resumes at once instead
+/// of at its next periodic re-check.
+#[derive(Default)]
+pub struct AckSignals {
+    groups: Mutex<HashMap<(String, String), Weak<Notify>>>,
+}
+
+impl AckSignals {
+    /// The signal of a group, shared by its subscriptions on this gateway.
+    fn watch(&self, stream: &str, group: &str) -> Arc<Notify> {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        groups.retain(|_, w| w.strong_count() > 0);
+        let key = (stream.to_owned(), group.to_owned());
+        if let Some(notify) = groups.get(&key).and_then(Weak::upgrade) {
+            return notify;
+        }
+        let notify = Arc::new(Notify::new());
+        groups.insert(key, Arc::downgrade(&notify));
+        notify
+    }
+
+    /// Tells the group's subscriptions that entries were acknowledged.
+    pub fn acked(&self, stream: &str, group: &str) {
+        let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(notify) = groups
+            .get(&(stream.to_owned(), group.to_owned()))
+            .and_then(Weak::upgrade)
+        {
+            notify.notify_waiters();
+        }
+    }
 }
 
 /// Joins the group (creating it if asked to) and starts the read loop; its
-/// batches and final error arrive on the returned stream. Setup happens
+/// pushes and final error arrive on the returned stream. Setup happens
 /// before this returns, so an entry produced after the client got its
 /// response headers is never "before" a group created here. `block` bounds
 /// each blocking read.
@@ -51,9 +114,11 @@ pub async fn start(
     broker: Broker,
     spec: SubscribeSpec,
     block: Duration,
+    acks: &AckSignals,
     shutdown: Shutdown,
-) -> Result<Delivery<Vec<Entry>>> {
-    let reads = Subscription::open(broker, spec, block).await?;
+) -> Result<Delivery<Push>> {
+    let acked = acks.watch(&spec.stream, &spec.group);
+    let reads = Subscription::open(broker, spec, block, acked).await?;
     Ok(delivery::start(reads, shutdown))
 }
 
@@ -63,11 +128,23 @@ struct Subscription {
     spec: SubscribeSpec,
     reader: Reader,
     from: ReadFrom,
+    block: Duration,
+    acked: Arc<Notify>,
+    /// When the next reclaim round is due, and where its scan continues.
+    next_reclaim: Instant,
+    reclaim_cursor: String,
+    /// When something was last sent, for heartbeats.
+    last_push: Instant,
 }
 
 impl Subscription {
     /// Creates the group if asked to and opens the dedicated connection.
-    async fn open(broker: Broker, spec: SubscribeSpec, block: Duration) -> Result<Subscription> {
+    async fn open(
+        broker: Broker,
+        spec: SubscribeSpec,
+        block: Duration,
+        acked: Arc<Notify>,
+    ) -> Result<Subscription> {
         if spec.create_group {
             broker
                 .create_group(&spec.stream, &spec.group, spec.group_start, true)
@@ -79,26 +156,85 @@ impl Subscription {
         } else {
             ReadFrom::New
         };
+        let now = Instant::now();
         Ok(Subscription {
             broker,
             spec,
             reader,
             from,
+            block,
+            acked,
+            next_reclaim: now,
+            reclaim_cursor: "-".to_owned(),
+            last_push: now,
         })
+    }
+
+    /// How many entries this turn may take: the batch size, less what
+    /// `max_in_flight` forbids. 0 means wait.
+    async fn room(&self) -> Result<u32> {
+        let spec = &self.spec;
+        if spec.max_in_flight == 0 {
+            return Ok(spec.batch_size);
+        }
+        let in_flight = self
+            .broker
+            .consumer_pending(&spec.stream, &spec.group, &spec.consumer)
+            .await?;
+        let free = u64::from(spec.max_in_flight).saturating_sub(in_flight);
+        Ok(spec.batch_size.min(u32::try_from(free).unwrap_or(u32::MAX)))
+    }
+
+    /// A reclaim round, when one is due.
+    async fn reclaim(&mut self, room: u32) -> Result<Vec<Entry>> {
+        let Some(options) = self.spec.reclaim else {
+            return Ok(Vec::new());
+        };
+        if Instant::now() < self.next_reclaim {
+            return Ok(Vec::new());
+        }
+        let spec = &self.spec;
+        let round = self
+            .broker
+            .reclaim(
+                &spec.stream,
+                &ReclaimSpec {
+                    group: &spec.group,
+                    consumer: &spec.consumer,
+                    min_idle_ms: options.min_idle_ms,
+                    cursor: &self.reclaim_cursor,
+                    count: room,
+                    max_deliveries: spec.max_deliveries,
+                    dead_letter_stream: &spec.dead_letter_stream,
+                },
+            )
+            .await?;
+        if !round.dead_lettered.is_empty() || !round.deleted_ids.is_empty() {
+            tracing::info!(
+                stream = %spec.stream, group = %spec.group,
+                dead_lettered = round.dead_lettered.len(), trimmed = round.deleted_ids.len(),
+                dead_letter_stream = %spec.dead_letter_stream, "moved entries to the dead-letter stream"
+            );
+        }
+        // A scan that stopped mid-PEL continues at the next turn; a complete
+        // one waits for the interval.
+        let complete = round.cursor == "-";
+        self.reclaim_cursor = round.cursor;
+        self.next_reclaim = if complete {
+            Instant::now() + options.interval
+        } else {
+            Instant::now()
+        };
+        Ok(round.entries)
     }
 
     /// The next page of this consumer's own pending entries, with their
     /// delivery counts; switches to new entries once the PEL is exhausted.
-    async fn read_pending(&mut self, after: StreamId) -> Result<Vec<Entry>> {
+    async fn read_pending(&mut self, after: StreamId, room: u32) -> Result<Vec<Entry>> {
         let spec = &self.spec;
         let raw = self
             .reader
-            .read_group(
-                &spec.group,
-                &spec.consumer,
-                spec.batch_size,
-                ReadFrom::Pending(after),
-            )
+            .read_group(&spec.group, &spec.consumer, room, ReadFrom::Pending(after))
             .await?;
         let Some((last, _)) = raw.last() else {
             self.from = ReadFrom::New;
@@ -106,10 +242,14 @@ impl Subscription {
         };
         self.from = ReadFrom::Pending(StreamId::parse("id", last)?);
         // Pending entries whose payload was trimmed cannot be delivered;
-        // Reap reports them and drops them from the PEL.
+        // Reap and reclaim report them and drop them from the PEL.
         let mut batch: Vec<Entry> = raw
             .into_iter()
             .filter_map(|(id, p)| p.map(|p| Entry::from_pairs(id, p)))
+            .map(|entry| Entry {
+                redelivered: true,
+                ..entry
+            })
             .collect();
         self.broker
             .fill_delivery_counts(&spec.stream, &spec.group, &mut batch)
@@ -118,11 +258,11 @@ impl Subscription {
     }
 
     /// New entries, blocking up to the block time.
-    async fn read_new(&mut self) -> Result<Vec<Entry>> {
+    async fn read_new(&mut self, room: u32) -> Result<Vec<Entry>> {
         let spec = &self.spec;
         let raw = self
             .reader
-            .read_group(&spec.group, &spec.consumer, spec.batch_size, ReadFrom::New)
+            .read_group(&spec.group, &spec.consumer, room, ReadFrom::New)
             .await?;
         Ok(raw
             .into_iter()
@@ -134,20 +274,45 @@ impl Subscription {
             })
             .collect())
     }
+
+    /// Waits until an Ack may have made room (or a block period passed,
+    /// for acks through other gateways).
+    async fn wait_for_acks(&self) {
+        let _ = tokio::time::timeout(self.block, self.acked.notified()).await;
+    }
+
+    /// What to push after a turn that found nothing.
+    fn idle(&mut self) -> Turn<Push> {
+        match self.spec.heartbeat {
+            Some(every) if self.last_push.elapsed() >= every => {
+                self.last_push = Instant::now();
+                Turn::Item(Push::Heartbeat)
+            }
+            _ => Turn::Nothing,
+        }
+    }
 }
 
 impl ReadLoop for Subscription {
-    type Item = Vec<Entry>;
+    type Item = Push;
 
-    async fn turn(&mut self) -> Result<Turn<Vec<Entry>>> {
-        let batch = match self.from {
-            ReadFrom::Pending(after) => self.read_pending(after).await?,
-            ReadFrom::New => self.read_new().await?,
-        };
-        Ok(if batch.is_empty() {
-            Turn::Nothing
-        } else {
-            Turn::Item(batch)
-        })
+    async fn turn(&mut self) -> Result<Turn<Push>> {
+        let room = self.room().await?;
+        if room == 0 {
+            self.wait_for_acks().await;
+            return Ok(self.idle());
+        }
+        let mut batch = self.reclaim(room).await?;
+        if batch.is_empty() {
+            batch = match self.from {
+                ReadFrom::Pending(after) => self.read_pending(after, room).await?,
+                ReadFrom::New => self.read_new(room).await?,
+            };
+        }
+        if batch.is_empty() {
+            return Ok(self.idle());
+        }
+        self.last_push = Instant::now();
+        Ok(Turn::Item(Push::Entries(batch)))
     }
 }

@@ -5,13 +5,13 @@
 //! start, to the newest existing entry: re-sending `$` on every read would
 //! lose entries appended between two reads.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::broker::{Broker, Reader};
 use crate::delivery::{self, Delivery, ReadLoop, Turn};
 use crate::error::Result;
 use crate::ids::{GroupStart, StreamId};
-use crate::model::Entry;
+use crate::model::{Entry, Push};
 use crate::shutdown::Shutdown;
 
 /// A validated Tail request.
@@ -23,6 +23,8 @@ pub struct TailSpec {
     pub start: GroupStart,
     /// XREAD COUNT.
     pub batch_size: u32,
+    /// Heartbeat interval; `None` = off.
+    pub heartbeat: Option<Duration>,
 }
 
 /// Fixes the start position and starts the read loop; batches arrive on the
@@ -32,7 +34,7 @@ pub async fn start(
     spec: TailSpec,
     block: Duration,
     shutdown: Shutdown,
-) -> Result<Delivery<Vec<Entry>>> {
+) -> Result<Delivery<Push>> {
     let reads = Tail::open(broker, spec, block).await?;
     Ok(delivery::start(reads, shutdown))
 }
@@ -42,6 +44,8 @@ struct Tail {
     reader: Reader,
     after: StreamId,
     batch_size: u32,
+    heartbeat: Option<Duration>,
+    last_push: Instant,
 }
 
 impl Tail {
@@ -54,23 +58,32 @@ impl Tail {
             reader: broker.reader(&spec.stream, block).await?,
             after,
             batch_size: spec.batch_size,
+            heartbeat: spec.heartbeat,
+            last_push: Instant::now(),
         })
     }
 }
 
 impl ReadLoop for Tail {
-    type Item = Vec<Entry>;
+    type Item = Push;
 
-    async fn turn(&mut self) -> Result<Turn<Vec<Entry>>> {
+    async fn turn(&mut self) -> Result<Turn<Push>> {
         let raw = self.reader.read_after(self.after, self.batch_size).await?;
         let Some((last, _)) = raw.last() else {
-            return Ok(Turn::Nothing);
+            return Ok(match self.heartbeat {
+                Some(every) if self.last_push.elapsed() >= every => {
+                    self.last_push = Instant::now();
+                    Turn::Item(Push::Heartbeat)
+                }
+                _ => Turn::Nothing,
+            });
         };
         self.after = StreamId::parse("id", last)?;
-        Ok(Turn::Item(
+        self.last_push = Instant::now();
+        Ok(Turn::Item(Push::Entries(
             raw.into_iter()
                 .filter_map(|(id, p)| p.map(|p| Entry::from_pairs(id, p)))
                 .collect(),
-        ))
+        )))
     }
 }

@@ -15,6 +15,7 @@ impl From<Entry> for pb::Entry {
             fields: e.fields,
             delivery_count: e.delivery_count,
             binary_fields: e.binary_fields,
+            redelivered: e.redelivered,
         }
     }
 }
@@ -26,12 +27,14 @@ pub fn entries(entries: Vec<Entry>) -> Vec<pb::Entry> {
 
 /// Validates the `index`-th event of a Produce request.
 pub fn event(index: usize, e: pb::Event) -> Result<Event> {
-    Event::new(
+    let mut event = Event::new(
         &format!("events[{index}]"),
         e.r#type,
         e.fields,
         e.binary_fields,
-    )
+    )?;
+    event.idempotency_key = e.idempotency_key;
+    Ok(event)
 }
 
 impl From<StreamInfo> for pb::DescribeStreamResponse {

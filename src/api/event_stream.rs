@@ -5,18 +5,22 @@ use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::{Context, bounded, convert, required};
-use crate::broker::{Cap, ReapSpec, TrimTo};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+
+use super::{Context, bounded, convert, interval, required};
+use crate::broker::{Cap, ReapSpec, TrimTo, now_ms};
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::ids::{GroupStart, IdRange, StreamId};
 use crate::metrics::OpenGuard;
-use crate::model::Entry;
+use crate::model::Push;
 use crate::pb::{
     self, event_stream_server::EventStream, subscribe_response, tail_response, trim_request,
 };
 use crate::replay::{self, ReplaySpec};
-use crate::subscription::{self, SubscribeSpec};
+use crate::subscription::{self, ReclaimOptions, SubscribeSpec};
 use crate::tail::{self, TailSpec};
 
 /// A server stream as tonic wants it.
@@ -53,23 +57,53 @@ fn id_list(field: &str, ids: &[String]) -> Result<Vec<StreamId>> {
         .collect()
 }
 
-/// Turns a read loop's batches into a response stream of `wrap`ped
-/// messages; `guard` lives (and keeps its gauge up) as long as the stream.
-fn respond<T: Send + 'static>(
-    delivery: Delivery<Vec<Entry>>,
-    guard: Option<OpenGuard>,
-    mut on_batch: impl FnMut(usize) + Send + 'static,
-    wrap: fn(pb::Batch) -> T,
+/// Turns a long-lived read loop's pushes into a response stream; `guard`
+/// lives (and keeps its gauge up) as long as the stream, `delivered`
+/// counts the entries sent.
+fn push_stream<T: Send + 'static>(
+    delivery: Delivery<Push>,
+    guard: OpenGuard,
+    delivered: Option<Counter>,
+    batch: fn(pb::Batch) -> T,
+    heartbeat: fn(pb::Heartbeat) -> T,
 ) -> ResponseStream<T> {
     Box::pin(delivery.map(move |item| {
         let _open = &guard;
-        item.map(|batch| {
-            on_batch(batch.len());
-            wrap(pb::Batch {
-                entries: convert::entries(batch),
-            })
-        })
-        .map_err(Status::from)
+        match item.map_err(Status::from)? {
+            Push::Entries(entries) => {
+                if let Some(counter) = &delivered {
+                    counter.inc_by(entries.len() as u64);
+                }
+                Ok(batch(pb::Batch {
+                    entries: convert::entries(entries),
+                }))
+            }
+            Push::Heartbeat => Ok(heartbeat(pb::Heartbeat {
+                server_time_ms: now_ms(),
+            })),
+        }
+    }))
+}
+
+/// Validates the redelivery options of a Subscribe request.
+fn reclaim_options(reclaim: Option<pb::Reclaim>) -> Result<Option<ReclaimOptions>> {
+    let Some(r) = reclaim else {
+        return Ok(None);
+    };
+    if r.min_idle_ms == 0 {
+        return Err(Error::invalid(
+            "reclaim.min_idle_ms",
+            "must be > 0: entries of live consumers would be taken away at once",
+        ));
+    }
+    let interval_ms = if r.interval_ms == 0 {
+        (r.min_idle_ms / 2).max(1)
+    } else {
+        r.interval_ms
+    };
+    Ok(Some(ReclaimOptions {
+        min_idle_ms: r.min_idle_ms,
+        interval: Duration::from_millis(interval_ms),
     }))
 }
 
@@ -121,23 +155,33 @@ impl EventStreamService {
             create_group: req.create_group,
             group_start: GroupStart::parse("group_start_id", &req.group_start_id)?,
             pending_first: req.pending_first,
+            reclaim: reclaim_options(req.reclaim)?,
+            max_deliveries: req.max_deliveries,
+            dead_letter_stream: if req.dead_letter_stream.is_empty() {
+                format!("{}:dlq", req.stream)
+            } else {
+                req.dead_letter_stream
+            },
+            max_in_flight: req.max_in_flight,
+            heartbeat: interval(req.heartbeat_ms, settings.default_heartbeat),
         };
         let delivery = subscription::start(
             self.ctx.broker.clone(),
             spec,
             settings.block,
+            &self.ctx.acks,
             self.ctx.shutdown.clone(),
         )
         .await?;
-        let delivered = self.ctx.metrics.delivered.clone();
-        Ok(respond(
+        Ok(push_stream(
             delivery,
-            Some(OpenGuard::new(&self.ctx.metrics.open_subscriptions)),
-            move |n| {
-                delivered.inc_by(n as u64);
-            },
+            OpenGuard::new(&self.ctx.metrics.open_subscriptions),
+            Some(self.ctx.metrics.delivered.clone()),
             |batch| pb::SubscribeResponse {
                 kind: Some(subscribe_response::Kind::Batch(batch)),
+            },
+            |beat| pb::SubscribeResponse {
+                kind: Some(subscribe_response::Kind::Heartbeat(beat)),
             },
         ))
     }
@@ -148,6 +192,7 @@ impl EventStreamService {
         let ids = id_list("ids", &req.ids)?;
         let acked = self.ctx.broker.ack(stream, group, &ids).await?;
         self.ctx.metrics.acked.inc_by(acked);
+        self.ctx.acks.acked(stream, group);
         Ok(pb::AckResponse { acked })
     }
 
@@ -192,14 +237,12 @@ impl EventStreamService {
             )?,
         };
         let delivery = replay::start(self.ctx.broker.clone(), spec, self.ctx.shutdown.clone());
-        Ok(respond(
-            delivery,
-            None,
-            |_| {},
-            |batch| pb::ReplayResponse {
-                entries: batch.entries,
-            },
-        ))
+        Ok(Box::pin(delivery.map(|page| {
+            page.map(|entries| pb::ReplayResponse {
+                entries: convert::entries(entries),
+            })
+            .map_err(Status::from)
+        })))
     }
 
     async fn trim(&self, req: pb::TrimRequest) -> Result<pb::TrimResponse> {
@@ -217,12 +260,42 @@ impl EventStreamService {
                 "LIMIT applies only to approximate trimming (exact = false)",
             ));
         }
-        let trimmed = self
+        let broker = &self.ctx.broker;
+        let trimmed = if req.acked_by_all_groups {
+            broker.safe_trim(stream, &to, req.exact, req.limit).await?
+        } else {
+            broker.trim(stream, &to, req.exact, req.limit).await?
+        };
+        Ok(pb::TrimResponse { trimmed })
+    }
+
+    async fn nack(&self, req: pb::NackRequest) -> Result<pb::NackResponse> {
+        let stream = self.ctx.stream(&req.stream)?;
+        let group = required("group", &req.group)?;
+        let consumer = required("consumer", &req.consumer)?;
+        let ids = id_list("ids", &req.ids)?;
+        let delay =
+            i64::try_from(req.delay_ms).map_err(|_| Error::invalid("delay_ms", "is too large"))?;
+        let due = now_ms().saturating_add(delay);
+        let scheduled = self
             .ctx
             .broker
-            .trim(stream, &to, req.exact, req.limit)
+            .nack(stream, group, consumer, &ids, due)
             .await?;
-        Ok(pb::TrimResponse { trimmed })
+        Ok(pb::NackResponse { scheduled })
+    }
+
+    async fn extend(&self, req: pb::ExtendRequest) -> Result<pb::ExtendResponse> {
+        let stream = self.ctx.stream(&req.stream)?;
+        let group = required("group", &req.group)?;
+        let consumer = required("consumer", &req.consumer)?;
+        let ids = id_list("ids", &req.ids)?;
+        let extended = self
+            .ctx
+            .broker
+            .extend(stream, group, consumer, &ids)
+            .await?;
+        Ok(pb::ExtendResponse { extended })
     }
 
     async fn tail(&self, req: pb::TailRequest) -> Result<ResponseStream<pb::TailResponse>> {
@@ -236,6 +309,7 @@ impl EventStreamService {
                 settings.default_batch_size,
                 settings.max_batch_size,
             )?,
+            heartbeat: interval(req.heartbeat_ms, settings.default_heartbeat),
         };
         let delivery = tail::start(
             self.ctx.broker.clone(),
@@ -244,12 +318,15 @@ impl EventStreamService {
             self.ctx.shutdown.clone(),
         )
         .await?;
-        Ok(respond(
+        Ok(push_stream(
             delivery,
-            Some(OpenGuard::new(&self.ctx.metrics.open_tails)),
-            |_| {},
+            OpenGuard::new(&self.ctx.metrics.open_tails),
+            None,
             |batch| pb::TailResponse {
                 kind: Some(tail_response::Kind::Batch(batch)),
+            },
+            |beat| pb::TailResponse {
+                kind: Some(tail_response::Kind::Heartbeat(beat)),
             },
         ))
     }
@@ -302,6 +379,20 @@ impl EventStream for EventStreamService {
         r: Request<pb::TrimRequest>,
     ) -> Result<Response<pb::TrimResponse>, Status> {
         self.ctx.track("Trim", self.trim(r.into_inner())).await
+    }
+
+    async fn nack(
+        &self,
+        r: Request<pb::NackRequest>,
+    ) -> Result<Response<pb::NackResponse>, Status> {
+        self.ctx.track("Nack", self.nack(r.into_inner())).await
+    }
+
+    async fn extend(
+        &self,
+        r: Request<pb::ExtendRequest>,
+    ) -> Result<Response<pb::ExtendResponse>, Status> {
+        self.ctx.track("Extend", self.extend(r.into_inner())).await
     }
 
     type TailStream = ResponseStream<pb::TailResponse>;

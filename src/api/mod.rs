@@ -21,6 +21,7 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::subscription::AckSignals;
 
 /// Request defaults and limits shared by the services.
 #[derive(Clone, Debug)]
@@ -35,6 +36,8 @@ pub struct ApiSettings {
     pub max_produce_events: usize,
     /// Upper bound of one blocking read.
     pub block: Duration,
+    /// Heartbeat interval when a request sets none; zero = off.
+    pub default_heartbeat: Duration,
 }
 
 /// What every handler needs; cheap to clone.
@@ -48,6 +51,8 @@ pub struct Context {
     pub shutdown: Shutdown,
     /// Where requests are counted.
     pub metrics: Arc<Metrics>,
+    /// Wakes subscriptions paused by `max_in_flight` when acks arrive.
+    pub acks: Arc<AckSignals>,
 }
 
 impl Context {
@@ -82,6 +87,12 @@ fn required<'a>(field: &str, value: &'a str) -> Result<&'a str> {
     } else {
         Ok(value)
     }
+}
+
+/// An optional request interval in milliseconds: unset = `default`, 0 = off.
+fn interval(value: Option<u32>, default: Duration) -> Option<Duration> {
+    let every = value.map_or(default, |ms| Duration::from_millis(u64::from(ms)));
+    (!every.is_zero()).then_some(every)
 }
 
 /// `value`, or `default` when 0, checked against `max`.

@@ -1,8 +1,8 @@
 //! Consumer-group administration and inspection (XGROUP, XINFO, XPENDING).
 
-use redis::{Script, Value};
+use redis::Value;
 
-use super::{Broker, reply};
+use super::{Broker, reply, scripts};
 use crate::error::{Error, Result};
 use crate::ids::{GroupStart, IdRange};
 
@@ -76,34 +76,6 @@ pub struct PendingFilter {
     /// Maximum rows.
     pub count: u32,
 }
-
-/// Hands a consumer's pending entries to another consumer and removes it,
-/// atomically, so that no entry delivered to the consumer in between can be
-/// destroyed by DELCONSUMER. Returns `{handed_over, destroyed}`; refuses
-/// with an error reply when the consumer is unknown, or has pending entries
-/// and no target.
-const REMOVE_CONSUMER: &str = r#"
-local key, group, consumer, target = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local known = false
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', key, group)) do
-  for i = 1, #c, 2 do
-    if c[i] == 'name' and c[i + 1] == consumer then known = true end
-  end
-end
-if not known then return redis.error_reply('STREAMGATE_NOCONSUMER consumer is unknown') end
-local moved = 0
-while true do
-  local rows = redis.call('XPENDING', key, group, '-', '+', 500, consumer)
-  if #rows == 0 then break end
-  if target == '' then return redis.error_reply('STREAMGATE_PENDING ' .. #rows) end
-  local ids = {}
-  for i, row in ipairs(rows) do ids[i] = row[1] end
-  local claimed = redis.call('XCLAIM', key, group, target, 0, unpack(ids))
-  moved = moved + #claimed
-end
-local destroyed = redis.call('XGROUP', 'DELCONSUMER', key, group, consumer)
-return {moved, destroyed}
-"#;
 
 impl Broker {
     /// XGROUP CREATE; returns false if the group already existed.
@@ -250,8 +222,7 @@ impl Broker {
         consumer: &str,
         handover_to: Option<&str>,
     ) -> Result<u64> {
-        let script = Script::new(REMOVE_CONSUMER);
-        let result: redis::RedisResult<Value> = script
+        let result: redis::RedisResult<Value> = scripts::REMOVE_CONSUMER
             .key(self.key(stream))
             .arg(group)
             .arg(consumer)

@@ -9,7 +9,9 @@
 
 mod admin;
 mod reader;
+mod recovery;
 pub mod reply;
+mod scripts;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +21,7 @@ use redis::{Client, RedisError, Value};
 
 pub use admin::{ConsumerInfo, GroupInfo, PendingEntry, PendingFilter, StreamInfo};
 pub use reader::{ReadFrom, Reader};
+pub use recovery::{ReclaimSpec, Reclaimed};
 
 use crate::error::{Error, Result};
 use crate::ids::{IdRange, StreamId};
@@ -35,6 +38,8 @@ pub struct BrokerOptions {
     pub response_timeout: Duration,
     /// How long opening a connection may take.
     pub connect_timeout: Duration,
+    /// How long an idempotency key is remembered.
+    pub dedup_window: Duration,
 }
 
 /// A length cap applied while appending.
@@ -116,6 +121,17 @@ impl Broker {
         format!("{}{}", self.options.key_prefix, stream)
     }
 
+    /// A bookkeeping key of a stream: `<prefix>{<stream key>}:<what>`. The
+    /// hash tag keeps it in the stream's cluster slot.
+    fn aux_key(&self, stream: &str, what: &str) -> String {
+        format!(
+            "{}{{{}}}:{}",
+            self.options.key_prefix,
+            self.key(stream),
+            what
+        )
+    }
+
     /// Runs one command on the shared connection.
     async fn query(&self, cmd: &redis::Cmd, stream: &str, group: Option<&str>) -> Result<Value> {
         cmd.query_async(&mut self.conn.clone())
@@ -160,6 +176,9 @@ impl Broker {
         events: &[Event],
         cap: Option<Cap>,
     ) -> Result<Vec<String>> {
+        if events.iter().any(|e| !e.idempotency_key.is_empty()) {
+            return self.produce_idempotent(stream, events, cap).await;
+        }
         let key = self.key(stream);
         let ts = now_ms().to_string();
         let mut pipe = redis::pipe();
@@ -182,6 +201,48 @@ impl Broker {
         }
         self.query_pipeline(&pipe, stream, None)
             .await?
+            .into_iter()
+            .map(|v| reply::string(v, "XADD id"))
+            .collect()
+    }
+
+    /// Produce with deduplication by idempotency key, in one atomic script
+    /// (see [`scripts::PRODUCE_IDEMPOTENT`]).
+    async fn produce_idempotent(
+        &self,
+        stream: &str,
+        events: &[Event],
+        cap: Option<Cap>,
+    ) -> Result<Vec<String>> {
+        let ts = now_ms().to_string();
+        let mut call = scripts::PRODUCE_IDEMPOTENT.key(self.key(stream));
+        match cap {
+            Some(cap) => call.arg(if cap.exact { "=" } else { "~" }).arg(cap.max_len),
+            None => call.arg("").arg(0),
+        };
+        call.arg(self.options.dedup_window.as_millis() as u64);
+        for event in events {
+            if event.idempotency_key.is_empty() {
+                call.arg("0");
+            } else {
+                call.key(self.aux_key(stream, &format!("idem:{}", event.idempotency_key)));
+                call.arg("1");
+            }
+            let reserved = usize::from(!event.event_type.is_empty()) + 1;
+            call.arg(2 * (event.fields.len() + reserved));
+            if !event.event_type.is_empty() {
+                call.arg(TYPE_FIELD).arg(&event.event_type);
+            }
+            call.arg(TS_FIELD).arg(&ts);
+            for (name, value) in &event.fields {
+                call.arg(name).arg(value);
+            }
+        }
+        let ids: Value = call
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| Error::from_redis(&e, stream, None))?;
+        reply::array(ids, "produce ids")?
             .into_iter()
             .map(|v| reply::string(v, "XADD id"))
             .collect()
@@ -318,6 +379,45 @@ impl Broker {
             Some((id, _)) => StreamId::parse("id", id),
             None => Ok(StreamId::MIN),
         }
+    }
+
+    /// Trims a stream, but never below the lowest entry some group still
+    /// needs (see [`Broker::safe_trim_floor`]); returns how many entries
+    /// were removed. A group created or rewound between the floor's
+    /// computation and the trim is not protected.
+    pub async fn safe_trim(
+        &self,
+        stream: &str,
+        to: &TrimTo,
+        exact: bool,
+        limit: u64,
+    ) -> Result<u64> {
+        let Some(floor) = self.safe_trim_floor(stream).await? else {
+            return self.trim(stream, to, exact, limit).await;
+        };
+        let wanted = match to {
+            TrimTo::MinId(id) => *id,
+            TrimTo::MaxLen(0) => StreamId::MAX,
+            TrimTo::MaxLen(n) => {
+                // The oldest entry a MAXLEN trim would keep.
+                let mut cmd = redis::cmd("XREVRANGE");
+                cmd.arg(self.key(stream))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(*n);
+                let kept = reply::raw_entries(self.query(&cmd, stream, None).await?)?;
+                if (kept.len() as u64) < *n {
+                    return Ok(0);
+                }
+                match kept.last() {
+                    Some((id, _)) => StreamId::parse("id", id)?,
+                    None => return Ok(0),
+                }
+            }
+        };
+        self.trim(stream, &TrimTo::MinId(wanted.min(floor)), exact, limit)
+            .await
     }
 
     /// Trims a stream; returns how many entries were removed.

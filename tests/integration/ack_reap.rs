@@ -143,6 +143,7 @@ async fn entries_trimmed_while_pending_are_reported_as_deleted_not_acked() {
             strategy: Some(pb::trim_request::Strategy::MaxLen(1)),
             exact: true,
             limit: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -252,7 +252,7 @@ pub fn event(event_type: &str, fields: &[(&str, &str)]) -> pb::Event {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        binary_fields: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -286,7 +286,7 @@ pub fn sub(stream: &str, group: &str, consumer: &str) -> pb::SubscribeRequest {
         batch_size: 10,
         create_group: true,
         group_start_id: "0".to_owned(),
-        pending_first: false,
+        ..Default::default()
     }
 }
 

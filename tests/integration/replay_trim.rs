@@ -109,6 +109,7 @@ fn trim_req(strategy: pb::trim_request::Strategy, exact: bool, limit: u64) -> pb
         strategy: Some(strategy),
         exact,
         limit,
+        ..Default::default()
     }
 }
 

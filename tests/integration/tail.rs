@@ -11,6 +11,7 @@ async fn tail(gw: &mut TestGateway, stream: &str, start_id: &str) -> Streaming<p
             stream: stream.into(),
             start_id: start_id.into(),
             batch_size: 4,
+            ..Default::default()
         })
         .await
         .expect("tail")
@@ -95,6 +96,7 @@ async fn tail_rejects_a_malformed_start() {
             stream: "orders".into(),
             start_id: ">".into(),
             batch_size: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();

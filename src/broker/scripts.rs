@@ -1,0 +1,191 @@
+//! Lua scripts for the operations that must be atomic.
+//!
+//! Each one reads and writes several things that must not interleave with
+//! other clients: a crash of the gateway or a competing gateway between the
+//! steps would otherwise lose or double an entry. Every key a script
+//! touches is passed in KEYS; bookkeeping keys carry the stream key as hash
+//! tag so that they live in the stream's cluster slot.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Hands a consumer's pending entries to another consumer and removes it,
+/// so that no entry delivered to the consumer in between can be destroyed by
+/// DELCONSUMER. KEYS: stream. ARGV: group, consumer, target ('' = none).
+/// Returns `{handed_over, destroyed}`; refuses with an error reply when the
+/// consumer is unknown, or has pending entries and no target.
+pub static REMOVE_CONSUMER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local key, group, consumer, target = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local known = false
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', key, group)) do
+  for i = 1, #c, 2 do
+    if c[i] == 'name' and c[i + 1] == consumer then known = true end
+  end
+end
+if not known then return redis.error_reply('STREAMGATE_NOCONSUMER consumer is unknown') end
+local moved = 0
+while true do
+  local rows = redis.call('XPENDING', key, group, '-', '+', 500, consumer)
+  if #rows == 0 then break end
+  if target == '' then return redis.error_reply('STREAMGATE_PENDING ' .. #rows) end
+  local ids = {}
+  for i, row in ipairs(rows) do ids[i] = row[1] end
+  local claimed = redis.call('XCLAIM', key, group, target, 0, unpack(ids))
+  moved = moved + #claimed
+end
+local destroyed = redis.call('XGROUP', 'DELCONSUMER', key, group, consumer)
+return {moved, destroyed}
+"#,
+    )
+});
+
+/// One reclaim round of a subscription. KEYS: stream, dead-letter stream,
+/// Nack schedule (sorted set, score = due time). ARGV: group, consumer,
+/// min idle ms, scan cursor (`-` or `(id`), count, max deliveries (0 = no
+/// limit), now ms, client stream name (for dead-letter metadata).
+///
+/// First takes entries whose Nack delay has passed, then scans for entries
+/// idle for `min idle` that are not scheduled for later. An entry already
+/// delivered `max deliveries` times is moved to the dead-letter stream and
+/// acknowledged in the same step, so the move is neither lost nor doubled;
+/// any other is claimed (XCLAIM counts a delivery). Entries deleted while
+/// pending are dropped from the PEL by XCLAIM and recorded in the
+/// dead-letter stream with reason `trimmed`.
+///
+/// Returns `{next cursor ('0-0' = scan complete), {{id, fields, count}...},
+/// {deleted id...}, {dead-lettered id...}}`.
+pub static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local key, dlq, nacks = KEYS[1], KEYS[2], KEYS[3]
+local group, me, min_idle, cursor = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local budget, max, now, source = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local out, deleted, dead = {}, {}, {}
+
+local function dead_letter(id, fields, owner, deliveries, reason)
+  local rec = {'dlq.stream', source, 'dlq.id', id, 'dlq.group', group,
+               'dlq.consumer', owner, 'dlq.deliveries', tostring(deliveries), 'dlq.reason', reason}
+  if fields then
+    for _, v in ipairs(fields) do rec[#rec + 1] = v end
+  end
+  redis.call('XADD', dlq, '*', unpack(rec))
+end
+
+-- row = {id, owner, idle, deliveries} from XPENDING
+local function take(row)
+  local id, owner, deliveries = row[1], row[2], row[4]
+  if max > 0 and deliveries >= max then
+    local found = redis.call('XRANGE', key, id, id)
+    if #found > 0 then
+      dead_letter(id, found[1][2], owner, deliveries, 'max_deliveries')
+      redis.call('XACK', key, group, id)
+      dead[#dead + 1] = id
+      return
+    end
+  end
+  local claimed = redis.call('XCLAIM', key, group, me, 0, id)
+  if #claimed == 0 then
+    dead_letter(id, nil, owner, deliveries, 'trimmed')
+    deleted[#deleted + 1] = id
+  else
+    out[#out + 1] = {id, claimed[1][2], deliveries + 1}
+  end
+end
+
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', nacks, '-inf', now, 'LIMIT', 0, budget)) do
+  redis.call('ZREM', nacks, id)
+  local rows = redis.call('XPENDING', key, group, id, id, 1)
+  if #rows > 0 then
+    take(rows[1])
+    budget = budget - 1
+  end
+end
+
+local next_cursor = '0-0'
+if budget > 0 then
+  local rows = redis.call('XPENDING', key, group, 'IDLE', min_idle, cursor, '+', budget)
+  for _, row in ipairs(rows) do
+    if not redis.call('ZSCORE', nacks, row[1]) then take(row) end
+  end
+  if #rows == budget then next_cursor = '(' .. rows[#rows][1] end
+end
+return {next_cursor, out, deleted, dead}
+"#,
+    )
+});
+
+/// Schedules entries pending for a consumer for redelivery. KEYS: stream,
+/// Nack schedule. ARGV: group, consumer, due time ms, id... Returns how many
+/// were pending for the consumer.
+pub static NACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = 0
+for i = 4, #ARGV do
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then
+    redis.call('ZADD', KEYS[2], ARGV[3], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"#,
+    )
+});
+
+/// Resets the idle time of entries pending for a consumer without counting
+/// a delivery; entries of other consumers are left alone. KEYS: stream.
+/// ARGV: group, consumer, id... Returns how many were extended.
+pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = 0
+for i = 3, #ARGV do
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then
+    n = n + #redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  end
+end
+return n
+"#,
+    )
+});
+
+/// Appends a batch of events, skipping those whose idempotency key was
+/// seen within the window. KEYS: stream, then one dedup key per keyed event
+/// in order. ARGV: cap mode ('' | '~' | '='), max len, window ms, then per
+/// event: keyed ('1' | '0'), field count n, n field/value items. Returns the
+/// IDs in order (the original ID for a duplicate).
+pub static PRODUCE_IDEMPOTENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ids, a, k = {}, 4, 2
+while a <= #ARGV do
+  local keyed, n = ARGV[a] == '1', tonumber(ARGV[a + 1])
+  a = a + 2
+  local dedup, existing = nil, false
+  if keyed then
+    dedup = KEYS[k]
+    k = k + 1
+    existing = redis.call('GET', dedup)
+  end
+  if existing then
+    ids[#ids + 1] = existing
+  else
+    local args = {KEYS[1]}
+    if ARGV[1] ~= '' then
+      args[2], args[3], args[4] = 'MAXLEN', ARGV[1], ARGV[2]
+    end
+    args[#args + 1] = '*'
+    for j = a, a + n - 1 do args[#args + 1] = ARGV[j] end
+    local id = redis.call('XADD', unpack(args))
+    if keyed then redis.call('SET', dedup, id, 'PX', ARGV[3]) end
+    ids[#ids + 1] = id
+  end
+  a = a + n
+end
+return ids
+"#,
+    )
+});
