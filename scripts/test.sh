@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_apt redis-server redis-server
+command -v node >/dev/null && command -v npm >/dev/null || ensure_apt npm npm
 
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check
@@ -14,3 +15,6 @@ echo "==> cargo clippy" >&2
 cargo clippy --all-targets --quiet -- -D warnings
 echo "==> cargo test" >&2
 cargo test --all-targets 2>&1
+echo "==> client suites (Python, Node, grpcurl) against the real binary" >&2
+cargo build --quiet --bin streamgate
+clients/test.sh

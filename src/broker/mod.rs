@@ -248,14 +248,23 @@ impl Broker {
             .collect()
     }
 
-    /// Acknowledges entries; returns how many were pending.
+    /// Acknowledges entries; returns how many were pending. XACK answers 0
+    /// for a group that does not exist; when fewer entries than asked were
+    /// acked, one more call tells a mistyped group (NOT_FOUND) from entries
+    /// that simply were not pending.
     pub async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64> {
         let mut cmd = redis::cmd("XACK");
         cmd.arg(self.key(stream)).arg(group);
         for id in ids {
             cmd.arg(id.to_string());
         }
-        reply::uint(self.query(&cmd, stream, Some(group)).await?, "XACK count")
+        let acked = reply::uint(self.query(&cmd, stream, Some(group)).await?, "XACK count")?;
+        if acked < ids.len() as u64 {
+            let mut check = redis::cmd("XPENDING");
+            check.arg(self.key(stream)).arg(group);
+            self.query(&check, stream, Some(group)).await?;
+        }
+        Ok(acked)
     }
 
     /// Claims idle pending entries for `spec.consumer` page by page

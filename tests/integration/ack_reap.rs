@@ -45,11 +45,26 @@ async fn ack_returns_redis_count_and_is_idempotent() {
         .await
         .unwrap();
     assert_eq!(first.into_inner().acked, 3);
-    let again = gw.events.ack(ack_req("orders", "g", got)).await.unwrap();
+    let again = gw
+        .events
+        .ack(ack_req("orders", "g", got.clone()))
+        .await
+        .unwrap();
     assert_eq!(
         again.into_inner().acked,
         0,
         "already acked entries are not counted"
+    );
+    let status = gw
+        .events
+        .ack(ack_req("orders", "typo", got))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(
+        status.message().contains("\"typo\""),
+        "{}",
+        status.message()
     );
 }
 

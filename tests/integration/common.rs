@@ -372,8 +372,12 @@ pub fn read_directly(
         .collect()
 }
 
-/// Waits until nobody has read for `consumer` for well over a block period,
-/// i.e. the gateway's loop for a closed subscription has stopped.
+/// Waits until the gateway's read loop for a just-closed subscription of
+/// `consumer` has stopped. The loop stops within one block period (200 ms
+/// in tests) of the close. The consumer's idle time counts from its last
+/// successful read (Redis 7.0; callers close right after one) or its last
+/// attempt (7.2+), so an idle time of five block periods means no read can
+/// still be under way.
 pub async fn wait_until_stopped(redis: &RedisServer, stream: &str, group: &str, consumer: &str) {
     eventually("the consumer's read loop stopped", || {
         let rows: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")

@@ -5,6 +5,7 @@ mod ack_reap;
 mod admin;
 mod common;
 mod errors;
+mod guarantees;
 mod lifecycle;
 mod metrics;
 mod produce;

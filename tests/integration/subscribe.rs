@@ -168,8 +168,9 @@ async fn an_idle_subscription_outlives_the_redis_client_default_timeout() {
     // A first read makes the consumer known to Redis (7.0 registers a
     // consumer only when a read returns something).
     take_entries(&mut s, 1).await;
-    // Every read attempt resets the consumer's idle time; wait until the
-    // current one has been blocked for well over 500 ms.
+    // Idle time counts from the last successful read (Redis 7.0) or the
+    // last attempt (7.2+); either way the blocking read that followed the
+    // first one has now been waiting for well over 500 ms.
     eventually("a read blocked for over 900 ms", || {
         let rows = consumers(&redis, "idle", "g");
         async move {
@@ -198,8 +199,6 @@ async fn a_client_that_goes_away_stops_reading_and_leaves_nothing_claimed() {
         .await
         .unwrap();
     drop(s);
-    // Once nobody reads for the consumer, its idle time grows past the
-    // block period (200 ms) instead of resetting at every read.
     wait_until_stopped(&redis, "orders", "g", "leaver").await;
     produce(&mut gw, "orders", orders(5)).await;
     let mut req = sub("orders", "g", "stayer");

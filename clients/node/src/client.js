@@ -1,0 +1,312 @@
+// @ts-check
+/**
+ * `Client`: every RPC of the gateway as an async method, and `Producer`.
+ * @module
+ */
+
+import * as grpc from '@grpc/grpc-js';
+
+import { toConsumerInfo, toEntry, toGroupInfo, toPendingEntry, toStreamInfo } from './model.js';
+import { loadServices } from './proto.js';
+
+/** @typedef {import('./model.js').Entry} Entry */
+/** @typedef {import('./model.js').Event} Event */
+/** @typedef {import('./model.js').ReapResult} ReapResult */
+/** @typedef {import('./model.js').StreamInfo} StreamInfo */
+/** @typedef {import('./model.js').GroupInfo} GroupInfo */
+/** @typedef {import('./model.js').ConsumerInfo} ConsumerInfo */
+/** @typedef {import('./model.js').PendingEntry} PendingEntry */
+
+/**
+ * A failed call: `code` is the gRPC status code (compare with
+ * `grpc.status.NOT_FOUND` etc., re-exported as `status`) and `details` the
+ * gateway's message, which names the field, group or limit at fault.
+ */
+export class StreamgateError extends Error {
+  /** @param {number} code @param {string} details */
+  constructor(code, details) {
+    super(`${grpc.status[code] ?? code}: ${details}`);
+    this.name = 'StreamgateError';
+    this.code = code;
+    this.details = details;
+  }
+
+  /** True for "try again later" codes (gateway or Redis briefly unreachable). */
+  get retryable() {
+    return this.code === grpc.status.UNAVAILABLE || this.code === grpc.status.DEADLINE_EXCEEDED;
+  }
+
+  /** @param {any} err @returns {StreamgateError} */
+  static from(err) {
+    if (err instanceof StreamgateError) return err;
+    return new StreamgateError(err?.code ?? grpc.status.UNKNOWN, err?.details ?? String(err));
+  }
+}
+
+/**
+ * gRPC channel options for long-lived subscriptions. grpc's reconnect
+ * backoff grows to 120 s by default; capping it keeps the channel in step
+ * with the Consumer's own backoff, so a restarted gateway is found within
+ * seconds. Keepalive pings detect a gateway that vanished without closing
+ * the connection, which a silent subscription would otherwise never notice.
+ * @param {number} [maxReconnectBackoffMs]
+ * @returns {grpc.ChannelOptions}
+ */
+export function channelOptions(maxReconnectBackoffMs = 5000) {
+  return {
+    'grpc.initial_reconnect_backoff_ms': 100,
+    'grpc.max_reconnect_backoff_ms': maxReconnectBackoffMs,
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.keepalive_timeout_ms': 10_000,
+  };
+}
+
+/** @param {Event} e */
+function eventMessage(e) {
+  return { type: e.type, fields: e.fields ?? {}, binaryFields: e.binaryFields ?? {} };
+}
+
+/**
+ * A connection to one gateway (`host:port`, plaintext). Both services share
+ * one channel, i.e. one HTTP/2 connection; share a Client rather than
+ * opening one per call. Unary calls time out after `timeoutMs`. Every
+ * method rejects with a StreamgateError on failure.
+ */
+export class Client {
+  /**
+   * @param {string} addr
+   * @param {{ timeoutMs?: number, channelOptions?: grpc.ChannelOptions }} [options]
+   */
+  constructor(addr, { timeoutMs = 30_000, channelOptions: options = channelOptions() } = {}) {
+    const { EventStream, StreamAdmin } = loadServices();
+    const credentials = grpc.credentials.createInsecure();
+    this.addr = addr;
+    this.timeoutMs = timeoutMs;
+    /** The EventStream stub, for calls this class does not wrap. @type {any} */
+    this.events = new EventStream(addr, credentials, options);
+    /** The StreamAdmin stub, on the same channel. @type {any} */
+    this.admin = new StreamAdmin(addr, credentials, {
+      ...options,
+      channelOverride: this.events.getChannel(),
+    });
+  }
+
+  /** Closes the channel, cancelling open calls. */
+  close() {
+    this.events.close();
+  }
+
+  /**
+   * One unary call as a promise.
+   * @param {any} stub @param {string} method @param {object} request
+   * @returns {Promise<any>}
+   */
+  unary(stub, method, request) {
+    const deadline = Date.now() + this.timeoutMs;
+    return new Promise((resolve, reject) => {
+      stub[method](request, { deadline }, (/** @type {any} */ err, /** @type {any} */ reply) =>
+        err ? reject(StreamgateError.from(err)) : resolve(reply),
+      );
+    });
+  }
+
+  // -- EventStream --------------------------------------------------------
+
+  /**
+   * Appends one event; resolves to its stream ID.
+   * @param {string} stream @param {string} type @param {Record<string, string>} [fields]
+   * @param {{ binaryFields?: Record<string, Uint8Array>, maxLen?: number, exact?: boolean }} [options]
+   * @returns {Promise<string>}
+   */
+  async produce(stream, type, fields = {}, { binaryFields = {}, ...cap } = {}) {
+    const [id] = await this.produceBatch(stream, [{ type, fields, binaryFields }], cap);
+    return id;
+  }
+
+  /**
+   * Appends events in one round trip; resolves to their IDs in order.
+   * `maxLen` caps the stream length (approximately unless `exact`); unset
+   * uses the gateway's `--max-len`, 0 disables the cap.
+   * @param {string} stream @param {Event[]} events
+   * @param {{ maxLen?: number, exact?: boolean }} [options]
+   * @returns {Promise<string[]>}
+   */
+  async produceBatch(stream, events, { maxLen, exact = false } = {}) {
+    const request = { stream, events: events.map(eventMessage), maxLen, exact };
+    return (await this.unary(this.events, 'Produce', request)).ids;
+  }
+
+  /**
+   * Acknowledges entries; resolves to how many were pending.
+   * @param {string} stream @param {string} group @param {string[]} ids
+   * @returns {Promise<number>}
+   */
+  async ack(stream, group, ids) {
+    return (await this.unary(this.events, 'Ack', { stream, group, ids })).acked;
+  }
+
+  /**
+   * Claims entries pending for at least `minIdleMs` (typically of a crashed
+   * consumer) for `consumer`. Each claimed entry carries its delivery count
+   * after the claim; acknowledge it once processed.
+   * @param {string} stream @param {string} group @param {string} consumer @param {number} minIdleMs
+   * @param {{ pageCount?: number, maxPages?: number, startId?: string }} [options]
+   * @returns {Promise<ReapResult>}
+   */
+  async reap(stream, group, consumer, minIdleMs, { pageCount = 0, maxPages = 0, startId = '' } = {}) {
+    const request = { stream, group, consumer, minIdleMs, pageCount, maxPages, startId };
+    const reply = await this.unary(this.events, 'Reap', request);
+    return {
+      claimed: reply.claimed.map(toEntry),
+      deletedIds: reply.deletedIds,
+      nextStartId: reply.nextStartId,
+    };
+  }
+
+  /**
+   * Yields history between `start` and `end` (inclusive IDs or millisecond
+   * timestamps), oldest first unless `reverse`; `limit` 0 means all. No
+   * consumer group is involved. Leaving the loop early cancels the call.
+   * @param {string} stream
+   * @param {{ start?: string, end?: string, limit?: number, reverse?: boolean, pageSize?: number }} [options]
+   * @returns {AsyncGenerator<Entry>}
+   */
+  async *replay(stream, { start = '-', end = '+', limit = 0, reverse = false, pageSize = 0 } = {}) {
+    const call = this.events.Replay({ stream, start, end, limit, reverse, pageSize });
+    try {
+      for await (const page of call) yield* page.entries.map(toEntry);
+    } catch (err) {
+      throw StreamgateError.from(err);
+    } finally {
+      call.cancel();
+    }
+  }
+
+  /**
+   * Removes old entries, keeping the newest `maxLen` or those with IDs from
+   * `minId` on (give exactly one). Approximate (cheap, whole macro nodes
+   * only) unless `exact`. Resolves to how many were removed.
+   * @param {string} stream
+   * @param {{ maxLen?: number, minId?: string, exact?: boolean, limit?: number }} options
+   * @returns {Promise<number>}
+   */
+  async trim(stream, { maxLen, minId, exact = false, limit = 0 }) {
+    if ((maxLen === undefined) === (minId === undefined)) {
+      throw new TypeError('give exactly one of maxLen and minId');
+    }
+    return (await this.unary(this.events, 'Trim', { stream, maxLen, minId, exact, limit })).trimmed;
+  }
+
+  // -- StreamAdmin --------------------------------------------------------
+
+  /**
+   * Creates a consumer group starting after `startId` (`$`: only new
+   * entries, `0`: the whole stream). Resolves to false if it existed.
+   * @param {string} stream @param {string} group @param {string} [startId]
+   * @param {{ mkstream?: boolean }} [options]
+   * @returns {Promise<boolean>}
+   */
+  async createGroup(stream, group, startId = '$', { mkstream = true } = {}) {
+    return (await this.unary(this.admin, 'CreateGroup', { stream, group, startId, mkstream })).created;
+  }
+
+  /**
+   * Deletes a group and its pending entries list; false if it did not exist.
+   * @param {string} stream @param {string} group @returns {Promise<boolean>}
+   */
+  async deleteGroup(stream, group) {
+    return (await this.unary(this.admin, 'DeleteGroup', { stream, group })).deleted;
+  }
+
+  /**
+   * Moves the group's last-delivered ID (re-process or skip entries).
+   * @param {string} stream @param {string} group @param {string} id @returns {Promise<void>}
+   */
+  async setGroupCursor(stream, group, id) {
+    await this.unary(this.admin, 'SetGroupCursor', { stream, group, id });
+  }
+
+  /**
+   * Length, ID bounds and group count; NOT_FOUND if the stream does not exist.
+   * @param {string} stream @returns {Promise<StreamInfo>}
+   */
+  async describeStream(stream) {
+    return toStreamInfo(await this.unary(this.admin, 'DescribeStream', { stream }));
+  }
+
+  /**
+   * The stream's consumer groups with pending counts and lag.
+   * @param {string} stream @returns {Promise<GroupInfo[]>}
+   */
+  async listGroups(stream) {
+    return (await this.unary(this.admin, 'ListGroups', { stream })).groups.map(toGroupInfo);
+  }
+
+  /**
+   * The group's consumers with pending counts and idle times.
+   * @param {string} stream @param {string} group @returns {Promise<ConsumerInfo[]>}
+   */
+  async listConsumers(stream, group) {
+    const reply = await this.unary(this.admin, 'ListConsumers', { stream, group });
+    return reply.consumers.map(toConsumerInfo);
+  }
+
+  /**
+   * The group's unacknowledged entries (optionally one consumer's, or only
+   * those idle for `minIdleMs`), at most `count` (0 = 100).
+   * @param {string} stream @param {string} group
+   * @param {{ consumer?: string, minIdleMs?: number, start?: string, end?: string, count?: number }} [options]
+   * @returns {Promise<PendingEntry[]>}
+   */
+  async listPending(stream, group, { consumer, minIdleMs = 0, start = '-', end = '+', count = 0 } = {}) {
+    const request = { stream, group, consumer, minIdleMs, start, end, count };
+    return (await this.unary(this.admin, 'ListPending', request)).entries.map(toPendingEntry);
+  }
+
+  /**
+   * Removes a consumer, first handing its pending entries to `handoverTo`.
+   * Without `handoverTo`, a consumer with pending entries is refused
+   * (FAILED_PRECONDITION) rather than losing them.
+   * @param {string} stream @param {string} group @param {string} consumer @param {string} [handoverTo]
+   * @returns {Promise<{ removed: boolean, handedOver: number }>}
+   */
+  async removeConsumer(stream, group, consumer, handoverTo = '') {
+    const reply = await this.unary(this.admin, 'RemoveConsumer', { stream, group, consumer, handoverTo });
+    return { removed: reply.removed, handedOver: reply.handedOver };
+  }
+}
+
+/**
+ * Appends events: `await new Producer(addr).produce(stream, type, fields)`.
+ * Takes an address or a shared Client; everything else a producer may need
+ * (`trim`, `describeStream`) is on `producer.client`.
+ */
+export class Producer {
+  /** @param {string | Client} addr */
+  constructor(addr) {
+    this.ownsClient = !(addr instanceof Client);
+    this.client = addr instanceof Client ? addr : new Client(addr);
+  }
+
+  /**
+   * Appends one event; resolves to its stream ID.
+   * @param {string} stream @param {string} type @param {Record<string, string>} [fields]
+   * @param {{ binaryFields?: Record<string, Uint8Array>, maxLen?: number }} [options]
+   */
+  produce(stream, type, fields, options) {
+    return this.client.produce(stream, type, fields, options);
+  }
+
+  /**
+   * Appends events in one round trip; resolves to their IDs in order.
+   * @param {string} stream @param {Event[]} events @param {{ maxLen?: number }} [options]
+   */
+  produceBatch(stream, events, options) {
+    return this.client.produceBatch(stream, events, options);
+  }
+
+  /** Closes the connection unless the client was shared. */
+  close() {
+    if (this.ownsClient) this.client.close();
+  }
+}

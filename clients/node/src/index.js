@@ -1,0 +1,19 @@
+// @ts-check
+/**
+ * Node.js client for streamgate, the gRPC gateway to Redis Streams.
+ *
+ * - `new Producer(addr).produce(stream, type, fields)` appends events.
+ * - `new Consumer(addr, stream, group, consumer)` is a consumer-group member:
+ *   `for await` its entries, `ack` them once processed; it reconnects by
+ *   itself when a gateway restarts.
+ * - `new Client(addr)` exposes every RPC (reap, replay, trim, admin).
+ *
+ * Failed calls reject with a StreamgateError carrying the gRPC status `code`
+ * (compare with `status.NOT_FOUND`, ...). The service definitions are loaded
+ * from the repository's protos at run time (see proto.js).
+ * @module
+ */
+
+export { status } from '@grpc/grpc-js';
+export { Client, Producer, StreamgateError, channelOptions } from './client.js';
+export { Consumer, RECONNECT_CODES } from './consumer.js';

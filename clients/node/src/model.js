@@ -1,0 +1,131 @@
+// @ts-check
+/**
+ * Plain values for what the gateway sends and receives, converted from the
+ * loaded messages in one place each.
+ * @module
+ */
+
+/**
+ * An event to produce. The field names `type` and `ts_ms` are reserved (the
+ * gateway writes them) and rejected with INVALID_ARGUMENT.
+ * @typedef {object} Event
+ * @property {string} type Event type, e.g. `order.placed`.
+ * @property {Record<string, string>} [fields] User fields.
+ * @property {Record<string, Uint8Array>} [binaryFields] User fields with byte values.
+ */
+
+/**
+ * A stream entry as a reader receives it.
+ * @typedef {object} Entry
+ * @property {string} id Stream ID `ms-seq`.
+ * @property {string} type Event type; empty if the entry has none.
+ * @property {number} tsMs The gateway's clock when it appended the entry (Unix ms); 0 if absent.
+ * @property {Record<string, string>} fields User fields with UTF-8 values.
+ * @property {Record<string, Buffer>} binaryFields User fields whose values are not UTF-8.
+ * @property {number} deliveryCount Deliveries to the group: 1 on a first delivery, more after
+ *   re-deliveries and reaps; 0 where no group is involved (Replay) or unknown.
+ */
+
+/**
+ * What a Reap claimed. `deletedIds` were pending but their entries no longer
+ * exist (trimmed); Redis already dropped them from the PEL. `nextStartId`
+ * continues the scan; `0-0` means the whole PEL was scanned.
+ * @typedef {object} ReapResult
+ * @property {Entry[]} claimed
+ * @property {string[]} deletedIds
+ * @property {string} nextStartId
+ */
+
+/**
+ * @typedef {object} StreamInfo
+ * @property {number} length
+ * @property {string} firstEntryId Empty when the stream is empty.
+ * @property {string} lastEntryId Empty when the stream is empty.
+ * @property {string} lastGeneratedId
+ * @property {number} groupCount
+ */
+
+/**
+ * A consumer group. `lag` (entries not yet delivered to the group) and
+ * `entriesRead` are null when Redis cannot tell.
+ * @typedef {object} GroupInfo
+ * @property {string} name
+ * @property {number} consumers
+ * @property {number} pending
+ * @property {string} lastDeliveredId
+ * @property {number | null} lag
+ * @property {number | null} entriesRead
+ */
+
+/**
+ * A consumer of a group. `idleMs` counts from its last read or claim attempt;
+ * `inactiveMs` from its last successful one (null before Redis 7.2).
+ * @typedef {object} ConsumerInfo
+ * @property {string} name
+ * @property {number} pending
+ * @property {number} idleMs
+ * @property {number | null} inactiveMs
+ */
+
+/**
+ * An entry delivered to `consumer` and not yet acknowledged.
+ * @typedef {object} PendingEntry
+ * @property {string} id
+ * @property {string} consumer
+ * @property {number} idleMs
+ * @property {number} deliveryCount
+ */
+
+/** @param {any} m @returns {Entry} */
+export function toEntry(m) {
+  return {
+    id: m.id,
+    type: m.type,
+    tsMs: m.tsMs,
+    fields: { ...m.fields },
+    binaryFields: { ...m.binaryFields },
+    deliveryCount: m.deliveryCount,
+  };
+}
+
+/**
+ * The value of a proto3 `optional` field, or null when unset (the loader
+ * marks a set one in the virtual oneof `_name`).
+ * @param {any} m @param {string} name @returns {number | null}
+ */
+function optional(m, name) {
+  return m[`_${name}`] === name ? m[name] : null;
+}
+
+/** @param {any} m @returns {GroupInfo} */
+export function toGroupInfo(m) {
+  return {
+    name: m.name,
+    consumers: m.consumers,
+    pending: m.pending,
+    lastDeliveredId: m.lastDeliveredId,
+    lag: optional(m, 'lag'),
+    entriesRead: optional(m, 'entriesRead'),
+  };
+}
+
+/** @param {any} m @returns {ConsumerInfo} */
+export function toConsumerInfo(m) {
+  return { name: m.name, pending: m.pending, idleMs: m.idleMs, inactiveMs: optional(m, 'inactiveMs') };
+}
+
+/** @param {any} m @returns {PendingEntry} */
+export function toPendingEntry(m) {
+  return { id: m.id, consumer: m.consumer, idleMs: m.idleMs, deliveryCount: m.deliveryCount };
+}
+
+/** @param {any} m @returns {StreamInfo} */
+export function toStreamInfo(m) {
+  return {
+    length: m.length,
+    firstEntryId: m.firstEntryId,
+    lastEntryId: m.lastEntryId,
+    lastGeneratedId: m.lastGeneratedId,
+    groupCount: m.groupCount,
+  };
+}

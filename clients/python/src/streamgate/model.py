@@ -1,0 +1,172 @@
+"""Plain, typed values for what the gateway sends and receives.
+
+The generated protobuf messages work but are awkward to use: proto3
+``optional`` fields need ``HasField``, maps are protobuf containers and
+messages are mutable. These frozen dataclasses are what the public API takes
+and returns; each ``from_pb`` is the one place a message is converted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+from ._pb import entry_pb2, event_stream_pb2, stream_admin_pb2
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event to produce: its type and user fields.
+
+    The field names ``type`` and ``ts_ms`` are reserved (the gateway writes
+    them) and are rejected with INVALID_ARGUMENT.
+    """
+
+    type: str
+    fields: Mapping[str, str] = field(default_factory=dict)
+    binary_fields: Mapping[str, bytes] = field(default_factory=dict)
+
+    def to_pb(self) -> entry_pb2.Event:
+        return entry_pb2.Event(
+            type=self.type, fields=dict(self.fields), binary_fields=dict(self.binary_fields)
+        )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stream entry as a reader receives it.
+
+    ``delivery_count`` is Redis' delivery counter for the group (1 on a first
+    delivery, more after re-deliveries and reaps); 0 where no group is
+    involved (Replay) or the count is unknown.
+    """
+
+    id: str
+    type: str
+    ts_ms: int
+    fields: Mapping[str, str]
+    binary_fields: Mapping[str, bytes]
+    delivery_count: int
+
+    @classmethod
+    def from_pb(cls, m: entry_pb2.Entry) -> Entry:
+        return cls(
+            id=m.id,
+            type=m.type,
+            ts_ms=m.ts_ms,
+            fields=dict(m.fields),
+            binary_fields=dict(m.binary_fields),
+            delivery_count=m.delivery_count,
+        )
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    """What a Reap claimed.
+
+    ``deleted_ids`` were pending but their entries no longer exist (trimmed);
+    Redis already dropped them from the PEL. ``next_start_id`` continues the
+    scan; ``"0-0"`` means the whole PEL was scanned.
+    """
+
+    claimed: list[Entry]
+    deleted_ids: list[str]
+    next_start_id: str
+
+    @classmethod
+    def from_pb(cls, m: event_stream_pb2.ReapResponse) -> ReapResult:
+        return cls(
+            claimed=[Entry.from_pb(e) for e in m.claimed],
+            deleted_ids=list(m.deleted_ids),
+            next_start_id=m.next_start_id,
+        )
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """A stream's size and ID bounds (XINFO STREAM). IDs are empty when the
+    stream is empty."""
+
+    length: int
+    first_entry_id: str
+    last_entry_id: str
+    last_generated_id: str
+    group_count: int
+
+    @classmethod
+    def from_pb(cls, m: stream_admin_pb2.DescribeStreamResponse) -> StreamInfo:
+        return cls(
+            length=m.length,
+            first_entry_id=m.first_entry_id,
+            last_entry_id=m.last_entry_id,
+            last_generated_id=m.last_generated_id,
+            group_count=m.group_count,
+        )
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A consumer group. ``lag`` (entries not yet delivered to the group) and
+    ``entries_read`` are None when Redis cannot tell."""
+
+    name: str
+    consumers: int
+    pending: int
+    last_delivered_id: str
+    lag: Optional[int]
+    entries_read: Optional[int]
+
+    @classmethod
+    def from_pb(cls, m: stream_admin_pb2.GroupInfo) -> GroupInfo:
+        return cls(
+            name=m.name,
+            consumers=m.consumers,
+            pending=m.pending,
+            last_delivered_id=m.last_delivered_id,
+            lag=m.lag if m.HasField("lag") else None,
+            entries_read=m.entries_read if m.HasField("entries_read") else None,
+        )
+
+
+@dataclass(frozen=True)
+class ConsumerInfo:
+    """A consumer of a group. ``idle_ms`` counts from its last read or claim
+    attempt; ``inactive_ms`` from its last successful one (None before Redis
+    7.2 or if it never succeeded)."""
+
+    name: str
+    pending: int
+    idle_ms: int
+    inactive_ms: Optional[int]
+
+    @classmethod
+    def from_pb(cls, m: stream_admin_pb2.ConsumerInfo) -> ConsumerInfo:
+        return cls(
+            name=m.name,
+            pending=m.pending,
+            idle_ms=m.idle_ms,
+            inactive_ms=m.inactive_ms if m.HasField("inactive_ms") else None,
+        )
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """An entry delivered to ``consumer`` and not yet acknowledged."""
+
+    id: str
+    consumer: str
+    idle_ms: int
+    delivery_count: int
+
+    @classmethod
+    def from_pb(cls, m: stream_admin_pb2.PendingEntry) -> PendingEntry:
+        return cls(id=m.id, consumer=m.consumer, idle_ms=m.idle_ms, delivery_count=m.delivery_count)
+
+
+@dataclass(frozen=True)
+class RemovedConsumer:
+    """Outcome of RemoveConsumer: whether it was removed and how many of its
+    pending entries went to ``handover_to``."""
+
+    removed: bool
+    handed_over: int

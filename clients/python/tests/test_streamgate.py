@@ -1,0 +1,289 @@
+"""End-to-end tests of the Python client against the real gateway and Redis."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Callable, Optional
+
+import grpc
+import pytest
+
+import streamgate
+from streamgate import Client, Consumer, Entry, Event, Producer, StreamgateError
+
+from conftest import Gateway, RedisServer, wait_until
+
+
+class Collector:
+    """Iterates a Consumer in a thread, recording every entry it receives and
+    acknowledging those ``should_ack`` accepts (default: all)."""
+
+    def __init__(self, consumer: Consumer, should_ack: Callable[[Entry], bool] = lambda e: True):
+        self.consumer = consumer
+        self.should_ack = should_ack
+        self.entries: list[Entry] = []
+        self.error: Optional[BaseException] = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for entry in self.consumer:
+                with self._lock:
+                    self.entries.append(entry)
+                if self.should_ack(entry):
+                    self.consumer.ack(entry)
+        except BaseException as err:  # surfaced by received()/stop()
+            self.error = err
+
+    def received(self) -> list[Entry]:
+        if self.error is not None:
+            raise AssertionError(f"consumer failed: {self.error!r}") from self.error
+        with self._lock:
+            return list(self.entries)
+
+    def ids(self) -> list[str]:
+        return [e.id for e in self.received()]
+
+    def wait_for(self, n: int) -> list[Entry]:
+        """Waits until at least ``n`` entries arrived; returns them all."""
+        def enough() -> Optional[list[Entry]]:
+            got = self.received()
+            return got if len(got) >= n else None
+
+        return wait_until(f"{n} entries for {self.consumer.consumer}", enough)
+
+    def stop(self) -> None:
+        self.consumer.close()
+        self._thread.join(timeout=15)
+        assert not self._thread.is_alive(), "consumer thread did not stop after close()"
+
+
+def consumer(addr: str, stream: str, group: str, name: str, **kw: object) -> Consumer:
+    kw.setdefault("create_group", True)
+    kw.setdefault("group_start_id", "0")
+    return Consumer(addr, stream, group, name, **kw)  # type: ignore[arg-type]
+
+
+def test_produce_subscribe_ack(gateway: Gateway, client: Client, stream: str) -> None:
+    with Producer(gateway.addr) as producer:
+        first = producer.produce(stream, "order.placed", {"order_id": "1001", "total": "9.90"})
+        rest = producer.produce_batch(stream, [
+            ("order.paid", {"order_id": "1001"}),
+            Event("order.shipped", {"order_id": "1001"}, {"label": b"\xff\x00pdf"}),
+        ])
+    ids = [first, *rest]
+    assert len(set(ids)) == 3 and ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+
+    c = Collector(consumer(gateway.addr, stream, "g", "c1"), should_ack=lambda e: False)
+    try:
+        got = c.wait_for(3)
+    finally:
+        c.stop()
+    assert [e.id for e in got] == ids
+    assert [e.type for e in got] == ["order.placed", "order.paid", "order.shipped"]
+    assert got[0].fields == {"order_id": "1001", "total": "9.90"}
+    assert got[2].binary_fields == {"label": b"\xff\x00pdf"}
+    assert all(e.delivery_count == 1 and e.ts_ms > 0 for e in got)
+
+    assert [p.id for p in client.list_pending(stream, "g")] == ids
+    assert client.ack(stream, "g", ids[:1]) == 1
+    with Consumer(client, stream, "g", "c1") as c1:  # shares the client's channel
+        assert c1.ack(got[1:]) == 2
+        assert c1.ack(got) == 0  # nothing pending any more
+    assert client.list_pending(stream, "g") == []
+
+
+def test_reserved_field_is_invalid_argument(gateway: Gateway, stream: str) -> None:
+    with Producer(gateway.addr) as producer, pytest.raises(StreamgateError) as err:
+        producer.produce(stream, "x", {"ts_ms": "1"})
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert not err.value.retryable
+
+
+def test_missing_group_without_create_group_is_not_found(gateway: Gateway, stream: str) -> None:
+    with Consumer(gateway.addr, stream, "nope", "c1") as c, pytest.raises(StreamgateError) as err:
+        next(iter(c))
+    assert err.value.code == grpc.StatusCode.NOT_FOUND
+    assert "nope" in err.value.details
+
+
+def test_two_groups_each_get_every_entry(gateway: Gateway, client: Client, stream: str) -> None:
+    assert client.create_group(stream, "billing")
+    assert client.create_group(stream, "shipping")
+    ids = client.produce_batch(stream, [Event("order.placed", {"n": str(i)}) for i in range(10)])
+    billing = Collector(consumer(gateway.addr, stream, "billing", "b1", batch_size=3))
+    shipping = Collector(consumer(gateway.addr, stream, "shipping", "s1"))
+    try:
+        assert [e.id for e in billing.wait_for(10)] == ids
+        assert [e.id for e in shipping.wait_for(10)] == ids
+    finally:
+        billing.stop()
+        shipping.stop()
+    wait_until("both groups fully acknowledged",
+               lambda: all(g.pending == 0 for g in client.list_groups(stream)))
+
+
+def test_two_consumers_in_one_group_split_work(gateway: Gateway, client: Client, stream: str) -> None:
+    client.create_group(stream, "workers")
+    a = Collector(consumer(gateway.addr, stream, "workers", "a", batch_size=1))
+    b = Collector(consumer(gateway.addr, stream, "workers", "b", batch_size=1))
+    ids: list[str] = []
+
+    def delivered() -> int:
+        return len(a.ids()) + len(b.ids())
+
+    def produce_one() -> bool:
+        ids.append(client.produce(stream, "job", {"n": str(len(ids))}))
+        wait_until(f"entry {len(ids)} delivered", lambda: delivered() >= len(ids))
+        return bool(a.ids() and b.ids())
+
+    try:
+        # Until both consumers have joined, one of them takes everything, and
+        # Redis 7.0 lists a consumer only after its first successful read. So
+        # produce one entry at a time until both got one (Redis serves blocked
+        # readers first come, first served), then a batch for both to share.
+        wait_until("both consumers to receive work", produce_one)
+        ids += client.produce_batch(stream, [Event("job", {"n": str(i)}) for i in range(20)])
+        wait_until("all entries delivered", lambda: delivered() >= len(ids))
+    finally:
+        a.stop()
+        b.stop()
+    got_a, got_b = a.ids(), b.ids()
+    assert len(set(got_a)) == len(got_a) and len(set(got_b)) == len(got_b)
+    assert not set(got_a) & set(got_b), "an entry went to both consumers"
+    assert sorted(got_a + got_b) == sorted(ids)
+    wait_until("no pending entries", lambda: client.list_pending(stream, "workers") == [])
+
+
+def test_peer_reaps_entries_of_a_crashed_consumer(gateway: Gateway, client: Client, stream: str) -> None:
+    ids = client.produce_batch(stream, [Event("order.paid", {"n": str(i)}) for i in range(3)])
+    crashed = Collector(consumer(gateway.addr, stream, "g", "crashy"), should_ack=lambda e: False)
+    crashed.wait_for(3)
+    crashed.stop()  # "crashes": read, never acknowledged
+
+    claimed: dict[str, Entry] = {}
+
+    def reap_all() -> bool:
+        result = client.reap(stream, "g", "peer", min_idle_ms=100)
+        assert result.deleted_ids == []
+        claimed.update((e.id, e) for e in result.claimed)
+        return len(claimed) == 3
+
+    wait_until("the idle entries to be reaped", reap_all)
+    assert sorted(claimed) == ids
+    assert {e.delivery_count for e in claimed.values()} == {2}
+    assert claimed[ids[0]].type == "order.paid" and claimed[ids[0]].fields == {"n": "0"}
+    pending = client.list_pending(stream, "g")
+    assert [(p.id, p.consumer, p.delivery_count) for p in pending] == [(i, "peer", 2) for i in ids]
+    by_name = {c.name: c for c in client.list_consumers(stream, "g")}
+    assert by_name["crashy"].pending == 0 and by_name["peer"].pending == 3
+
+    with Consumer(client, stream, "g", "peer") as peer:
+        assert peer.ack(ids) == 3
+
+
+def test_replay(client: Client, stream: str) -> None:
+    ids = client.produce_batch(stream, [Event("t", {"n": str(i)}) for i in range(7)])
+    assert [e.id for e in client.replay(stream)] == ids
+    assert [e.id for e in client.replay(stream, page_size=2)] == ids
+    assert [e.id for e in client.replay(stream, reverse=True)] == ids[::-1]
+    assert [e.id for e in client.replay(stream, limit=3)] == ids[:3]
+    assert [e.id for e in client.replay(stream, ids[2], ids[4])] == ids[2:5]
+    assert [e.id for e in client.replay(stream, ids[2], ids[4], reverse=True)] == ids[4:1:-1]
+    assert [e.fields["n"] for e in itertools.islice(client.replay(stream, page_size=1), 2)] == ["0", "1"]
+    assert all(e.delivery_count == 0 for e in client.replay(stream))
+    assert list(client.replay(f"{stream}-missing")) == []
+
+
+def test_trim(client: Client, stream: str) -> None:
+    ids = client.produce_batch(stream, [Event("t") for _ in range(10)], max_len=0)
+    assert client.trim(stream, max_len=4, exact=True) == 6
+    info = client.describe_stream(stream)
+    assert (info.length, info.first_entry_id, info.last_entry_id) == (4, ids[6], ids[9])
+    assert client.trim(stream, min_id=ids[8], exact=True) == 2
+    assert [e.id for e in client.replay(stream)] == ids[8:]
+    with pytest.raises(ValueError):
+        client.trim(stream, max_len=1, min_id=ids[9])
+
+
+def test_admin_views_and_remove_consumer(gateway: Gateway, client: Client, stream: str) -> None:
+    assert client.create_group(stream, "g", "$") is True
+    assert client.create_group(stream, "g") is False  # idempotent
+    ids = client.produce_batch(stream, [Event("t") for _ in range(4)])
+    c = Collector(consumer(gateway.addr, stream, "g", "c1"), should_ack=lambda e: False)
+    c.wait_for(4)
+    c.stop()
+
+    info = client.describe_stream(stream)
+    assert (info.length, info.group_count, info.last_entry_id) == (4, 1, ids[-1])
+    [group] = client.list_groups(stream)
+    assert (group.name, group.consumers, group.pending, group.last_delivered_id) == ("g", 1, 4, ids[-1])
+    assert group.lag == 0
+    [c1] = client.list_consumers(stream, "g")
+    assert (c1.name, c1.pending) == ("c1", 4)
+    assert len(client.list_pending(stream, "g", consumer="c1", count=2)) == 2
+    assert client.list_pending(stream, "g", consumer="other") == []
+
+    with pytest.raises(StreamgateError) as err:
+        client.remove_consumer(stream, "g", "c1")  # would destroy 4 pending entries
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    removed = client.remove_consumer(stream, "g", "c1", handover_to="c2")
+    assert (removed.removed, removed.handed_over) == (True, 4)
+    assert [(c.name, c.pending) for c in client.list_consumers(stream, "g")] == [("c2", 4)]
+
+    client.set_group_cursor(stream, "g", "0")
+    assert client.list_groups(stream)[0].last_delivered_id == "0-0"
+    assert client.delete_group(stream, "g") is True
+    assert client.delete_group(stream, "g") is False
+    with pytest.raises(StreamgateError) as err:
+        client.list_consumers(stream, "g")
+    assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_remove_unknown_consumer_is_not_internal(client: Client, stream: str) -> None:
+    # API.md: INTERNAL is "never for anything a client can cause". The proto
+    # promises `removed = false` for a consumer that did not exist; NOT_FOUND
+    # would also be a client-side answer.
+    client.create_group(stream, "g")
+    try:
+        assert client.remove_consumer(stream, "g", "ghost").removed is False
+    except StreamgateError as err:
+        assert err.code == grpc.StatusCode.NOT_FOUND, err
+
+
+def test_consumer_resumes_after_gateway_restart(redis_server: RedisServer, client: Client, stream: str) -> None:
+    """SIGTERM the consumer's gateway mid-iteration, start a new one on the same
+    port: the consumer reconnects by itself and receives its unacknowledged
+    entry again (pending_first) followed by entries produced meanwhile."""
+    gw = Gateway(redis_server.url)
+    port_addr = gw.addr
+    c = Collector(consumer(gw.addr, stream, "g", "c1"), should_ack=lambda e: e.fields.get("ack") != "no")
+    try:
+        acked = client.produce(stream, "t", {"ack": "yes"})
+        kept = client.produce(stream, "t", {"ack": "no"})
+        c.wait_for(2)
+        wait_until("the first entry acknowledged",
+                   lambda: [p.id for p in client.list_pending(stream, "g")] == [kept])
+
+        gw.terminate()
+        # Produced through the session's gateway while the consumer's is down.
+        new = client.produce(stream, "t", {"ack": "yes"})
+        gw = Gateway(redis_server.url, listen=port_addr)
+
+        got = c.wait_for(4)
+    finally:
+        c.stop()
+        gw.terminate()
+    assert [e.id for e in got] == [acked, kept, kept, new]
+    assert [e.delivery_count for e in got] == [1, 1, 2, 1]
+    assert c.consumer.reconnects >= 1
+    assert [(p.id, p.delivery_count) for p in client.list_pending(stream, "g")] == [(kept, 2)]
+
+
+def test_public_api_is_typed() -> None:
+    import importlib.resources
+
+    assert importlib.resources.files(streamgate).joinpath("py.typed").is_file()

@@ -1,0 +1,444 @@
+//! Delivery guarantees: auto-reclaim, dead letters, Nack, Extend, flow
+//! control, heartbeats, idempotent produce and safe trim.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::Commands;
+use streamgate::pb::{self, subscribe_response::Kind};
+use tonic::Streaming;
+
+use crate::common::{
+    DEADLINE, RedisServer, TestGateway, event, ids, orders, pending_count, produce, read_directly,
+    setup, sub, subscribe, take_entries,
+};
+
+/// A subscription of `consumer` in group `g` on `orders` that reclaims
+/// entries idle for `min_idle_ms`, checking every 50 ms.
+fn reclaiming(consumer: &str, min_idle_ms: u64) -> pb::SubscribeRequest {
+    pb::SubscribeRequest {
+        reclaim: Some(pb::Reclaim {
+            min_idle_ms,
+            interval_ms: 50,
+        }),
+        ..sub("orders", "g", consumer)
+    }
+}
+
+/// Owner of each pending entry of group `g`.
+fn owners(redis: &RedisServer) -> HashMap<String, (String, u64)> {
+    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(&["orders", "g", "-", "+", "1000"][..])
+        .query(&mut redis.conn())
+        .unwrap();
+    rows.into_iter().map(|(id, c, _, n)| (id, (c, n))).collect()
+}
+
+async fn nack(gw: &mut TestGateway, consumer: &str, ids: Vec<String>, delay_ms: u64) -> u64 {
+    gw.events
+        .nack(pb::NackRequest {
+            stream: "orders".into(),
+            group: "g".into(),
+            consumer: consumer.into(),
+            ids,
+            delay_ms,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .scheduled
+}
+
+/// Receives until an entry with `id` arrives; returns everything received.
+async fn until_entry(s: &mut Streaming<pb::SubscribeResponse>, id: &str) -> Vec<pb::Entry> {
+    let mut got = Vec::new();
+    while !got.iter().any(|e: &pb::Entry| e.id == id) {
+        got.extend(take_entries(s, 1).await);
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_crashed_consumers_entries_reach_a_live_subscriber_without_reap() {
+    let (_redis, mut gw) = setup().await;
+    let produced = produce(&mut gw, "orders", orders(3)).await;
+    let crashed = read_directly(&_redis, "orders", "g", "worker-a", 3);
+    assert_eq!(crashed, produced);
+    let mut b = subscribe(&mut gw, reclaiming("worker-b", 200)).await;
+    let got = take_entries(&mut b, 3).await;
+    assert_eq!(ids(&got), produced);
+    assert!(
+        got.iter().all(|e| e.redelivered && e.delivery_count == 2),
+        "{got:?}"
+    );
+    assert_eq!(got[1].fields["order_id"], "o-1");
+}
+
+#[tokio::test]
+async fn a_poison_entry_is_dead_lettered_exactly_once_with_its_metadata() {
+    let (redis, mut gw) = setup().await;
+    let poison = produce(
+        &mut gw,
+        "orders",
+        vec![event("order.paid", &[("order_id", "o-9")])],
+    )
+    .await;
+    read_directly(&redis, "orders", "g", "worker-a", 1);
+    let mut req = reclaiming("worker-b", 100);
+    req.max_deliveries = 2;
+    let mut b = subscribe(&mut gw, req).await;
+    // Second delivery: allowed. worker-b does not ack either.
+    let second = take_entries(&mut b, 1).await;
+    assert_eq!(
+        (second[0].id.as_str(), second[0].delivery_count),
+        (poison[0].as_str(), 2)
+    );
+
+    let mut conn = redis.conn();
+    crate::common::eventually("the poison entry is dead-lettered", || {
+        let len: u64 = conn.xlen("orders:dlq").unwrap();
+        async move { (len > 0).then_some(()) }
+    })
+    .await;
+    // A marker that worker-b does not ack either comes back through a later
+    // reclaim round; once it has, the poison entry had its chance to be
+    // moved (or delivered) again.
+    let marker = produce(&mut gw, "orders", orders(1)).await;
+    let mut later = until_entry(&mut b, &marker[0]).await;
+    while !later.iter().any(|e| e.id == marker[0] && e.redelivered) {
+        later.extend(take_entries(&mut b, 1).await);
+    }
+    assert!(
+        later.iter().all(|e| e.id != poison[0]),
+        "never delivered a third time"
+    );
+
+    let dead: Vec<(String, HashMap<String, String>)> = conn.xrange("orders:dlq", "-", "+").unwrap();
+    let dead: Vec<_> = dead
+        .into_iter()
+        .filter(|(_, r)| r["dlq.id"] == poison[0])
+        .collect();
+    assert_eq!(dead.len(), 1, "moved exactly once");
+    let record = &dead[0].1;
+    assert_eq!(record["dlq.stream"], "orders");
+    assert_eq!(record["dlq.id"], poison[0]);
+    assert_eq!(record["dlq.group"], "g");
+    assert_eq!(record["dlq.consumer"], "worker-b");
+    assert_eq!(record["dlq.deliveries"], "2");
+    assert_eq!(record["dlq.reason"], "max_deliveries");
+    assert_eq!(
+        (record["type"].as_str(), record["order_id"].as_str()),
+        ("order.paid", "o-9")
+    );
+    assert!(
+        !owners(&redis).contains_key(&poison[0]),
+        "acked in the source group"
+    );
+}
+
+#[tokio::test]
+async fn entries_trimmed_while_pending_are_recorded_as_trimmed_dead_letters() {
+    let (redis, mut gw) = setup().await;
+    let produced = produce(&mut gw, "orders", orders(2)).await;
+    read_directly(&redis, "orders", "g", "worker-a", 2);
+    let _: u64 = redis
+        .conn()
+        .xtrim("orders", redis::streams::StreamMaxlen::Equals(1))
+        .unwrap();
+    let mut req = reclaiming("worker-b", 50);
+    req.dead_letter_stream = "orders-dead".into();
+    let mut b = subscribe(&mut gw, req).await;
+    assert_eq!(ids(&take_entries(&mut b, 1).await), produced[1..].to_vec());
+    let dead: Vec<(String, HashMap<String, String>)> =
+        redis.conn().xrange("orders-dead", "-", "+").unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1["dlq.id"], produced[0]);
+    assert_eq!(dead[0].1["dlq.reason"], "trimmed");
+    assert_eq!(
+        pending_count(&redis, "orders", "g"),
+        1,
+        "only the live entry is pending"
+    );
+}
+
+#[tokio::test]
+async fn nack_redelivers_at_once_or_after_its_delay_and_only_for_the_owner() {
+    let (redis, mut gw) = setup().await;
+    let produced = produce(&mut gw, "orders", orders(3)).await;
+    read_directly(&redis, "orders", "g", "worker-a", 3);
+    // Only worker-a's entries can be nacked by worker-a.
+    assert_eq!(nack(&mut gw, "worker-x", produced.clone(), 0).await, 0);
+    // A huge min_idle: only nacked entries can move.
+    let mut b = subscribe(&mut gw, reclaiming("worker-b", 3_600_000)).await;
+    assert_eq!(
+        nack(&mut gw, "worker-a", vec![produced[0].clone()], 3_600_000).await,
+        1
+    );
+    assert_eq!(
+        nack(&mut gw, "worker-a", vec![produced[1].clone()], 0).await,
+        1
+    );
+    let first = until_entry(&mut b, &produced[1]).await;
+    assert_eq!(
+        ids(&first),
+        vec![produced[1].clone()],
+        "the delayed entry waits"
+    );
+    assert!(first[0].redelivered);
+
+    assert_eq!(
+        nack(&mut gw, "worker-a", vec![produced[2].clone()], 150).await,
+        1
+    );
+    let second = until_entry(&mut b, &produced[2]).await;
+    assert_eq!(ids(&second), vec![produced[2].clone()]);
+    assert_eq!(owners(&redis)[&produced[0]].0, "worker-a");
+}
+
+#[tokio::test]
+async fn extend_keeps_a_slow_consumers_entry_from_being_reclaimed() {
+    let (redis, mut gw) = setup().await;
+    let slow = produce(&mut gw, "orders", orders(1)).await;
+    read_directly(&redis, "orders", "g", "worker-a", 1);
+    let mut b = subscribe(&mut gw, reclaiming("worker-b", 400)).await;
+    // worker-a works for well over the idle threshold, extending as it goes.
+    for _ in 0..12 {
+        let extended = gw
+            .events
+            .extend(pb::ExtendRequest {
+                stream: "orders".into(),
+                group: "g".into(),
+                consumer: "worker-a".into(),
+                ids: slow.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .extended;
+        assert_eq!(extended, 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // worker-b's reclaim rounds ran all along (one per read, at most every
+    // 200 ms) and left the extended entry alone.
+    assert_eq!(
+        owners(&redis)[&slow[0]],
+        ("worker-a".to_owned(), 1),
+        "extend counts no delivery"
+    );
+    // Once worker-a stops extending, worker-b takes the entry over.
+    let taken = until_entry(&mut b, &slow[0]).await;
+    assert_eq!(taken.last().unwrap().delivery_count, 2);
+}
+
+/// The next message of a subscription, batch or heartbeat.
+async fn next_message(s: &mut Streaming<pb::SubscribeResponse>) -> Kind {
+    tokio::time::timeout(DEADLINE, s.message())
+        .await
+        .expect("a message within the deadline")
+        .expect("stream open")
+        .expect("not ended")
+        .kind
+        .expect("kind set")
+}
+
+#[tokio::test]
+async fn max_in_flight_holds_the_consumers_pending_count_down() {
+    let (redis, mut gw) = setup().await;
+    let produced = produce(&mut gw, "orders", orders(8)).await;
+    let mut req = sub("orders", "g", "w");
+    req.max_in_flight = 3;
+    req.heartbeat_ms = Some(50);
+    let mut s = subscribe(&mut gw, req).await;
+    let Kind::Batch(first) = next_message(&mut s).await else {
+        panic!("entries first");
+    };
+    assert_eq!(first.entries.len(), 3);
+    // While at the limit the subscription only sends heartbeats.
+    assert!(matches!(next_message(&mut s).await, Kind::Heartbeat(_)));
+    assert_eq!(pending_count(&redis, "orders", "g"), 3);
+
+    gw.events
+        .ack(pb::AckRequest {
+            stream: "orders".into(),
+            group: "g".into(),
+            ids: ids(&first.entries[..2]),
+        })
+        .await
+        .unwrap();
+    let mut second = Vec::new();
+    while second.is_empty() {
+        if let Kind::Batch(b) = next_message(&mut s).await {
+            second = b.entries;
+        }
+    }
+    assert_eq!(
+        ids(&second),
+        produced[3..5].to_vec(),
+        "exactly the freed room"
+    );
+    assert_eq!(pending_count(&redis, "orders", "g"), 3);
+
+    // An ack that bypasses this gateway (another instance, a script) is
+    // noticed too.
+    let _: u64 = redis.conn().xack("orders", "g", &ids(&second)).unwrap();
+    let mut third = Vec::new();
+    while third.is_empty() {
+        if let Kind::Batch(b) = next_message(&mut s).await {
+            third = b.entries;
+        }
+    }
+    assert_eq!(ids(&third), produced[5..7].to_vec());
+    assert!(pending_count(&redis, "orders", "g") <= 3);
+}
+
+#[tokio::test]
+async fn idle_subscriptions_and_tails_send_heartbeats() {
+    let (_redis, mut gw) = setup().await;
+    let mut req = sub("quiet", "g", "w");
+    req.heartbeat_ms = Some(100);
+    let mut s = subscribe(&mut gw, req).await;
+    for _ in 0..2 {
+        let Kind::Heartbeat(beat) = next_message(&mut s).await else {
+            panic!("nothing was produced");
+        };
+        assert!(beat.server_time_ms > 0);
+    }
+    let mut tail = gw
+        .events
+        .tail(pb::TailRequest {
+            stream: "quiet".into(),
+            heartbeat_ms: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let message = tokio::time::timeout(DEADLINE, tail.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        message.kind,
+        Some(pb::tail_response::Kind::Heartbeat(_))
+    ));
+}
+
+fn keyed(key: &str, order: &str) -> pb::Event {
+    pb::Event {
+        idempotency_key: key.into(),
+        ..event("order.placed", &[("order_id", order)])
+    }
+}
+
+#[tokio::test]
+async fn a_retried_produce_returns_the_first_id_and_writes_nothing() {
+    let (redis, mut gw) = setup().await;
+    let first = produce(&mut gw, "orders", vec![keyed("k1", "o-1"), event("x", &[])]).await;
+    let retry = produce(
+        &mut gw,
+        "orders",
+        vec![keyed("k1", "o-1"), keyed("k2", "o-2"), keyed("k2", "o-2")],
+    )
+    .await;
+    assert_eq!(retry[0], first[0], "duplicate returns the original id");
+    assert_eq!(
+        retry[1], retry[2],
+        "a key repeated within one batch is written once"
+    );
+    let mut conn = redis.conn();
+    assert_eq!(conn.xlen::<_, u64>("orders").unwrap(), 3);
+    // Keys are scoped to the stream.
+    let other = produce(&mut gw, "refunds", vec![keyed("k1", "o-1")]).await;
+    assert_ne!(other[0], first[0]);
+    // Bookkeeping lives in the stream's slot and expires by itself.
+    let ttl: i64 = conn.pttl("{orders}:idem:k1").unwrap();
+    assert!(ttl > 0 && ttl <= 86_400_000, "{ttl}");
+}
+
+#[tokio::test]
+async fn the_dedup_window_is_configurable() {
+    let redis = RedisServer::start();
+    let mut cfg = crate::common::config(&redis);
+    cfg.dedup_window_ms = 5_000;
+    let mut gw = TestGateway::start(cfg).await;
+    produce(&mut gw, "orders", vec![keyed("k", "o-1")]).await;
+    let ttl: i64 = redis.conn().pttl("{orders}:idem:k").unwrap();
+    assert!(ttl > 0 && ttl <= 5_000, "{ttl}");
+}
+
+#[tokio::test]
+async fn safe_trim_keeps_every_entry_a_group_still_needs() {
+    let (redis, mut gw) = setup().await;
+    let produced = produce(&mut gw, "orders", orders(10)).await;
+    // fast: read 6, acked all but the 5th; slow: read 3, acked them.
+    let fast = read_directly(&redis, "orders", "fast", "w", 6);
+    let mut conn = redis.conn();
+    let _: u64 = conn
+        .xack("orders", "fast", &[&fast[..4], &fast[5..]].concat())
+        .unwrap();
+    let slow = read_directly(&redis, "orders", "slow", "w", 3);
+    let _: u64 = conn.xack("orders", "slow", &slow).unwrap();
+
+    let trimmed = gw
+        .events
+        .trim(pb::TrimRequest {
+            stream: "orders".into(),
+            strategy: Some(pb::trim_request::Strategy::MaxLen(0)),
+            exact: true,
+            acked_by_all_groups: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .trimmed;
+    // slow still needs entry 3 onwards; fast still needs entry 4.
+    assert_eq!(trimmed, 3);
+    let left: Vec<(String, HashMap<String, String>)> = conn.xrange("orders", "-", "+").unwrap();
+    assert_eq!(
+        left.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        produced[3..].to_vec()
+    );
+
+    // MAXLEN is bounded the same way, and a MAXLEN above the floor applies.
+    let _: u64 = conn.xack("orders", "fast", &[&fast[4]]).unwrap();
+    let rest = read_directly(&redis, "orders", "slow", "w", 7);
+    let _: u64 = conn.xack("orders", "slow", &rest).unwrap();
+    let trimmed = gw
+        .events
+        .trim(pb::TrimRequest {
+            stream: "orders".into(),
+            strategy: Some(pb::trim_request::Strategy::MaxLen(5)),
+            exact: true,
+            acked_by_all_groups: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .trimmed;
+    // Every group is past entry 5 now: MAXLEN 5 itself is the bound.
+    assert_eq!(trimmed, 2);
+    assert_eq!(conn.xlen::<_, u64>("orders").unwrap(), 5);
+    // fast has delivered only 6 of 10: entries 6..9 stay even under MAXLEN 1.
+    let trimmed = gw
+        .events
+        .trim(pb::TrimRequest {
+            stream: "orders".into(),
+            strategy: Some(pb::trim_request::Strategy::MaxLen(1)),
+            exact: true,
+            acked_by_all_groups: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .trimmed;
+    assert_eq!(trimmed, 1);
+    let left: Vec<(String, HashMap<String, String>)> = conn.xrange("orders", "-", "+").unwrap();
+    assert_eq!(
+        left.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        produced[6..].to_vec()
+    );
+}
