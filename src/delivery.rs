@@ -13,8 +13,22 @@ use std::task::{Context, Poll, ready};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 
+use std::time::{Duration, Instant};
+
 use crate::error::{Error, Result};
+use crate::model::Push;
 use crate::shutdown::Shutdown;
+
+/// How the long-lived read loops behave, from the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopSettings {
+    /// Longest single blocking read.
+    pub block: Duration,
+    /// How long a loop rides out a Redis outage before it gives up.
+    pub outage_grace: Duration,
+    /// How long a client may take nothing before its stream is ended.
+    pub stall_timeout: Duration,
+}
 
 /// Creates a feed/delivery pair buffering at most `capacity` items.
 pub fn channel<T>(capacity: usize) -> (Feed<T>, Delivery<T>) {
@@ -72,6 +86,40 @@ pub enum Turn<T> {
     End,
 }
 
+/// Heartbeat bookkeeping of a long-lived stream: a heartbeat is due when
+/// nothing was pushed for the interval.
+#[derive(Debug)]
+pub struct Pulse {
+    every: Option<Duration>,
+    last: Instant,
+}
+
+impl Pulse {
+    /// Heartbeats every `every` of silence; `None` = never.
+    pub fn new(every: Option<Duration>) -> Pulse {
+        Pulse {
+            every,
+            last: Instant::now(),
+        }
+    }
+
+    /// Something was pushed: the silence starts over.
+    pub fn pushed(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// What to push after a turn that found nothing.
+    pub fn idle(&mut self) -> Turn<Push> {
+        match self.every {
+            Some(every) if self.last.elapsed() >= every => {
+                self.pushed();
+                Turn::Item(Push::Heartbeat)
+            }
+            _ => Turn::Nothing,
+        }
+    }
+}
+
 /// A read loop: each turn reads once from Redis.
 pub trait ReadLoop: Send {
     /// What one turn hands to the client.
@@ -83,20 +131,24 @@ pub trait ReadLoop: Send {
 
 /// Drives a read loop: each turn first waits for buffer space, then reads,
 /// then hands the item over. Returns `Ok(())` when the loop ends or the
-/// client went away, and [`Error::ShuttingDown`] once `shutdown` fires,
-/// checked before waiting and after every read.
+/// client went away, [`Error::ShuttingDown`] once `shutdown` fires (checked
+/// before waiting and after every read), and [`Error::ClientStalled`] when
+/// the client takes nothing for `stall` (what was read stays pending in
+/// Redis, so nothing is lost).
 pub async fn pump<L: ReadLoop>(
     feed: &Feed<L::Item>,
     shutdown: &Shutdown,
+    stall: Duration,
     mut reads: L,
 ) -> Result<()> {
     loop {
         let permit = tokio::select! {
             biased;
             () = shutdown.triggered() => return Err(Error::ShuttingDown),
-            permit = feed.reserve() => match permit {
-                Ok(permit) => permit,
-                Err(Closed) => return Ok(()),
+            permit = tokio::time::timeout(stall, feed.reserve()) => match permit {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(Closed)) => return Ok(()),
+                Err(_) => return Err(Error::ClientStalled(stall)),
             },
         };
         match reads.turn().await? {
@@ -112,10 +164,14 @@ pub async fn pump<L: ReadLoop>(
 
 /// Starts `reads` on its own task and returns the stream it feeds, ending
 /// with the loop's error if any.
-pub fn start<L: ReadLoop + 'static>(reads: L, shutdown: Shutdown) -> Delivery<L::Item> {
+pub fn start<L: ReadLoop + 'static>(
+    reads: L,
+    stall: Duration,
+    shutdown: Shutdown,
+) -> Delivery<L::Item> {
     let (feed, delivery) = channel(1);
     tokio::spawn(async move {
-        let outcome = pump(&feed, &shutdown, reads).await;
+        let outcome = pump(&feed, &shutdown, stall, reads).await;
         feed.finish(outcome);
     });
     delivery
@@ -190,7 +246,7 @@ mod tests {
             n: 0,
             stop: shutdown.clone(),
         };
-        let mut delivery = start(reads, shutdown);
+        let mut delivery = start(reads, Duration::from_secs(60), shutdown);
         assert_eq!(delivery.next().await.unwrap().unwrap(), 1);
         // The item read before shutdown was noticed is still delivered.
         assert_eq!(delivery.next().await.unwrap().unwrap(), 2);

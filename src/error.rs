@@ -68,6 +68,26 @@ pub enum Error {
     /// Redis' ACL refused the command.
     #[error("Redis refused the command: {0}")]
     RedisPermission(String),
+    /// The caller sent no credentials, malformed ones or a token the
+    /// gateway does not know.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but its grants do not cover this stream.
+    #[error("{principal:?} lacks the {permission:?} permission on stream {stream:?}")]
+    PermissionDenied {
+        /// Name of the token (or `anonymous`).
+        principal: String,
+        /// `produce`, `consume` or `admin`.
+        permission: &'static str,
+        /// Client stream name.
+        stream: String,
+    },
+    /// The client stopped taking what a stream delivers.
+    #[error(
+        "the client took nothing for {} ms (--client-stall-timeout-ms); the subscription ended and its pending entries stay in the group's PEL",
+        .0.as_millis()
+    )]
+    ClientStalled(std::time::Duration),
     /// The gateway is shutting down; reconnect to another instance.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -136,17 +156,37 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
-            Error::LimitExceeded(_) => Code::ResourceExhausted,
+            Error::LimitExceeded(_) | Error::ClientStalled(_) => Code::ResourceExhausted,
             Error::GroupNotFound { .. }
             | Error::StreamNotFound { .. }
             | Error::ConsumerNotFound { .. } => Code::NotFound,
             Error::WrongType { .. } | Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable(_) | Error::ShuttingDown => Code::Unavailable,
             Error::Timeout(_) => Code::DeadlineExceeded,
-            Error::RedisPermission(_) => Code::PermissionDenied,
+            Error::RedisPermission(_) | Error::PermissionDenied { .. } => Code::PermissionDenied,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Internal(_) => Code::Internal,
         }
     }
+}
+
+/// tonic rejects a request message above `max_decoding_message_size`
+/// itself, before any handler runs, with OUT_OF_RANGE. The contract says a
+/// limit is RESOURCE_EXHAUSTED naming the limit, so the message-size layer
+/// ([`crate::limits::MessageSizeLayer`]) asks this function whether a
+/// status tonic produced is that rejection, and answers with this error
+/// instead.
+pub fn from_transport_status(status: &Status, max_message_bytes: usize) -> Option<Error> {
+    (status.code() == Code::OutOfRange
+        && status
+            .message()
+            .starts_with("Error, decoded message length too large"))
+    .then(|| {
+        Error::LimitExceeded(format!(
+            "the request message exceeds the limit of {max_message_bytes} bytes \
+             (--max-message-bytes)"
+        ))
+    })
 }
 
 impl From<Error> for Status {
@@ -154,8 +194,28 @@ impl From<Error> for Status {
         if let Error::Internal(_) = err {
             tracing::error!(error = %err, "internal error");
         }
-        Status::new(err.code(), err.to_string())
+        Status::new(err.code(), bounded_message(err.to_string()))
     }
+}
+
+/// Longest status message, in bytes.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Messages quote what the client sent (names, IDs), and the message
+/// travels as an HTTP/2 header (`grpc-message`, percent-encoded): a quoted
+/// 100 KB group name would exceed the peer's header-list limit, and the
+/// client would see a protocol error instead of the status. So messages
+/// are cut at [`MAX_MESSAGE_BYTES`].
+fn bounded_message(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("... (truncated)");
+    }
+    message
 }
 
 #[cfg(test)]
@@ -192,6 +252,21 @@ mod tests {
             None,
         );
         assert_eq!(err.code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_char_boundary() {
+        let group = "\u{e9}".repeat(100_000);
+        let status = Status::from(Error::GroupNotFound {
+            stream: "s".into(),
+            group,
+        });
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES + 20);
+        assert!(status.message().ends_with("... (truncated)"));
+        assert_eq!(
+            Status::from(Error::ShuttingDown).message(),
+            "the gateway is shutting down"
+        );
     }
 
     #[test]

@@ -14,8 +14,12 @@
 //! - `main.rs`: the command line; thin.
 //! - [`config`]: flags and environment variables.
 //! - [`server`]: tonic wiring: services, reflection, health, shutdown.
-//! - [`api`]: one file per proto service; each handler validates, calls the
-//!   broker and converts. Knows nothing of RESP.
+//! - [`api`]: one file per proto service; each handler validates,
+//!   authorizes, calls the broker and converts. Knows nothing of RESP.
+//! - [`auth`]: bearer-token authentication (a tonic interceptor) and the
+//!   grants handlers check; [`tls`]: certificates for the gRPC listener
+//!   and for `rediss://`; [`limits`]: event, message and subscription
+//!   limits; [`namespace`]: which stream names may become Redis keys.
 //! - [`broker`]: typed Redis Streams operations on a shared multiplexed
 //!   connection, plus [`broker::Reader`] for blocking reads on connections
 //!   of their own. Knows nothing of gRPC.
@@ -27,16 +31,21 @@
 //! - [`pb`]: code generated from the protos.
 
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod ids;
+pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod namespace;
+pub mod outage;
 pub mod pb;
 pub mod replay;
 pub mod server;
 pub mod shutdown;
 pub mod subscription;
 pub mod tail;
+pub mod tls;

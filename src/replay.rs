@@ -6,6 +6,8 @@
 //! no entry is skipped or repeated however the stream changes meanwhile.
 //! Like Subscribe, a page is read only after buffer space for it is reserved.
 
+use std::time::Duration;
+
 use crate::broker::Broker;
 use crate::delivery::{self, Delivery, ReadLoop, Turn};
 use crate::error::Result;
@@ -29,14 +31,19 @@ pub struct ReplaySpec {
 }
 
 /// Starts the paging loop; pages arrive on the returned stream.
-pub fn start(broker: Broker, spec: ReplaySpec, shutdown: Shutdown) -> Delivery<Vec<Entry>> {
+pub fn start(
+    broker: Broker,
+    spec: ReplaySpec,
+    stall: Duration,
+    shutdown: Shutdown,
+) -> Delivery<Vec<Entry>> {
     let pages = Pages {
         range: Some(spec.range).filter(|r| !r.is_empty()),
         remaining: spec.limit.unwrap_or(u64::MAX),
         broker,
         spec,
     };
-    delivery::start(pages, shutdown)
+    delivery::start(pages, stall, shutdown)
 }
 
 /// The paging state of one replay.

@@ -6,14 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::api::{Context, EventStreamService, StreamAdminService};
+use crate::auth::{self, Authenticate};
 use crate::broker::Broker;
 use crate::config::ServeConfig;
+use crate::limits::MessageSizeLayer;
 use crate::metrics::{self, Metrics};
 use crate::pb::{
     self, event_stream_server::EventStreamServer, stream_admin_server::StreamAdminServer,
@@ -58,6 +61,10 @@ impl Gateway {
 /// Connects to Redis, binds the listener and starts serving in the
 /// background.
 pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
+    // Security settings first: a bad file must fail before anything runs.
+    crate::tls::install_crypto_provider();
+    let auth = config.auth()?;
+    let server_tls = config.server_tls()?;
     let broker = Broker::connect(config.broker_options()).await?;
     let incoming = TcpIncoming::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?
@@ -81,6 +88,9 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
     ));
 
     let (reporter, health) = tonic_health::server::health_reporter();
+    // tonic-health reports SERVING for "" until told otherwise; nothing is
+    // served until Redis has answered.
+    set_all(&reporter, ServingStatus::NotServing).await;
     tokio::spawn(watch_health(
         broker.clone(),
         reporter,
@@ -103,25 +113,47 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
         shutdown: shutdown.clone(),
         metrics,
         acks: Arc::default(),
+        subscriptions: Arc::new(config.subscription_slots()),
     };
     let event_stream = EventStreamService::new(ctx.clone());
     let admin = StreamAdminService::new(ctx);
-    let router = Server::builder()
+    tokio::spawn(auth::reload::on_sighup(auth.clone(), shutdown.clone()));
+    if !auth.is_enabled() {
+        tracing::warn!(
+            "authentication is off (no --auth-config): every caller may use every stream"
+        );
+    }
+    let authenticate = Authenticate::new(auth);
+    let max_message = config.max_message_bytes();
+    let mut builder = Server::builder();
+    if let Some(tls) = server_tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder
         // Detect dead peers on long-lived, otherwise silent streams.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(MessageSizeLayer::new(max_message))
+        // Health and reflection need no token.
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(EventStreamServer::new(event_stream))
-        .add_service(StreamAdminServer::new(admin));
+        .add_service(InterceptedService::new(
+            EventStreamServer::new(event_stream).max_decoding_message_size(max_message),
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            StreamAdminServer::new(admin).max_decoding_message_size(max_message),
+            authenticate,
+        ));
     let signal = shutdown.clone();
     let task = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, async move { signal.triggered().await })
             .await
     });
-    tracing::info!(%addr, redis = %config.redis_url, prefix = %config.key_prefix, "streamgate serving");
+    tracing::info!(%addr, redis = %config.redis_url_for_logs(), prefix = %config.key_prefix,
+        tls = config.tls_cert.is_some(), mtls = config.tls_client_ca.is_some(), "streamgate serving");
     Ok(Gateway {
         addr,
         metrics_addr,

@@ -14,11 +14,14 @@
 //! entries it returns into the PEL. Instead `BLOCK` is bounded and the
 //! shutdown signal is checked between reads.
 //!
-//! Each turn, in order: respect `max_in_flight` (the consumer's PEL count in
-//! Redis, re-checked when an Ack arrives through this gateway or after one
-//! block period), run a reclaim round when one is due, re-deliver the
-//! consumer's own PEL (`pending_first`), read new entries, and send a
-//! heartbeat when nothing was sent for the heartbeat interval.
+//! Each turn, in order: re-create a lost group (with `create_group`); while
+//! `pending_first` lasts, re-deliver the consumer's own PEL (already counted
+//! in flight, so never held back); otherwise respect `max_in_flight` (the
+//! consumer's PEL count in Redis, re-checked when an Ack arrives through
+//! this gateway or after one block period), run a reclaim round when one is
+//! due, else read new entries; and send a heartbeat when nothing was sent
+//! for the heartbeat interval. A lost Redis connection is ridden out (see
+//! [`crate::outage`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -27,10 +30,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::broker::{Broker, ReadFrom, Reader, ReclaimSpec};
-use crate::delivery::{self, Delivery, ReadLoop, Turn};
-use crate::error::Result;
+use crate::delivery::{self, Delivery, LoopSettings, Pulse, ReadLoop, Turn};
+use crate::error::{Error, Result};
 use crate::ids::{GroupStart, StreamId};
 use crate::model::{Entry, Push};
+use crate::outage::Outage;
 use crate::shutdown::Shutdown;
 
 /// Automatic recovery settings.
@@ -113,13 +117,13 @@ impl AckSignals {
 pub async fn start(
     broker: Broker,
     spec: SubscribeSpec,
-    block: Duration,
+    loops: LoopSettings,
     acks: &AckSignals,
     shutdown: Shutdown,
 ) -> Result<Delivery<Push>> {
     let acked = acks.watch(&spec.stream, &spec.group);
-    let reads = Subscription::open(broker, spec, block, acked).await?;
-    Ok(delivery::start(reads, shutdown))
+    let reads = Subscription::open(broker, spec, loops, acked).await?;
+    Ok(delivery::start(reads, loops.stall_timeout, shutdown))
 }
 
 /// One consumer's read loop.
@@ -128,13 +132,19 @@ struct Subscription {
     spec: SubscribeSpec,
     reader: Reader,
     from: ReadFrom,
-    block: Duration,
+    loops: LoopSettings,
     acked: Arc<Notify>,
+    /// A Redis outage being ridden out, if any.
+    outage: Option<Outage>,
+    /// Group losses since the last delivery, and whether the group must be
+    /// re-created (see [`Subscription::recreate_group`]).
+    recreated: u32,
+    group_lost: bool,
     /// When the next reclaim round is due, and where its scan continues.
     next_reclaim: Instant,
     reclaim_cursor: String,
-    /// When something was last sent, for heartbeats.
-    last_push: Instant,
+    /// Heartbeats.
+    pulse: Pulse,
 }
 
 impl Subscription {
@@ -142,7 +152,7 @@ impl Subscription {
     async fn open(
         broker: Broker,
         spec: SubscribeSpec,
-        block: Duration,
+        loops: LoopSettings,
         acked: Arc<Notify>,
     ) -> Result<Subscription> {
         if spec.create_group {
@@ -150,23 +160,27 @@ impl Subscription {
                 .create_group(&spec.stream, &spec.group, spec.group_start, true)
                 .await?;
         }
-        let reader = broker.reader(&spec.stream, block).await?;
+        let reader = broker.reader(&spec.stream, loops.block).await?;
         let from = if spec.pending_first {
             ReadFrom::Pending(StreamId::MIN)
         } else {
             ReadFrom::New
         };
         let now = Instant::now();
+        let spec_heartbeat = spec.heartbeat;
         Ok(Subscription {
             broker,
             spec,
             reader,
             from,
-            block,
+            loops,
             acked,
+            outage: None,
+            recreated: 0,
+            group_lost: false,
             next_reclaim: now,
             reclaim_cursor: "-".to_owned(),
-            last_push: now,
+            pulse: Pulse::new(spec_heartbeat),
         })
     }
 
@@ -278,18 +292,56 @@ impl Subscription {
     /// Waits until an Ack may have made room (or a block period passed,
     /// for acks through other gateways).
     async fn wait_for_acks(&self) {
-        let _ = tokio::time::timeout(self.block, self.acked.notified()).await;
+        let _ = tokio::time::timeout(self.loops.block, self.acked.notified()).await;
+    }
+}
+
+impl Subscription {
+    /// A name for log lines.
+    fn describe(&self) -> String {
+        let spec = &self.spec;
+        format!(
+            "subscription {}/{}/{}",
+            spec.stream, spec.group, spec.consumer
+        )
     }
 
-    /// What to push after a turn that found nothing.
-    fn idle(&mut self) -> Turn<Push> {
-        match self.spec.heartbeat {
-            Some(every) if self.last_push.elapsed() >= every => {
-                self.last_push = Instant::now();
-                Turn::Item(Push::Heartbeat)
-            }
-            _ => Turn::Nothing,
+    /// Rides out a lost connection: waits (with backoff), reopens the
+    /// reader, and lets the next turn resume; gives up with `err` once the
+    /// outage lasted `--redis-outage-grace-ms`.
+    async fn ride_out(&mut self, err: Error) -> Result<Turn<Push>> {
+        let what = self.describe();
+        let outage = self
+            .outage
+            .get_or_insert_with(|| Outage::begin(&what, &err));
+        if !outage.wait(self.loops.outage_grace).await {
+            return Err(err);
         }
+        if let Ok(reader) = self
+            .broker
+            .reader(&self.spec.stream, self.loops.block)
+            .await
+        {
+            self.reader = reader;
+        }
+        Ok(self.pulse.idle())
+    }
+
+    /// The group vanished under the subscription (Redis restarted without
+    /// persistence, FLUSHALL, DeleteGroup). A subscription opened with
+    /// `create_group` re-creates it (and the stream) at its
+    /// `group_start_id` at the start of its next turn, i.e. only once the
+    /// loop has made sure its client is still there (a cancelled
+    /// subscription must not resurrect a group an admin just deleted).
+    /// Three losses without a delivery in between end it with NOT_FOUND
+    /// rather than spinning.
+    fn recreate_group(&mut self, err: Error) -> Result<Turn<Push>> {
+        if !self.spec.create_group || self.recreated >= 3 {
+            return Err(err);
+        }
+        self.recreated += 1;
+        self.group_lost = true;
+        Ok(Turn::Nothing)
     }
 }
 
@@ -297,22 +349,55 @@ impl ReadLoop for Subscription {
     type Item = Push;
 
     async fn turn(&mut self) -> Result<Turn<Push>> {
-        let room = self.room().await?;
-        if room == 0 {
-            self.wait_for_acks().await;
-            return Ok(self.idle());
+        match self.try_turn().await {
+            Ok(turn) => {
+                if let Some(outage) = self.outage.take() {
+                    outage.end(&self.describe());
+                }
+                Ok(turn)
+            }
+            Err(err @ (Error::Unavailable(_) | Error::Timeout(_))) => self.ride_out(err).await,
+            Err(err @ Error::GroupNotFound { .. }) => self.recreate_group(err),
+            Err(err) => Err(err),
         }
-        let mut batch = self.reclaim(room).await?;
+    }
+}
+
+impl Subscription {
+    /// One turn, without outage handling.
+    async fn try_turn(&mut self) -> Result<Turn<Push>> {
+        if self.group_lost {
+            let spec = &self.spec;
+            tracing::warn!(stream = %spec.stream, group = %spec.group, "consumer group vanished; re-creating it");
+            self.broker
+                .create_group(&spec.stream, &spec.group, spec.group_start, true)
+                .await?;
+            self.group_lost = false;
+        }
+        let batch = match self.from {
+            // The consumer's own PEL already counts against
+            // `max_in_flight`: re-delivering it never raises the count, so
+            // a consumer that crashed at its limit still gets it back.
+            ReadFrom::Pending(after) => self.read_pending(after, self.spec.batch_size).await?,
+            ReadFrom::New => {
+                let room = self.room().await?;
+                if room == 0 {
+                    self.wait_for_acks().await;
+                    return Ok(self.pulse.idle());
+                }
+                let reclaimed = self.reclaim(room).await?;
+                if reclaimed.is_empty() {
+                    self.read_new(room).await?
+                } else {
+                    reclaimed
+                }
+            }
+        };
         if batch.is_empty() {
-            batch = match self.from {
-                ReadFrom::Pending(after) => self.read_pending(after, room).await?,
-                ReadFrom::New => self.read_new(room).await?,
-            };
+            return Ok(self.pulse.idle());
         }
-        if batch.is_empty() {
-            return Ok(self.idle());
-        }
-        self.last_push = Instant::now();
+        self.recreated = 0;
+        self.pulse.pushed();
         Ok(Turn::Item(Push::Entries(batch)))
     }
 }

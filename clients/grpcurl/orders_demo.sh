@@ -3,13 +3,16 @@
 # every method and message is discovered through the gateway's server
 # reflection.
 #
-# Order events go to the stream `orders`. Two consumer groups read it
+# Order events go to the stream `orders` (a retried Produce with the same
+# idempotency key writes nothing twice). Two consumer groups read it
 # independently: `notifications` (workers worker-a and worker-b) and
 # `analytics` (worker-c). worker-b reads its entries and "crashes" before
 # acknowledging them; once they have been idle long enough, worker-a reaps
-# them (delivery count 2) and finishes the work. Then history is replayed and
-# the stream trimmed, with ListGroups / ListConsumers / ListPending state
-# shown along the way.
+# them (delivery count 2). It extends one during long work, acknowledges
+# four and nacks the fifth, which a reclaiming Subscribe delivers again
+# (delivery count 3, redelivered). Then history is replayed and the stream
+# trimmed safely, with ListGroups / ListConsumers / ListPending state shown
+# along the way.
 #
 # Every step checks what it shows (JSON parsed with python3) and the script
 # exits non-zero if something did not happen. It is safe to re-run: it
@@ -61,6 +64,7 @@ entries = [e for m in msgs if isinstance(m, dict)
 
 def entry_lines():
     return "\n".join(f"  {e['id']} {e['type']} {json.dumps(e.get('fields', {}))} delivery {e['deliveryCount']}"
+                     + (" (redelivered)" if e.get("redelivered") else "")
                      for e in entries)
 
 def pending_lines():
@@ -102,11 +106,12 @@ show() {
   q 'entry_lines()' <<<"$1"
 }
 
-# subscribe GROUP CONSUMER: what the consumer receives within READ_SECONDS.
+# subscribe GROUP CONSUMER [EXTRA_JSON]: what the consumer receives within
+# READ_SECONDS; EXTRA_JSON adds request fields, e.g. `"reclaim":{...}`.
 subscribe() {
   local out
   out="$(grpcurl -plaintext -emit-defaults -max-time "$READ_SECONDS" \
-    -d "{\"stream\":\"$STREAM\",\"group\":\"$1\",\"consumer\":\"$2\",\"batchSize\":10}" \
+    -d "{\"stream\":\"$STREAM\",\"group\":\"$1\",\"consumer\":\"$2\",\"batchSize\":10${3:+,$3}}" \
     "$ADDR" streamgate.v1.EventStream/Subscribe 2>"$ERRLOG")" || true
   if ! grep -q DeadlineExceeded "$ERRLOG"; then
     echo "FAILED: Subscribe of $1/$2 ended early: $(cat "$ERRLOG")" >&2
@@ -145,10 +150,13 @@ for group in notifications analytics; do
 done
 
 echo "== produce order events"
+# The payment carries an idempotency key (unique per run here), so that a
+# producer that retries after a timeout cannot record it twice.
+PAY_KEY="pay-1001-$$-$RANDOM"
 TYPES='["order.placed","order.paid","order.placed","order.shipped","order.cancelled"]'
 produced="$(rpc EventStream/Produce "{\"stream\":\"$STREAM\",\"events\":[
   {\"type\":\"order.placed\",\"fields\":{\"order_id\":\"1001\",\"customer\":\"ada\",\"total\":\"42.00\"}},
-  {\"type\":\"order.paid\",\"fields\":{\"order_id\":\"1001\",\"method\":\"card\"}},
+  {\"type\":\"order.paid\",\"idempotencyKey\":\"$PAY_KEY\",\"fields\":{\"order_id\":\"1001\",\"method\":\"card\"}},
   {\"type\":\"order.placed\",\"fields\":{\"order_id\":\"1002\",\"customer\":\"grace\",\"total\":\"17.50\"}},
   {\"type\":\"order.shipped\",\"fields\":{\"order_id\":\"1001\",\"carrier\":\"dhl\"}},
   {\"type\":\"order.cancelled\",\"fields\":{\"order_id\":\"1002\",\"reason\":\"customer request\"}}]}")"
@@ -156,8 +164,14 @@ IDS="$(q 'd["ids"]' <<<"$produced")" # a JSON list, reused in requests and check
 echo "  ids: $IDS"
 check "$produced" 'len(set(d["ids"])) == 5' "5 events produced"
 FIRST="$(q 'd["ids"][0]' <<<"$produced")"
+PAID="$(q 'd["ids"][1]' <<<"$produced")"
 LAST="$(q 'd["ids"][-1]' <<<"$produced")"
 SHIPPED="$(q 'd["ids"][3]' <<<"$produced")"
+retried="$(rpc EventStream/Produce "{\"stream\":\"$STREAM\",\"events\":[
+  {\"type\":\"order.paid\",\"idempotencyKey\":\"$PAY_KEY\",\"fields\":{\"order_id\":\"1001\",\"method\":\"card\"}}]}")"
+check "$retried" "d['ids'] == ['$PAID']" "retried payment (same idempotency key) returned $PAID again"
+info="$(rpc StreamAdmin/DescribeStream "{\"stream\":\"$STREAM\"}")"
+check "$info" "d['lastEntryId'] == '$LAST'" "and wrote nothing"
 
 echo "== analytics/worker-c reads (Subscribe for ${READ_SECONDS}s) and acknowledges everything"
 got="$(subscribe analytics worker-c)"
@@ -194,8 +208,29 @@ done
 show "$claimed"
 check "$claimed" "sorted(e['id'] for e in entries) == sorted($IDS)" "worker-a claimed all of worker-b's entries"
 check "$claimed" 'all(e["deliveryCount"] == "2" for e in entries)' "delivery count 2 after the reap"
-acked="$(rpc EventStream/Ack "{\"stream\":\"$STREAM\",\"group\":\"notifications\",\"ids\":$IDS}")"
-check "$acked" 'd["acked"] == "5"' "worker-a processed and acknowledged 5"
+
+echo "== worker-a: extend the shipment during long work, ack four, nack the cancellation"
+WA="\"stream\":\"$STREAM\",\"group\":\"notifications\",\"consumer\":\"worker-a\""
+extended="$(rpc EventStream/Extend "{$WA,\"ids\":[\"$SHIPPED\"]}")"
+check "$extended" 'd["extended"] == "1"' "extended $SHIPPED (idle time reset, no delivery counted)"
+acked="$(rpc EventStream/Ack "{\"stream\":\"$STREAM\",\"group\":\"notifications\",\"ids\":$(q 'json.dumps(d["ids"][:4])' <<<"$produced")}")"
+check "$acked" 'd["acked"] == "4"' "worker-a processed and acknowledged 4"
+nacked="$(rpc EventStream/Nack "{$WA,\"ids\":[\"$LAST\"],\"delayMs\":0}")"
+check "$nacked" 'd["scheduled"] == "1"' "refund service down: $LAST nacked for re-delivery"
+
+echo "== worker-a subscribes with reclaim: the nacked entry comes again"
+# minIdleMs is far above the demo's run time, so only the Nack brings
+# anything back.
+again=""
+deadline=$((SECONDS + TIMEOUT_S))
+while [[ "$(q 'len(entries)' <<<"$again")" -lt 1 && $SECONDS -lt $deadline ]]; do
+  again+="$(subscribe notifications worker-a '"reclaim":{"minIdleMs":60000,"intervalMs":100}')"
+done
+show "$again"
+check "$again" "[(e['id'], e['deliveryCount'], e['redelivered']) for e in entries] == [('$LAST', '3', True)]" \
+  "delivery count 3, redelivered"
+acked="$(rpc EventStream/Ack "{\"stream\":\"$STREAM\",\"group\":\"notifications\",\"ids\":[\"$LAST\"]}")"
+check "$acked" 'd["acked"] == "1"' "worker-a processed and acknowledged it"
 pending="$(rpc StreamAdmin/ListPending "{\"stream\":\"$STREAM\",\"group\":\"notifications\"}")"
 check "$pending" 'd["entries"] == []' "nothing pending in notifications"
 
@@ -211,8 +246,8 @@ check "$history" "[e['id'] for e in entries] == $IDS and [e['type'] for e in ent
 newest="$(rpc EventStream/Replay "{\"stream\":\"$STREAM\",\"start\":\"$FIRST\",\"end\":\"$LAST\",\"reverse\":true,\"limit\":2}")"
 check "$newest" "[e['id'] for e in entries] == $IDS[::-1][:2]" "reverse replay with limit 2 returns the newest two"
 
-echo "== trim: drop entries older than $SHIPPED"
-trimmed="$(rpc EventStream/Trim "{\"stream\":\"$STREAM\",\"minId\":\"$SHIPPED\",\"exact\":true}")"
+echo "== safe trim: drop entries older than $SHIPPED that every group has acknowledged"
+trimmed="$(rpc EventStream/Trim "{\"stream\":\"$STREAM\",\"minId\":\"$SHIPPED\",\"exact\":true,\"ackedByAllGroups\":true}")"
 check "$trimmed" 'int(d["trimmed"]) >= 3' "trimmed $(q 'd["trimmed"]' <<<"$trimmed") entries"
 info="$(rpc StreamAdmin/DescribeStream "{\"stream\":\"$STREAM\"}")"
 check "$info" "(d['firstEntryId'], d['lastEntryId']) == ('$SHIPPED', '$LAST')" "the stream now starts at the shipped event"

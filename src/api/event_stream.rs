@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::{Context, bounded, convert, interval, required};
+use super::{Caller, Context, bounded, convert, interval, redis_int, required};
+use crate::auth::Permission;
 use crate::broker::{Cap, ReapSpec, TrimTo, now_ms};
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::ids::{GroupStart, IdRange, StreamId};
+use crate::limits::Slot;
 use crate::metrics::OpenGuard;
 use crate::model::Push;
 use crate::pb::{
@@ -85,6 +87,15 @@ fn push_stream<T: Send + 'static>(
     }))
 }
 
+/// Keeps a subscription's `slot` (its place under the subscription limits)
+/// taken for exactly as long as its response stream lives.
+fn holding<T: Send + 'static>(stream: ResponseStream<T>, slot: Slot) -> ResponseStream<T> {
+    Box::pin(stream.map(move |item| {
+        let _slot = &slot;
+        item
+    }))
+}
+
 /// Validates the redelivery options of a Subscribe request.
 fn reclaim_options(reclaim: Option<pb::Reclaim>) -> Result<Option<ReclaimOptions>> {
     let Some(r) = reclaim else {
@@ -96,6 +107,8 @@ fn reclaim_options(reclaim: Option<pb::Reclaim>) -> Result<Option<ReclaimOptions
             "must be > 0: entries of live consumers would be taken away at once",
         ));
     }
+    redis_int("reclaim.min_idle_ms", r.min_idle_ms)?;
+    redis_int("reclaim.interval_ms", r.interval_ms)?;
     let interval_ms = if r.interval_ms == 0 {
         (r.min_idle_ms / 2).max(1)
     } else {
@@ -108,7 +121,11 @@ fn reclaim_options(reclaim: Option<pb::Reclaim>) -> Result<Option<ReclaimOptions
 }
 
 impl EventStreamService {
-    async fn produce(&self, req: pb::ProduceRequest) -> Result<pb::ProduceResponse> {
+    async fn produce(
+        &self,
+        caller: &Caller,
+        req: pb::ProduceRequest,
+    ) -> Result<pb::ProduceResponse> {
         let settings = &self.ctx.settings;
         let stream = self.ctx.stream(&req.stream)?;
         if req.events.is_empty() {
@@ -121,7 +138,7 @@ impl EventStreamService {
                 settings.max_produce_events
             )));
         }
-        let max_len = req.max_len.unwrap_or(settings.default_max_len);
+        let max_len = redis_int("max_len", req.max_len.unwrap_or(settings.default_max_len))?;
         let cap = (max_len > 0).then_some(Cap {
             max_len,
             exact: req.exact,
@@ -130,8 +147,13 @@ impl EventStreamService {
             .events
             .into_iter()
             .enumerate()
-            .map(|(i, e)| convert::event(i, e))
+            .map(|(i, e)| {
+                let event = convert::event(i, e)?;
+                settings.event_limits.check(i, &event)?;
+                Ok(event)
+            })
             .collect::<Result<Vec<_>>>()?;
+        self.ctx.authorize(caller, Permission::Produce, stream)?;
         let ids = self.ctx.broker.produce(stream, &events, cap).await?;
         self.ctx.metrics.produced.inc_by(ids.len() as u64);
         Ok(pb::ProduceResponse { ids })
@@ -139,6 +161,7 @@ impl EventStreamService {
 
     async fn subscribe(
         &self,
+        caller: &Caller,
         req: pb::SubscribeRequest,
     ) -> Result<ResponseStream<pb::SubscribeResponse>> {
         let settings = &self.ctx.settings;
@@ -157,23 +180,34 @@ impl EventStreamService {
             pending_first: req.pending_first,
             reclaim: reclaim_options(req.reclaim)?,
             max_deliveries: req.max_deliveries,
+            // The default `<stream>:dlq` is valid whenever the stream is.
             dead_letter_stream: if req.dead_letter_stream.is_empty() {
                 format!("{}:dlq", req.stream)
             } else {
+                crate::namespace::stream_name("dead_letter_stream", &req.dead_letter_stream)?;
                 req.dead_letter_stream
             },
             max_in_flight: req.max_in_flight,
             heartbeat: interval(req.heartbeat_ms, settings.default_heartbeat),
         };
+        self.ctx
+            .authorize(caller, Permission::Consume, &spec.stream)?;
+        // Only reclaim rounds write dead letters: appending to the
+        // dead-letter stream is a produce there.
+        if spec.reclaim.is_some() {
+            self.ctx
+                .authorize(caller, Permission::Produce, &spec.dead_letter_stream)?;
+        }
+        let slot = self.ctx.subscriptions.acquire(caller.peer)?;
         let delivery = subscription::start(
             self.ctx.broker.clone(),
             spec,
-            settings.block,
+            settings.loops,
             &self.ctx.acks,
             self.ctx.shutdown.clone(),
         )
         .await?;
-        Ok(push_stream(
+        let stream = push_stream(
             delivery,
             OpenGuard::new(&self.ctx.metrics.open_subscriptions),
             Some(self.ctx.metrics.delivered.clone()),
@@ -183,26 +217,28 @@ impl EventStreamService {
             |beat| pb::SubscribeResponse {
                 kind: Some(subscribe_response::Kind::Heartbeat(beat)),
             },
-        ))
+        );
+        Ok(holding(stream, slot))
     }
 
-    async fn ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse> {
+    async fn ack(&self, caller: &Caller, req: pb::AckRequest) -> Result<pb::AckResponse> {
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let ids = id_list("ids", &req.ids)?;
+        self.ctx.authorize(caller, Permission::Consume, stream)?;
         let acked = self.ctx.broker.ack(stream, group, &ids).await?;
         self.ctx.metrics.acked.inc_by(acked);
         self.ctx.acks.acked(stream, group);
         Ok(pb::AckResponse { acked })
     }
 
-    async fn reap(&self, req: pb::ReapRequest) -> Result<pb::ReapResponse> {
+    async fn reap(&self, caller: &Caller, req: pb::ReapRequest) -> Result<pb::ReapResponse> {
         let max = self.ctx.settings.max_batch_size;
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let spec = ReapSpec {
             consumer: required("consumer", &req.consumer)?.to_owned(),
-            min_idle_ms: req.min_idle_ms,
+            min_idle_ms: redis_int("min_idle_ms", req.min_idle_ms)?,
             page_count: bounded("page_count", req.page_count, DEFAULT_REAP_PAGE_COUNT, max)?,
             max_pages: bounded("max_pages", req.max_pages, DEFAULT_REAP_MAX_PAGES, max)?,
             start: match req.start_id.as_str() {
@@ -210,6 +246,7 @@ impl EventStreamService {
                 id => StreamId::parse("start_id", id)?,
             },
         };
+        self.ctx.authorize(caller, Permission::Consume, stream)?;
         let reaped = self.ctx.broker.reap(stream, group, &spec).await?;
         let metrics = &self.ctx.metrics;
         metrics.reclaimed.inc_by(reaped.claimed.len() as u64);
@@ -223,7 +260,11 @@ impl EventStreamService {
         })
     }
 
-    async fn replay(&self, req: pb::ReplayRequest) -> Result<ResponseStream<pb::ReplayResponse>> {
+    async fn replay(
+        &self,
+        caller: &Caller,
+        req: pb::ReplayRequest,
+    ) -> Result<ResponseStream<pb::ReplayResponse>> {
         let spec = ReplaySpec {
             stream: self.ctx.stream(&req.stream)?.to_owned(),
             range: IdRange::parse("start", &req.start, "end", &req.end)?,
@@ -236,7 +277,14 @@ impl EventStreamService {
                 self.ctx.settings.max_batch_size,
             )?,
         };
-        let delivery = replay::start(self.ctx.broker.clone(), spec, self.ctx.shutdown.clone());
+        self.ctx
+            .authorize(caller, Permission::Consume, &spec.stream)?;
+        let delivery = replay::start(
+            self.ctx.broker.clone(),
+            spec,
+            self.ctx.settings.loops.stall_timeout,
+            self.ctx.shutdown.clone(),
+        );
         Ok(Box::pin(delivery.map(|page| {
             page.map(|entries| pb::ReplayResponse {
                 entries: convert::entries(entries),
@@ -245,21 +293,23 @@ impl EventStreamService {
         })))
     }
 
-    async fn trim(&self, req: pb::TrimRequest) -> Result<pb::TrimResponse> {
+    async fn trim(&self, caller: &Caller, req: pb::TrimRequest) -> Result<pb::TrimResponse> {
         let stream = self.ctx.stream(&req.stream)?;
         let to = match req.strategy {
-            Some(trim_request::Strategy::MaxLen(n)) => TrimTo::MaxLen(n),
+            Some(trim_request::Strategy::MaxLen(n)) => TrimTo::MaxLen(redis_int("max_len", n)?),
             Some(trim_request::Strategy::MinId(id)) => {
                 TrimTo::MinId(StreamId::parse("min_id", &id)?)
             }
             None => return Err(Error::invalid("strategy", "set max_len or min_id")),
         };
+        redis_int("limit", req.limit)?;
         if req.exact && req.limit > 0 {
             return Err(Error::invalid(
                 "limit",
                 "LIMIT applies only to approximate trimming (exact = false)",
             ));
         }
+        self.ctx.authorize(caller, Permission::Admin, stream)?;
         let broker = &self.ctx.broker;
         let trimmed = if req.acked_by_all_groups {
             broker.safe_trim(stream, &to, req.exact, req.limit).await?
@@ -269,7 +319,7 @@ impl EventStreamService {
         Ok(pb::TrimResponse { trimmed })
     }
 
-    async fn nack(&self, req: pb::NackRequest) -> Result<pb::NackResponse> {
+    async fn nack(&self, caller: &Caller, req: pb::NackRequest) -> Result<pb::NackResponse> {
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let consumer = required("consumer", &req.consumer)?;
@@ -277,6 +327,7 @@ impl EventStreamService {
         let delay =
             i64::try_from(req.delay_ms).map_err(|_| Error::invalid("delay_ms", "is too large"))?;
         let due = now_ms().saturating_add(delay);
+        self.ctx.authorize(caller, Permission::Consume, stream)?;
         let scheduled = self
             .ctx
             .broker
@@ -285,11 +336,12 @@ impl EventStreamService {
         Ok(pb::NackResponse { scheduled })
     }
 
-    async fn extend(&self, req: pb::ExtendRequest) -> Result<pb::ExtendResponse> {
+    async fn extend(&self, caller: &Caller, req: pb::ExtendRequest) -> Result<pb::ExtendResponse> {
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let consumer = required("consumer", &req.consumer)?;
         let ids = id_list("ids", &req.ids)?;
+        self.ctx.authorize(caller, Permission::Consume, stream)?;
         let extended = self
             .ctx
             .broker
@@ -298,7 +350,11 @@ impl EventStreamService {
         Ok(pb::ExtendResponse { extended })
     }
 
-    async fn tail(&self, req: pb::TailRequest) -> Result<ResponseStream<pb::TailResponse>> {
+    async fn tail(
+        &self,
+        caller: &Caller,
+        req: pb::TailRequest,
+    ) -> Result<ResponseStream<pb::TailResponse>> {
         let settings = &self.ctx.settings;
         let spec = TailSpec {
             stream: self.ctx.stream(&req.stream)?.to_owned(),
@@ -311,14 +367,17 @@ impl EventStreamService {
             )?,
             heartbeat: interval(req.heartbeat_ms, settings.default_heartbeat),
         };
+        self.ctx
+            .authorize(caller, Permission::Consume, &spec.stream)?;
+        let slot = self.ctx.subscriptions.acquire(caller.peer)?;
         let delivery = tail::start(
             self.ctx.broker.clone(),
             spec,
-            settings.block,
+            settings.loops,
             self.ctx.shutdown.clone(),
         )
         .await?;
-        Ok(push_stream(
+        let stream = push_stream(
             delivery,
             OpenGuard::new(&self.ctx.metrics.open_tails),
             None,
@@ -328,7 +387,8 @@ impl EventStreamService {
             |beat| pb::TailResponse {
                 kind: Some(tail_response::Kind::Heartbeat(beat)),
             },
-        ))
+        );
+        Ok(holding(stream, slot))
     }
 }
 
@@ -338,9 +398,8 @@ impl EventStream for EventStreamService {
         &self,
         r: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
-        self.ctx
-            .track("Produce", self.produce(r.into_inner()))
-            .await
+        let (caller, req) = Caller::split(r);
+        self.ctx.track("Produce", self.produce(&caller, req)).await
     }
 
     type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
@@ -349,20 +408,23 @@ impl EventStream for EventStreamService {
         &self,
         r: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let (caller, req) = Caller::split(r);
         self.ctx
-            .track("Subscribe", self.subscribe(r.into_inner()))
+            .track("Subscribe", self.subscribe(&caller, req))
             .await
     }
 
     async fn ack(&self, r: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
-        self.ctx.track("Ack", self.ack(r.into_inner())).await
+        let (caller, req) = Caller::split(r);
+        self.ctx.track("Ack", self.ack(&caller, req)).await
     }
 
     async fn reap(
         &self,
         r: Request<pb::ReapRequest>,
     ) -> Result<Response<pb::ReapResponse>, Status> {
-        self.ctx.track("Reap", self.reap(r.into_inner())).await
+        let (caller, req) = Caller::split(r);
+        self.ctx.track("Reap", self.reap(&caller, req)).await
     }
 
     type ReplayStream = ResponseStream<pb::ReplayResponse>;
@@ -371,28 +433,32 @@ impl EventStream for EventStreamService {
         &self,
         r: Request<pb::ReplayRequest>,
     ) -> Result<Response<Self::ReplayStream>, Status> {
-        self.ctx.track("Replay", self.replay(r.into_inner())).await
+        let (caller, req) = Caller::split(r);
+        self.ctx.track("Replay", self.replay(&caller, req)).await
     }
 
     async fn trim(
         &self,
         r: Request<pb::TrimRequest>,
     ) -> Result<Response<pb::TrimResponse>, Status> {
-        self.ctx.track("Trim", self.trim(r.into_inner())).await
+        let (caller, req) = Caller::split(r);
+        self.ctx.track("Trim", self.trim(&caller, req)).await
     }
 
     async fn nack(
         &self,
         r: Request<pb::NackRequest>,
     ) -> Result<Response<pb::NackResponse>, Status> {
-        self.ctx.track("Nack", self.nack(r.into_inner())).await
+        let (caller, req) = Caller::split(r);
+        self.ctx.track("Nack", self.nack(&caller, req)).await
     }
 
     async fn extend(
         &self,
         r: Request<pb::ExtendRequest>,
     ) -> Result<Response<pb::ExtendResponse>, Status> {
-        self.ctx.track("Extend", self.extend(r.into_inner())).await
+        let (caller, req) = Caller::split(r);
+        self.ctx.track("Extend", self.extend(&caller, req)).await
     }
 
     type TailStream = ResponseStream<pb::TailResponse>;
@@ -401,6 +467,7 @@ impl EventStream for EventStreamService {
         &self,
         r: Request<pb::TailRequest>,
     ) -> Result<Response<Self::TailStream>, Status> {
-        self.ctx.track("Tail", self.tail(r.into_inner())).await
+        let (caller, req) = Caller::split(r);
+        self.ctx.track("Tail", self.tail(&caller, req)).await
     }
 }

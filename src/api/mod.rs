@@ -2,10 +2,12 @@
 //!
 //! Every handler takes the same steps: validate the request into domain
 //! values (so malformed input is INVALID_ARGUMENT before any Redis call),
+//! authorize the caller for each stream it touches ([`Context::authorize`]),
 //! call the broker, convert the result to proto. Handlers return domain
 //! errors; [`Context::track`] turns them into a `Status` (through the one
 //! mapping in [`crate::error`]) and records the request's metrics.
 
+mod caller;
 mod convert;
 mod event_stream;
 mod stream_admin;
@@ -13,12 +15,16 @@ mod stream_admin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use caller::Caller;
 pub use event_stream::EventStreamService;
 pub use stream_admin::StreamAdminService;
 use tonic::{Response, Status};
 
+use crate::auth::Permission;
 use crate::broker::Broker;
+use crate::delivery::LoopSettings;
 use crate::error::{Error, Result};
+use crate::limits::{EventLimits, SubscriptionSlots};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::subscription::AckSignals;
@@ -34,10 +40,12 @@ pub struct ApiSettings {
     pub max_batch_size: u32,
     /// Upper bound for events in one Produce.
     pub max_produce_events: usize,
-    /// Upper bound of one blocking read.
-    pub block: Duration,
+    /// Block time, outage grace and stall timeout of read loops.
+    pub loops: LoopSettings,
     /// Heartbeat interval when a request sets none; zero = off.
     pub default_heartbeat: Duration,
+    /// Bounds on one produced event.
+    pub event_limits: EventLimits,
 }
 
 /// What every handler needs; cheap to clone.
@@ -53,6 +61,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Wakes subscriptions paused by `max_in_flight` when acks arrive.
     pub acks: Arc<AckSignals>,
+    /// Open Subscribe and Tail streams, against their limits.
+    pub subscriptions: Arc<SubscriptionSlots>,
 }
 
 impl Context {
@@ -72,11 +82,29 @@ impl Context {
         result
     }
 
-    /// Validates a stream name and remembers the stream for metrics.
+    /// Validates the request field `stream` ([`crate::namespace`]).
     fn stream<'a>(&self, name: &'a str) -> Result<&'a str> {
-        let name = required("stream", name)?;
-        self.metrics.note_stream(name);
-        Ok(name)
+        crate::namespace::stream_name("stream", name)
+    }
+
+    /// Checks that `caller` holds `permission` on `stream`, and remembers
+    /// the stream for metrics (only now, so that refused callers cannot
+    /// fill the metrics poller's set of streams).
+    fn authorize(&self, caller: &Caller, permission: Permission, stream: &str) -> Result<()> {
+        let Some(principal) = &caller.principal else {
+            return Err(Error::Unauthenticated(
+                "the request was not authenticated".into(),
+            ));
+        };
+        if !principal.allows(permission, stream) {
+            return Err(Error::PermissionDenied {
+                principal: principal.name().to_owned(),
+                permission: permission.as_str(),
+                stream: stream.to_owned(),
+            });
+        }
+        self.metrics.note_stream(stream);
+        Ok(())
     }
 }
 
@@ -87,6 +115,19 @@ fn required<'a>(field: &str, value: &'a str) -> Result<&'a str> {
     } else {
         Ok(value)
     }
+}
+
+/// A number that goes to Redis as an integer argument: Redis integers are
+/// signed 64-bit, so anything above `i64::MAX` would make Redis fail the
+/// command (and the client would see INTERNAL instead of its mistake).
+fn redis_int(field: &str, value: u64) -> Result<u64> {
+    if i64::try_from(value).is_err() {
+        return Err(Error::invalid(
+            field,
+            format!("{value} is too large (at most {})", i64::MAX),
+        ));
+    }
+    Ok(value)
 }
 
 /// An optional request interval in milliseconds: unset = `default`, 0 = off.

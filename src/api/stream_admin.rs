@@ -2,7 +2,8 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Context, bounded, required};
+use super::{Caller, Context, bounded, redis_int, required};
+use crate::auth::Permission;
 use crate::broker::PendingFilter;
 use crate::error::{Error, Result};
 use crate::ids::{GroupStart, IdRange};
@@ -23,11 +24,16 @@ impl StreamAdminService {
         StreamAdminService { ctx }
     }
 
-    async fn create_group(&self, req: pb::CreateGroupRequest) -> Result<pb::CreateGroupResponse> {
+    async fn create_group(
+        &self,
+        caller: &Caller,
+        req: pb::CreateGroupRequest,
+    ) -> Result<pb::CreateGroupResponse> {
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let start = GroupStart::parse("start_id", &req.start_id)?;
         let mkstream = req.mkstream.unwrap_or(true);
+        self.ctx.authorize(caller, Permission::Admin, stream)?;
         let created = self
             .ctx
             .broker
@@ -36,34 +42,48 @@ impl StreamAdminService {
         Ok(pb::CreateGroupResponse { created })
     }
 
-    async fn delete_group(&self, req: pb::DeleteGroupRequest) -> Result<pb::DeleteGroupResponse> {
+    async fn delete_group(
+        &self,
+        caller: &Caller,
+        req: pb::DeleteGroupRequest,
+    ) -> Result<pb::DeleteGroupResponse> {
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
+        self.ctx.authorize(caller, Permission::Admin, stream)?;
         let deleted = self.ctx.broker.delete_group(stream, group).await?;
         Ok(pb::DeleteGroupResponse { deleted })
     }
 
     async fn set_group_cursor(
         &self,
+        caller: &Caller,
         req: pb::SetGroupCursorRequest,
     ) -> Result<pb::SetGroupCursorResponse> {
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let id = GroupStart::parse("id", required("id", &req.id)?)?;
+        self.ctx.authorize(caller, Permission::Admin, stream)?;
         self.ctx.broker.set_group_cursor(stream, group, id).await?;
         Ok(pb::SetGroupCursorResponse {})
     }
 
     async fn describe_stream(
         &self,
+        caller: &Caller,
         req: pb::DescribeStreamRequest,
     ) -> Result<pb::DescribeStreamResponse> {
         let stream = self.ctx.stream(&req.stream)?;
+        self.ctx.authorize(caller, Permission::Admin, stream)?;
         Ok(self.ctx.broker.describe_stream(stream).await?.into())
     }
 
-    async fn list_groups(&self, req: pb::ListGroupsRequest) -> Result<pb::ListGroupsResponse> {
+    async fn list_groups(
+        &self,
+        caller: &Caller,
+        req: pb::ListGroupsRequest,
+    ) -> Result<pb::ListGroupsResponse> {
         let stream = self.ctx.stream(&req.stream)?;
+        self.ctx.authorize(caller, Permission::Admin, stream)?;
         let groups = self.ctx.broker.list_groups(stream).await?;
         Ok(pb::ListGroupsResponse {
             groups: groups.into_iter().map(Into::into).collect(),
@@ -72,17 +92,23 @@ impl StreamAdminService {
 
     async fn list_consumers(
         &self,
+        caller: &Caller,
         req: pb::ListConsumersRequest,
     ) -> Result<pb::ListConsumersResponse> {
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
+        self.ctx.authorize(caller, Permission::Admin, stream)?;
         let consumers = self.ctx.broker.list_consumers(stream, group).await?;
         Ok(pb::ListConsumersResponse {
             consumers: consumers.into_iter().map(Into::into).collect(),
         })
     }
 
-    async fn list_pending(&self, req: pb::ListPendingRequest) -> Result<pb::ListPendingResponse> {
+    async fn list_pending(
+        &self,
+        caller: &Caller,
+        req: pb::ListPendingRequest,
+    ) -> Result<pb::ListPendingResponse> {
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let consumer = match &req.consumer {
@@ -91,7 +117,7 @@ impl StreamAdminService {
         };
         let filter = PendingFilter {
             consumer,
-            min_idle_ms: req.min_idle_ms,
+            min_idle_ms: redis_int("min_idle_ms", req.min_idle_ms)?,
             range: IdRange::parse("start", &req.start, "end", &req.end)?,
             count: bounded(
                 "count",
@@ -100,6 +126,7 @@ impl StreamAdminService {
                 self.ctx.settings.max_batch_size,
             )?,
         };
+        self.ctx.authorize(caller, Permission::Admin, stream)?;
         let entries = if filter.range.is_empty() {
             Vec::new()
         } else {
@@ -112,6 +139,7 @@ impl StreamAdminService {
 
     async fn remove_consumer(
         &self,
+        caller: &Caller,
         req: pb::RemoveConsumerRequest,
     ) -> Result<pb::RemoveConsumerResponse> {
         let stream = self.ctx.stream(&req.stream)?;
@@ -121,6 +149,7 @@ impl StreamAdminService {
         if handover_to == Some(consumer) {
             return Err(Error::invalid("handover_to", "must differ from consumer"));
         }
+        self.ctx.authorize(caller, Permission::Admin, stream)?;
         let handed_over = self
             .ctx
             .broker
@@ -139,8 +168,9 @@ impl StreamAdmin for StreamAdminService {
         &self,
         r: Request<pb::CreateGroupRequest>,
     ) -> Result<Response<pb::CreateGroupResponse>, Status> {
+        let (caller, req) = Caller::split(r);
         self.ctx
-            .track("CreateGroup", self.create_group(r.into_inner()))
+            .track("CreateGroup", self.create_group(&caller, req))
             .await
     }
 
@@ -148,8 +178,9 @@ impl StreamAdmin for StreamAdminService {
         &self,
         r: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        let (caller, req) = Caller::split(r);
         self.ctx
-            .track("DeleteGroup", self.delete_group(r.into_inner()))
+            .track("DeleteGroup", self.delete_group(&caller, req))
             .await
     }
 
@@ -157,8 +188,9 @@ impl StreamAdmin for StreamAdminService {
         &self,
         r: Request<pb::SetGroupCursorRequest>,
     ) -> Result<Response<pb::SetGroupCursorResponse>, Status> {
+        let (caller, req) = Caller::split(r);
         self.ctx
-            .track("SetGroupCursor", self.set_group_cursor(r.into_inner()))
+            .track("SetGroupCursor", self.set_group_cursor(&caller, req))
             .await
     }
 
@@ -166,8 +198,9 @@ impl StreamAdmin for StreamAdminService {
         &self,
         r: Request<pb::DescribeStreamRequest>,
     ) -> Result<Response<pb::DescribeStreamResponse>, Status> {
+        let (caller, req) = Caller::split(r);
         self.ctx
-            .track("DescribeStream", self.describe_stream(r.into_inner()))
+            .track("DescribeStream", self.describe_stream(&caller, req))
             .await
     }
 
@@ -175,8 +208,9 @@ impl StreamAdmin for StreamAdminService {
         &self,
         r: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let (caller, req) = Caller::split(r);
         self.ctx
-            .track("ListGroups", self.list_groups(r.into_inner()))
+            .track("ListGroups", self.list_groups(&caller, req))
             .await
     }
 
@@ -184,8 +218,9 @@ impl StreamAdmin for StreamAdminService {
         &self,
         r: Request<pb::ListConsumersRequest>,
     ) -> Result<Response<pb::ListConsumersResponse>, Status> {
+        let (caller, req) = Caller::split(r);
         self.ctx
-            .track("ListConsumers", self.list_consumers(r.into_inner()))
+            .track("ListConsumers", self.list_consumers(&caller, req))
             .await
     }
 
@@ -193,8 +228,9 @@ impl StreamAdmin for StreamAdminService {
         &self,
         r: Request<pb::ListPendingRequest>,
     ) -> Result<Response<pb::ListPendingResponse>, Status> {
+        let (caller, req) = Caller::split(r);
         self.ctx
-            .track("ListPending", self.list_pending(r.into_inner()))
+            .track("ListPending", self.list_pending(&caller, req))
             .await
     }
 
@@ -202,8 +238,9 @@ impl StreamAdmin for StreamAdminService {
         &self,
         r: Request<pb::RemoveConsumerRequest>,
     ) -> Result<Response<pb::RemoveConsumerResponse>, Status> {
+        let (caller, req) = Caller::split(r);
         self.ctx
-            .track("RemoveConsumer", self.remove_consumer(r.into_inner()))
+            .track("RemoveConsumer", self.remove_consumer(&caller, req))
             .await
     }
 }

@@ -40,6 +40,8 @@ pub struct BrokerOptions {
     pub connect_timeout: Duration,
     /// How long an idempotency key is remembered.
     pub dedup_window: Duration,
+    /// Certificates for a `rediss://` URL.
+    pub tls: crate::tls::RedisTls,
 }
 
 /// A length cap applied while appending.
@@ -96,19 +98,18 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Connects the shared connection. Fails if Redis cannot be reached
-    /// after a few attempts.
+    /// Prepares the shared connection without waiting for Redis: the
+    /// gateway starts even when Redis is not up yet (health says
+    /// NOT_SERVING until it answers). Fails only on a malformed URL.
     pub async fn connect(options: BrokerOptions) -> Result<Broker> {
-        let client = Client::open(options.url.as_str())
-            .map_err(|e| Error::invalid("redis-url", e.to_string()))?;
+        let client = options.tls.client(&options.url)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.response_timeout))
             .set_connection_timeout(Some(options.connect_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(|e| Error::Unavailable(format!("cannot connect to {}: {e}", options.url)))?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| Error::invalid("redis-url", e.to_string()))?;
         Ok(Broker {
             client,
             conn,

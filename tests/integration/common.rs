@@ -45,6 +45,20 @@ impl RedisServer {
         server
     }
 
+    /// Starts a redis-server on a given port (e.g. one a gateway already
+    /// points at).
+    pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch(Some(port));
+        server
+    }
+
     /// Launches the process, on `port` or a free one, and waits until it
     /// answers PING.
     fn launch(&mut self, port: Option<u16>) {
@@ -401,4 +415,76 @@ pub fn pending_count(redis: &RedisServer, stream: &str, group: &str) -> u64 {
         .query(&mut redis.conn())
         .unwrap();
     summary.0
+}
+
+/// The real gateway binary as a child process, for tests that kill it.
+pub struct GatewayProcess {
+    child: std::process::Child,
+    /// The gRPC address it serves on.
+    pub addr: String,
+    args: Vec<String>,
+}
+
+impl GatewayProcess {
+    /// Starts `streamgate serve` against `redis_url` on `listen`
+    /// (`127.0.0.1:0` picks a port) with extra flags, and waits for its
+    /// `listening on` line.
+    pub fn start(redis_url: &str, listen: &str, extra: &[&str]) -> GatewayProcess {
+        let mut args: Vec<String> = ["serve", "--redis-url", redis_url, "--block-ms", "200"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(args, listen)
+    }
+
+    fn spawn(args: Vec<String>, listen: &str) -> GatewayProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .args(&args)
+            .args(["--listen", listen])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the gateway binary");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        GatewayProcess { child, addr, args }
+    }
+
+    /// A data-plane client.
+    pub async fn events(&self) -> EventStreamClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the gateway process");
+        EventStreamClient::new(channel)
+    }
+
+    /// SIGKILL: no graceful anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the binary again on the same address after [`Self::kill`].
+    pub fn restart(&mut self) {
+        self.kill();
+        let addr = self.addr.clone();
+        *self = Self::spawn(std::mem::take(&mut self.args), &addr);
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 // The streamgate reference scenario, with the Node client.
 //
-// Order events go to the stream `orders`. Two consumer groups read it
+// Order events go to the stream `orders` (a retried produce with the same
+// idempotency key writes nothing twice). Two consumer groups read it
 // independently: `notifications` (workers `worker-a` and `worker-b`) and
 // `analytics` (`worker-c`). worker-b reads its entries and "crashes" before
-// acknowledging them; once they have been idle long enough, worker-a reaps
-// them (delivery count 2) and finishes the work. Then history is replayed
-// and the stream trimmed, with the state of stream, groups and consumers
-// shown along the way.
+// acknowledging them. worker-a subscribes with `reclaim`: once the entries
+// have been idle long enough they come to it again (delivery count 2,
+// `redelivered`); it extends one during long work, nacks one that fails
+// (back with delivery count 3) and acknowledges the rest. Then history is
+// replayed and the stream trimmed safely, with the state of stream, groups
+// and consumers shown along the way.
 //
 // Every step checks what it shows and the demo exits non-zero if something
 // did not happen. It is safe to re-run: it recreates its two groups and only
@@ -16,13 +19,14 @@
 // Environment: STREAMGATE_ADDR (default 127.0.0.1:50051), STREAMGATE_STREAM
 // (default `orders`).
 
-import { setTimeout as sleep } from 'node:timers/promises';
+import { randomUUID } from 'node:crypto';
 
 import { Client, Consumer, Producer, StreamgateError, status } from '../src/index.js';
 
 const ADDR = process.env.STREAMGATE_ADDR ?? '127.0.0.1:50051';
 const STREAM = process.env.STREAMGATE_STREAM ?? 'orders';
 const IDLE_MS = 500; // how long an entry must be pending before it counts as abandoned
+const RECLAIM = { minIdleMs: IDLE_MS, intervalMs: 100 };
 const TIMEOUT_MS = 15_000; // how long any one step may take
 
 class DemoFailed extends Error {}
@@ -53,6 +57,37 @@ async function read(client, group, worker, count, { ack }) {
   } finally {
     clearTimeout(timer);
     consumer.close();
+  }
+  return received;
+}
+
+/**
+ * worker-a with `reclaim`: takes over worker-b's idle entries, extends the
+ * shipment during its "long" work, nacks the cancellation once (the refund
+ * service is "down") and acknowledges everything else. Resolves to what it
+ * received, in order; gives up after TIMEOUT_MS.
+ */
+async function recover(client, ids) {
+  const received = [];
+  const done = new Set();
+  const worker = new Consumer(client, STREAM, 'notifications', 'worker-a', { reclaim: RECLAIM });
+  const timer = setTimeout(() => worker.close(), TIMEOUT_MS);
+  try {
+    for await (const entry of worker) {
+      received.push(entry);
+      console.log(`  notifications/worker-a got ${entry.id} ${entry.type} delivery ${entry.deliveryCount}${entry.redelivered ? ' (redelivered)' : ''}`);
+      if (entry.id === ids[4] && entry.deliveryCount === 2) {
+        console.log(`    refund service down: nacked for re-delivery (${await worker.nack(entry)})`);
+        continue;
+      }
+      if (entry.id === ids[3]) console.log(`    long work: extended (${await worker.extend(entry)}) so nobody reclaims it`);
+      console.log((await worker.ack(entry)) === 1 ? '    acked' : '    NOT acked');
+      done.add(entry.id);
+      if (done.size === ids.length) break;
+    }
+  } finally {
+    clearTimeout(timer);
+    worker.close();
   }
   return received;
 }
@@ -92,10 +127,16 @@ async function main() {
     { type: 'order.shipped', fields: { order_id: '1001', carrier: 'dhl' } },
     { type: 'order.cancelled', fields: { order_id: '1002', reason: 'customer request' } },
   ];
+  // The payment carries an idempotency key (unique per run here), so that a
+  // producer that retries after a timeout cannot record it twice.
+  const payKey = `pay-1001-${randomUUID().slice(0, 8)}`;
   const producer = new Producer(client);
-  const ids = await producer.produceBatch(STREAM, events);
+  const ids = await producer.produceBatch(STREAM, events.map((e) => ({ ...e, idempotencyKey: e.type === 'order.paid' ? payKey : '' })));
   ids.forEach((id, i) => console.log(`  ${id} ${events[i].type} ${JSON.stringify(events[i].fields)}`));
   check(new Set(ids).size === events.length, `${events.length} events produced`);
+  const retried = await producer.produce(STREAM, 'order.paid', events[1].fields, { idempotencyKey: payKey });
+  check(retried === ids[1], `retried payment (same idempotency key) returned ${retried} again`);
+  check((await client.describeStream(STREAM)).lastEntryId === ids[4], 'and wrote nothing');
   const types = events.map((e) => e.type);
 
   console.log('== analytics/worker-c reads and acknowledges everything');
@@ -119,21 +160,12 @@ async function main() {
   }
   check(same(pending.map((p) => [p.id, p.consumer]), ids.map((id) => [id, 'worker-b'])), 'all pending entries belong to worker-b');
 
-  console.log(`== notifications/worker-a reaps entries idle for ${IDLE_MS} ms`);
-  const claimed = new Map();
-  const deadline = Date.now() + TIMEOUT_MS;
-  while (claimed.size < ids.length && Date.now() < deadline) {
-    for (const e of (await client.reap(STREAM, 'notifications', 'worker-a', IDLE_MS)).claimed) claimed.set(e.id, e);
-    if (claimed.size < ids.length) await sleep(100); // poll interval; the deadline bounds the wait
-  }
-  for (const id of ids.filter((i) => claimed.has(i))) {
-    const e = claimed.get(id);
-    console.log(`  worker-a claimed ${e.id} ${e.type} delivery count ${e.deliveryCount}`);
-  }
-  check(same([...claimed.keys()].sort(), [...ids].sort()), "worker-a claimed all of worker-b's entries");
-  check([...claimed.values()].every((e) => e.deliveryCount === 2), 'delivery count 2 after the reap');
-  const acked = await client.ack(STREAM, 'notifications', ids);
-  check(acked === ids.length, `worker-a processed and acknowledged ${acked}`);
+  console.log(`== notifications/worker-a subscribes with reclaim: entries idle for ${IDLE_MS} ms come to it`);
+  const recovered = await recover(client, ids);
+  const reclaimed = recovered.slice(0, ids.length);
+  check(same(reclaimed.map((e) => e.id).sort(), [...ids].sort()), "worker-a reclaimed all of worker-b's entries");
+  check(reclaimed.every((e) => e.deliveryCount === 2 && e.redelivered), 'delivery count 2 and redelivered after the reclaim');
+  check(same(recovered.slice(ids.length).map((e) => [e.id, e.deliveryCount]), [[ids[4], 3]]), 'the nacked entry came back with delivery count 3');
   check((await client.listPending(STREAM, 'notifications')).length === 0, 'nothing pending in notifications');
 
   console.log('== remove the crashed worker-b (nothing of it is pending any more)');
@@ -151,8 +183,8 @@ async function main() {
   for await (const e of client.replay(STREAM, { start: ids[0], end: ids.at(-1), reverse: true, limit: 2 })) newest.push(e.id);
   check(same(newest, [ids[4], ids[3]]), 'reverse replay with limit 2 returns the newest two');
 
-  console.log(`== trim: drop entries older than ${ids[3]}`);
-  const trimmed = await client.trim(STREAM, { minId: ids[3], exact: true });
+  console.log(`== safe trim: drop entries older than ${ids[3]} that every group has acknowledged`);
+  const trimmed = await client.trim(STREAM, { minId: ids[3], exact: true, ackedByAllGroups: true });
   const info = await client.describeStream(STREAM);
   check(trimmed >= 3, `trimmed ${trimmed} entries`);
   check(info.firstEntryId === ids[3] && info.lastEntryId === ids[4], 'the stream now starts at the shipped event');

@@ -6,8 +6,12 @@
 
 import * as grpc from '@grpc/grpc-js';
 
+import { StreamgateError } from './errors.js';
 import { toConsumerInfo, toEntry, toGroupInfo, toPendingEntry, toStreamInfo } from './model.js';
 import { loadServices } from './proto.js';
+import { Tail } from './tail.js';
+
+export { StreamgateError };
 
 /** @typedef {import('./model.js').Entry} Entry */
 /** @typedef {import('./model.js').Event} Event */
@@ -16,32 +20,7 @@ import { loadServices } from './proto.js';
 /** @typedef {import('./model.js').GroupInfo} GroupInfo */
 /** @typedef {import('./model.js').ConsumerInfo} ConsumerInfo */
 /** @typedef {import('./model.js').PendingEntry} PendingEntry */
-
-/**
- * A failed call: `code` is the gRPC status code (compare with
- * `grpc.status.NOT_FOUND` etc., re-exported as `status`) and `details` the
- * gateway's message, which names the field, group or limit at fault.
- */
-export class StreamgateError extends Error {
-  /** @param {number} code @param {string} details */
-  constructor(code, details) {
-    super(`${grpc.status[code] ?? code}: ${details}`);
-    this.name = 'StreamgateError';
-    this.code = code;
-    this.details = details;
-  }
-
-  /** True for "try again later" codes (gateway or Redis briefly unreachable). */
-  get retryable() {
-    return this.code === grpc.status.UNAVAILABLE || this.code === grpc.status.DEADLINE_EXCEEDED;
-  }
-
-  /** @param {any} err @returns {StreamgateError} */
-  static from(err) {
-    if (err instanceof StreamgateError) return err;
-    return new StreamgateError(err?.code ?? grpc.status.UNKNOWN, err?.details ?? String(err));
-  }
-}
+/** @typedef {import('./model.js').Heartbeat} Heartbeat */
 
 /**
  * gRPC channel options for long-lived subscriptions. grpc's reconnect
@@ -63,7 +42,12 @@ export function channelOptions(maxReconnectBackoffMs = 5000) {
 
 /** @param {Event} e */
 function eventMessage(e) {
-  return { type: e.type, fields: e.fields ?? {}, binaryFields: e.binaryFields ?? {} };
+  return {
+    type: e.type,
+    fields: e.fields ?? {},
+    binaryFields: e.binaryFields ?? {},
+    idempotencyKey: e.idempotencyKey ?? '',
+  };
 }
 
 /**
@@ -113,13 +97,16 @@ export class Client {
   // -- EventStream --------------------------------------------------------
 
   /**
-   * Appends one event; resolves to its stream ID.
+   * Appends one event; resolves to its stream ID. With an `idempotencyKey`,
+   * a retry (after a timeout, say) writes nothing and resolves to the ID of
+   * the first call, as long as the key was produced to this stream within
+   * the gateway's `--dedup-window-ms`.
    * @param {string} stream @param {string} type @param {Record<string, string>} [fields]
-   * @param {{ binaryFields?: Record<string, Uint8Array>, maxLen?: number, exact?: boolean }} [options]
+   * @param {{ binaryFields?: Record<string, Uint8Array>, idempotencyKey?: string, maxLen?: number, exact?: boolean }} [options]
    * @returns {Promise<string>}
    */
-  async produce(stream, type, fields = {}, { binaryFields = {}, ...cap } = {}) {
-    const [id] = await this.produceBatch(stream, [{ type, fields, binaryFields }], cap);
+  async produce(stream, type, fields = {}, { binaryFields = {}, idempotencyKey = '', ...cap } = {}) {
+    const [id] = await this.produceBatch(stream, [{ type, fields, binaryFields, idempotencyKey }], cap);
     return id;
   }
 
@@ -143,6 +130,31 @@ export class Client {
    */
   async ack(stream, group, ids) {
     return (await this.unary(this.events, 'Ack', { stream, group, ids })).acked;
+  }
+
+  /**
+   * Gives entries pending for `consumer` back without acknowledging them:
+   * after `delayMs` (0: at once) the next reclaiming subscription of the
+   * group (Consumer option `reclaim`) re-delivers them, whatever its
+   * `minIdleMs`. Resolves to how many were pending for `consumer` (others
+   * are ignored).
+   * @param {string} stream @param {string} group @param {string} consumer @param {string[]} ids
+   * @param {number} [delayMs]
+   * @returns {Promise<number>}
+   */
+  async nack(stream, group, consumer, ids, delayMs = 0) {
+    return (await this.unary(this.events, 'Nack', { stream, group, consumer, ids, delayMs })).scheduled;
+  }
+
+  /**
+   * Resets the idle time of entries pending for `consumer` without counting
+   * a delivery, so that long work is not reclaimed under a live worker.
+   * Resolves to how many were pending for `consumer` and extended.
+   * @param {string} stream @param {string} group @param {string} consumer @param {string[]} ids
+   * @returns {Promise<number>}
+   */
+  async extend(stream, group, consumer, ids) {
+    return (await this.unary(this.events, 'Extend', { stream, group, consumer, ids })).extended;
   }
 
   /**
@@ -186,15 +198,45 @@ export class Client {
    * Removes old entries, keeping the newest `maxLen` or those with IDs from
    * `minId` on (give exactly one). Approximate (cheap, whole macro nodes
    * only) unless `exact`. Resolves to how many were removed.
+   *
+   * With `ackedByAllGroups` only entries that every consumer group has
+   * delivered and acknowledged are removed, so retention never destroys
+   * unprocessed work; `maxLen: 0` then removes everything that is safe to
+   * remove.
    * @param {string} stream
-   * @param {{ maxLen?: number, minId?: string, exact?: boolean, limit?: number }} options
+   * @param {{ maxLen?: number, minId?: string, exact?: boolean, limit?: number, ackedByAllGroups?: boolean }} options
    * @returns {Promise<number>}
    */
-  async trim(stream, { maxLen, minId, exact = false, limit = 0 }) {
+  async trim(stream, { maxLen, minId, exact = false, limit = 0, ackedByAllGroups = false }) {
     if ((maxLen === undefined) === (minId === undefined)) {
       throw new TypeError('give exactly one of maxLen and minId');
     }
-    return (await this.unary(this.events, 'Trim', { stream, maxLen, minId, exact, limit })).trimmed;
+    const request = { stream, maxLen, minId, exact, limit, ackedByAllGroups };
+    return (await this.unary(this.events, 'Trim', request)).trimmed;
+  }
+
+  /**
+   * Follows `stream` live, outside any group: resolves, once the gateway
+   * has set the read up, to a Tail that yields the entries appended after
+   * `startId` (`$`, the default: from now on; `0`: the whole stream first;
+   * or an ID). `heartbeatMs` (unset: the gateway's default, 0: never) is
+   * how long the gateway waits before a keep-alive; heartbeats are consumed
+   * silently (see `tail.lastHeartbeat`, `onHeartbeat`). `close()` the tail
+   * when done.
+   * @param {string} stream
+   * @param {{ startId?: string, batchSize?: number, heartbeatMs?: number,
+   *   onHeartbeat?: (heartbeat: Heartbeat) => void }} [options]
+   * @returns {Promise<Tail>}
+   */
+  async tail(stream, { startId = '$', batchSize = 0, heartbeatMs, onHeartbeat } = {}) {
+    const tail = new Tail(this.events.Tail({ stream, startId, batchSize, heartbeatMs }), onHeartbeat);
+    try {
+      await tail.ready;
+    } catch (err) {
+      tail.close();
+      throw err;
+    }
+    return tail;
   }
 
   // -- StreamAdmin --------------------------------------------------------
@@ -289,9 +331,10 @@ export class Producer {
   }
 
   /**
-   * Appends one event; resolves to its stream ID.
+   * Appends one event; resolves to its stream ID. A retry with the same
+   * `idempotencyKey` resolves to the first ID and writes nothing.
    * @param {string} stream @param {string} type @param {Record<string, string>} [fields]
-   * @param {{ binaryFields?: Record<string, Uint8Array>, maxLen?: number }} [options]
+   * @param {{ binaryFields?: Record<string, Uint8Array>, idempotencyKey?: string, maxLen?: number }} [options]
    */
   produce(stream, type, fields, options) {
     return this.client.produce(stream, type, fields, options);

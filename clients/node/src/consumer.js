@@ -8,8 +8,14 @@
  * reconnects with capped exponential backoff and `pendingFirst`, so the
  * entries it had received (or the gateway had read for it) but not
  * acknowledged come first, followed by new ones. Such an entry may therefore
- * be seen twice: make processing idempotent, and check `deliveryCount` if
- * that matters.
+ * be seen twice: make processing idempotent, and check `redelivered` /
+ * `deliveryCount` if that matters.
+ *
+ * With `reclaim` the subscription also recovers the work of crashed peers
+ * (entries of the group idle for `minIdleMs`) and entries given back with
+ * `nack`; `maxDeliveries` moves an entry that keeps failing to a dead-letter
+ * stream instead of delivering it forever; `maxInFlight` bounds how many
+ * unacknowledged entries this consumer holds.
  * @module
  */
 
@@ -18,9 +24,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 
 import { Client, StreamgateError } from './client.js';
-import { toEntry } from './model.js';
+import { toEntry, toHeartbeat } from './model.js';
 
 /** @typedef {import('./model.js').Entry} Entry */
+/** @typedef {import('./model.js').Heartbeat} Heartbeat */
+/** @typedef {import('./model.js').Reclaim} Reclaim */
 /** @typedef {import('./model.js').ReapResult} ReapResult */
 
 /**
@@ -58,6 +66,20 @@ function* delays({ initialMs = 100, maxMs = 5000, multiplier = 2, jitter = 0.2 }
  *   includes entries the gateway read for a closed subscription but could not deliver: it may
  *   go on reading for up to its `--block-ms` after a client goes away, and such entries stay
  *   pending for this consumer name.
+ * @property {Reclaim} [reclaim] Every `intervalMs` (default `minIdleMs / 2`) claim the group's
+ *   entries idle for at least `minIdleMs` (a crashed peer's work) and entries whose `nack`
+ *   delay has passed, and deliver them with `redelivered` set. Unset: no automatic recovery.
+ * @property {number} [maxDeliveries] When a reclaim would deliver an entry once more than this,
+ *   move it to `deadLetterStream` and acknowledge it instead, atomically (default 0: no limit).
+ * @property {string} [deadLetterStream] Where dead letters go (default `<stream>:dlq`): the
+ *   original fields plus `dlq.stream`, `dlq.id`, `dlq.group`, `dlq.consumer`,
+ *   `dlq.deliveries`, `dlq.reason`.
+ * @property {number} [maxInFlight] Never hold more unacknowledged entries than this; reads pause
+ *   until `ack` makes room (default 0: no limit).
+ * @property {number} [heartbeatMs] The gateway sends a heartbeat after this long without
+ *   entries (unset: its `--heartbeat-ms`; 0: never). The iteration consumes heartbeats
+ *   silently; `lastHeartbeat` holds the latest.
+ * @property {(heartbeat: Heartbeat) => void} [onHeartbeat] Called with each heartbeat.
  * @property {Backoff} [backoff] Reconnect backoff.
  */
 
@@ -91,6 +113,8 @@ export class Consumer {
     this.abort = new AbortController();
     /** @type {any} the open Subscribe call */
     this.call = null;
+    /** The most recent heartbeat, or null before the first one. @type {Heartbeat | null} */
+    this.lastHeartbeat = null;
   }
 
   /** Entries one by one. @returns {AsyncGenerator<Entry>} */
@@ -135,24 +159,34 @@ export class Consumer {
   }
 
   /**
-   * One Subscribe call; yields its batches, skipping heartbeats.
+   * One Subscribe call; yields its batches and records heartbeats.
    * @param {boolean} pendingFirst @returns {AsyncGenerator<Entry[]>}
    */
   async *subscribe(pendingFirst) {
-    const { createGroup, groupStartId, batchSize } = this.options;
+    const o = this.options;
     const call = this.client.events.Subscribe({
       stream: this.stream,
       group: this.group,
       consumer: this.consumer,
-      batchSize,
-      createGroup,
-      groupStartId,
+      batchSize: o.batchSize,
+      createGroup: o.createGroup,
+      groupStartId: o.groupStartId,
       pendingFirst,
+      reclaim: o.reclaim && { minIdleMs: o.reclaim.minIdleMs, intervalMs: o.reclaim.intervalMs ?? 0 },
+      maxDeliveries: o.maxDeliveries ?? 0,
+      deadLetterStream: o.deadLetterStream ?? '',
+      maxInFlight: o.maxInFlight ?? 0,
+      heartbeatMs: o.heartbeatMs, // unset: the gateway's default
     });
     this.call = call;
     try {
       for await (const response of call) {
-        if (response.kind === 'batch') yield response.batch.entries.map(toEntry);
+        if (response.kind === 'batch') {
+          yield response.batch.entries.map(toEntry);
+        } else if (response.kind === 'heartbeat') {
+          this.lastHeartbeat = toHeartbeat(response.heartbeat);
+          o.onHeartbeat?.(this.lastHeartbeat);
+        }
       }
     } catch (err) {
       throw StreamgateError.from(err);
@@ -165,14 +199,40 @@ export class Consumer {
   /**
    * Acknowledges one entry or many (entries or IDs); resolves to how many
    * were pending. Acknowledge only after processing: an entry never
-   * acknowledged is re-delivered (pendingFirst) or reaped.
+   * acknowledged is re-delivered (pendingFirst), reclaimed or reaped.
    * @param {Entry | string | Array<Entry | string>} entries
    * @returns {Promise<number>}
    */
   async ack(entries) {
-    const list = Array.isArray(entries) ? entries : [entries];
-    const ids = list.map((e) => (typeof e === 'string' ? e : e.id));
+    const ids = idsOf(entries);
     return ids.length === 0 ? 0 : this.client.ack(this.stream, this.group, ids);
+  }
+
+  /**
+   * Gives one entry or many back for re-delivery after `delayMs` (0: at the
+   * next reclaim round), without acknowledging them. A reclaiming
+   * subscription of the group (option `reclaim`, possibly this one) takes
+   * them whatever its `minIdleMs`; each re-delivery counts towards
+   * `maxDeliveries`. Resolves to how many were pending for this consumer.
+   * @param {Entry | string | Array<Entry | string>} entries @param {number} [delayMs]
+   * @returns {Promise<number>}
+   */
+  async nack(entries, delayMs = 0) {
+    const ids = idsOf(entries);
+    return ids.length === 0 ? 0 : this.client.nack(this.stream, this.group, this.consumer, ids, delayMs);
+  }
+
+  /**
+   * Resets the idle time of one entry or many pending for this consumer,
+   * without counting a delivery: call it during long work so that a
+   * reclaiming peer does not take the entry over. Resolves to how many were
+   * extended.
+   * @param {Entry | string | Array<Entry | string>} entries
+   * @returns {Promise<number>}
+   */
+  async extend(entries) {
+    const ids = idsOf(entries);
+    return ids.length === 0 ? 0 : this.client.extend(this.stream, this.group, this.consumer, ids);
   }
 
   /**
@@ -196,4 +256,13 @@ export class Consumer {
     this.call?.cancel();
     if (this.ownsClient) this.client.close();
   }
+}
+
+/**
+ * The IDs of one entry or ID, or of many.
+ * @param {Entry | string | Array<Entry | string>} entries @returns {string[]}
+ */
+function idsOf(entries) {
+  const list = Array.isArray(entries) ? entries : [entries];
+  return list.map((e) => (typeof e === 'string' ? e : e.id));
 }

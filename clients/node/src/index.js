@@ -4,9 +4,12 @@
  *
  * - `new Producer(addr).produce(stream, type, fields)` appends events.
  * - `new Consumer(addr, stream, group, consumer)` is a consumer-group member:
- *   `for await` its entries, `ack` them once processed; it reconnects by
- *   itself when a gateway restarts.
- * - `new Client(addr)` exposes every RPC (reap, replay, trim, admin).
+ *   `for await` its entries, `ack` them once processed (or `nack` them for
+ *   re-delivery, `extend` them during long work); it reconnects by itself
+ *   when a gateway restarts, and with `reclaim` recovers the work of crashed
+ *   peers.
+ * - `new Client(addr)` exposes every RPC (nack, extend, reap, replay, tail,
+ *   trim, admin).
  *
  * Failed calls reject with a StreamgateError carrying the gRPC status `code`
  * (compare with `status.NOT_FOUND`, ...). The service definitions are loaded
@@ -17,3 +20,4 @@
 export { status } from '@grpc/grpc-js';
 export { Client, Producer, StreamgateError, channelOptions } from './client.js';
 export { Consumer, RECONNECT_CODES } from './consumer.js';
+export { Tail } from './tail.js';

@@ -12,6 +12,9 @@
  * @property {string} type Event type, e.g. `order.placed`.
  * @property {Record<string, string>} [fields] User fields.
  * @property {Record<string, Uint8Array>} [binaryFields] User fields with byte values.
+ * @property {string} [idempotencyKey] Makes a retried Produce safe: an event whose key was
+ *   already produced to the stream within the gateway's `--dedup-window-ms` (default 24 h) is
+ *   not written again, and its original ID is returned. Empty: no deduplication.
  */
 
 /**
@@ -23,7 +26,26 @@
  * @property {Record<string, string>} fields User fields with UTF-8 values.
  * @property {Record<string, Buffer>} binaryFields User fields whose values are not UTF-8.
  * @property {number} deliveryCount Deliveries to the group: 1 on a first delivery, more after
- *   re-deliveries and reaps; 0 where no group is involved (Replay) or unknown.
+ *   re-deliveries, reclaims and reaps; 0 where no group is involved (Replay, Tail) or unknown.
+ * @property {boolean} redelivered True when this delivery is a re-delivery (`pendingFirst`,
+ *   reclaim, Nack): the entry may have been processed before, so handlers must be idempotent.
+ */
+
+/**
+ * A keep-alive of a Subscribe or Tail stream with nothing to deliver.
+ * @typedef {object} Heartbeat
+ * @property {number} serverTimeMs The gateway's wall clock (Unix ms) when it sent it.
+ */
+
+/**
+ * Automatic recovery of a subscription: every `intervalMs` it claims the
+ * group's entries idle for at least `minIdleMs` (a crashed peer's work) and
+ * entries whose Nack delay has passed, and delivers them with `redelivered`
+ * set.
+ * @typedef {object} Reclaim
+ * @property {number} minIdleMs Claim entries idle (not delivered, claimed or extended) for at
+ *   least this long; must be > 0.
+ * @property {number} [intervalMs] How often to look; 0 or unset = `minIdleMs / 2`.
  */
 
 /**
@@ -85,7 +107,13 @@ export function toEntry(m) {
     fields: { ...m.fields },
     binaryFields: { ...m.binaryFields },
     deliveryCount: m.deliveryCount,
+    redelivered: m.redelivered,
   };
+}
+
+/** @param {any} m @returns {Heartbeat} */
+export function toHeartbeat(m) {
+  return { serverTimeMs: m.serverTimeMs };
 }
 
 /**

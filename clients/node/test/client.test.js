@@ -24,11 +24,16 @@ after(async () => {
 
 /**
  * Iterates a Consumer in the background, recording every entry and
- * acknowledging those `shouldAck` accepts (default: all).
+ * acknowledging those `shouldAck` accepts (default: all). `handle`, if
+ * given, replaces the acknowledgement: it decides per entry (ack, nack,
+ * keep).
  */
 class Collector {
-  /** @param {Consumer} consumer @param {(e: any) => boolean} [shouldAck] */
-  constructor(consumer, shouldAck = () => true) {
+  /**
+   * @param {Consumer} consumer @param {(e: any) => boolean} [shouldAck]
+   * @param {(e: any) => Promise<unknown>} [handle]
+   */
+  constructor(consumer, shouldAck = () => true, handle = undefined) {
     this.consumer = consumer;
     /** @type {any[]} */ this.entries = [];
     /** @type {unknown} */ this.error = undefined;
@@ -36,7 +41,8 @@ class Collector {
       try {
         for await (const entry of consumer) {
           this.entries.push(entry);
-          if (shouldAck(entry)) await consumer.ack(entry);
+          if (handle) await handle(entry);
+          else if (shouldAck(entry)) await consumer.ack(entry);
         }
       } catch (err) {
         this.error = err;
@@ -49,9 +55,9 @@ class Collector {
     return this.entries.map((e) => e.id);
   }
 
-  /** Waits until at least `n` entries arrived; resolves to them all. @param {number} n */
-  waitFor(n) {
-    return waitUntil(`${n} entries for ${this.consumer.consumer}`, () => this.ids().length >= n && this.entries);
+  /** Waits until at least `n` entries arrived; resolves to them all. @param {number} n @param {number} [timeoutMs] */
+  waitFor(n, timeoutMs) {
+    return waitUntil(`${n} entries for ${this.consumer.consumer}`, () => this.ids().length >= n && this.entries, timeoutMs);
   }
 
   async stop() {
@@ -60,7 +66,7 @@ class Collector {
   }
 }
 
-/** @param {string} addr @param {string} stream @param {string} group @param {string} name @param {object} [options] */
+/** @param {string | Client} addr @param {string} stream @param {string} group @param {string} name @param {object} [options] */
 function consumer(addr, stream, group, name, options = {}) {
   return new Consumer(addr, stream, group, name, { createGroup: true, groupStartId: '0', ...options });
 }
@@ -203,7 +209,7 @@ test('replay', async () => {
     if (firstTwo.length === 2) break; // cancels the call
   }
   assert.deepEqual(firstTwo, ['0', '1']);
-  assert.ok((await collect(client.replay(stream))).every((e) => e.deliveryCount === 0));
+  assert.ok((await collect(client.replay(stream))).every((e) => e.deliveryCount === 0 && e.redelivered === false));
   assert.deepEqual(await collect(client.replay(`${stream}-missing`)), []);
 });
 
@@ -283,6 +289,7 @@ test('consumer resumes after the gateway restarts', async () => {
     const got = await c.waitFor(4);
     assert.deepEqual(got.map((e) => e.id), [acked, kept, kept, fresh]);
     assert.deepEqual(got.map((e) => e.deliveryCount), [1, 1, 2, 1]);
+    assert.deepEqual(got.map((e) => e.redelivered), [false, false, true, false]);
     assert.ok(c.consumer.reconnects >= 1);
     const pending = await client.listPending(stream, 'g');
     assert.deepEqual(pending.map((p) => [p.id, p.deliveryCount]), [[kept, 2]]);
@@ -290,4 +297,241 @@ test('consumer resumes after the gateway restarts', async () => {
     await c.stop();
     await gw.terminate();
   }
+});
+
+// -- delivery guarantees: nack, extend, reclaim, dead letters, back-pressure --
+
+/**
+ * Reclaim settings that recover only Nack'ed entries during a test: nothing
+ * stays idle for a minute, and rounds run as often as the gateway allows
+ * (its --block-ms bounds the resolution).
+ */
+const NACK_ONLY = { minIdleMs: 60_000, intervalMs: 50 };
+
+/** IDs pending for one consumer. @param {string} stream @param {string} group @param {string} name */
+async function pendingOf(stream, group, name) {
+  return (await client.listPending(stream, group, { consumer: name })).map((p) => p.id);
+}
+
+test('nack with delay 0 redelivers to a reclaiming consumer', async () => {
+  const stream = uniqueStream('nack');
+  const [first, second] = await client.produceBatch(stream, [{ type: 'job', fields: { n: '0' } }, { type: 'job', fields: { n: '1' } }]);
+  /** @type {number[]} */ const nacked = [];
+  const w1 = consumer(client, stream, 'g', 'w1', { reclaim: NACK_ONLY });
+  const c = new Collector(w1, undefined, async (e) => {
+    if (e.id === first && !e.redelivered) nacked.push(await w1.nack(e)); // at the next reclaim round
+    else await w1.ack(e);
+  });
+  const got = await c.waitFor(3).finally(() => c.stop());
+  assert.deepEqual(nacked, [1]);
+  assert.deepEqual(got.map((e) => [e.id, e.deliveryCount, e.redelivered]), [
+    [first, 1, false],
+    [second, 1, false],
+    [first, 2, true],
+  ]);
+  assert.deepEqual([got[2].type, got[2].fields], ['job', { n: '0' }]);
+  await waitUntil('everything acknowledged', async () => (await client.listPending(stream, 'g')).length === 0);
+  // Nothing is pending any more: Nack and Extend affect nothing.
+  assert.equal(await client.nack(stream, 'g', 'w1', [first], 1000), 0);
+  assert.equal(await client.extend(stream, 'g', 'w1', [first]), 0);
+});
+
+test('extend returns the count', async () => {
+  const stream = uniqueStream('extend');
+  const ids = await client.produceBatch(stream, [0, 1, 2].map((n) => ({ type: 'job', fields: { n: String(n) } })));
+  const c = new Collector(consumer(client, stream, 'g', 'w1'), () => false);
+  const got = await c.waitFor(3).finally(() => c.stop());
+  const w1 = new Consumer(client, stream, 'g', 'w1');
+  assert.equal(await w1.extend(got[0]), 1);
+  assert.equal(await w1.extend(got.slice(1)), 2);
+  assert.equal(await w1.extend([]), 0);
+  assert.equal(await client.extend(stream, 'g', 'someone-else', ids), 0); // not theirs
+  // Extending resets the idle time but is not a delivery.
+  assert.deepEqual((await client.listPending(stream, 'g')).map((p) => [p.id, p.deliveryCount]), ids.map((id) => [id, 1]));
+  assert.equal(await w1.ack(got), 3);
+  assert.equal(await w1.extend(ids), 0); // no longer pending
+  w1.close();
+});
+
+test('a poison entry ends in the dead-letter stream', async () => {
+  const stream = uniqueStream('poison');
+  const ids = await client.produceBatch(stream, ['1', 'poison', '2'].map((id) => ({ type: 'order.paid', fields: { order_id: id } })));
+  const poison = ids[1];
+  const w1 = consumer(client, stream, 'g', 'w1', { reclaim: NACK_ONLY, maxDeliveries: 2 });
+  const c = new Collector(w1, undefined, async (e) => {
+    if (e.fields.order_id === 'poison') await w1.nack(e); // "processing failed", every time
+    else await w1.ack(e);
+  });
+  /** @type {any[]} */ let dead = [];
+  try {
+    await waitUntil('the poison entry in the dead-letter stream', async () => {
+      dead = [];
+      for await (const e of client.replay(`${stream}:dlq`)) dead.push(e);
+      return dead.length > 0;
+    });
+  } finally {
+    await c.stop();
+  }
+  const got = c.entries;
+  assert.deepEqual(got.filter((e) => e.id === poison).map((e) => e.deliveryCount), [1, 2]);
+  assert.deepEqual(got.filter((e) => e.id !== poison).map((e) => e.id).sort(), [ids[0], ids[2]]);
+  assert.equal(dead.length, 1);
+  assert.equal(dead[0].type, 'order.paid');
+  assert.deepEqual(dead[0].fields, {
+    order_id: 'poison',
+    'dlq.stream': stream,
+    'dlq.id': poison,
+    'dlq.group': 'g',
+    'dlq.consumer': 'w1',
+    'dlq.deliveries': '2',
+    'dlq.reason': 'max_deliveries',
+  });
+  // Moved and acknowledged in one step: nothing left pending, nothing doubled.
+  assert.deepEqual(await client.listPending(stream, 'g'), []);
+});
+
+test('maxInFlight caps what a consumer holds', async () => {
+  const stream = uniqueStream('inflight');
+  const cap = 3;
+  const ids = await client.produceBatch(stream, Array.from({ length: 10 }, (_, i) => ({ type: 'job', fields: { n: String(i) } })));
+  await client.createGroup(stream, 'g', '0'); // so the first look at the PEL finds the group
+  const c = new Collector(consumer(client, stream, 'g', 'w1', { batchSize: 10, maxInFlight: cap }), () => false);
+  /** @type {string[]} */ const acked = [];
+  /** Checks the cap on every look; true once `n` entries arrived. @param {number} n */
+  const holds = async (n) => {
+    const pending = await pendingOf(stream, 'g', 'w1');
+    assert.ok(pending.length <= cap, `PEL of w1 above maxInFlight: ${pending}`);
+    assert.ok(c.ids().length - acked.length <= cap, 'the client holds more than maxInFlight');
+    return c.ids().length >= n;
+  };
+  try {
+    await waitUntil(`the first ${cap} entries`, () => holds(cap));
+    assert.deepEqual(c.ids(), ids.slice(0, cap));
+    // Each ack makes room for exactly one more.
+    for (let n = cap + 1; n <= ids.length; n++) {
+      const next = c.ids()[acked.length];
+      assert.equal(await client.ack(stream, 'g', [next]), 1);
+      acked.push(next);
+      await waitUntil(`entry ${n} after an ack`, () => holds(n));
+    }
+    assert.deepEqual(c.ids(), ids);
+    assert.equal((await pendingOf(stream, 'g', 'w1')).length, cap);
+  } finally {
+    await c.stop();
+  }
+  assert.equal(await client.ack(stream, 'g', ids), cap);
+});
+
+test('heartbeats are consumed silently', async () => {
+  const stream = uniqueStream('heartbeat');
+  /** @type {any[]} */ const beats = [];
+  const c = new Collector(consumer(client, stream, 'g', 'w1', { heartbeatMs: 50, onHeartbeat: (/** @type {any} */ b) => beats.push(b) }));
+  try {
+    await waitUntil('two heartbeats', () => beats.length >= 2);
+    assert.deepEqual(c.ids(), []); // never yielded as entries
+    assert.ok((c.consumer.lastHeartbeat?.serverTimeMs ?? 0) > 0);
+    const id = await client.produce(stream, 'job');
+    assert.deepEqual((await c.waitFor(1)).map((e) => e.id), [id]);
+  } finally {
+    await c.stop();
+  }
+});
+
+test('idempotent produce returns the same id', async () => {
+  const stream = uniqueStream('idem');
+  const first = await client.produce(stream, 'order.paid', { order_id: '1' }, { idempotencyKey: 'pay-1' });
+  const again = await client.produce(stream, 'order.paid', { order_id: '1' }, { idempotencyKey: 'pay-1' });
+  assert.equal(again, first);
+  const producer = new Producer(client);
+  const other = await producer.produce(stream, 'order.paid', { order_id: '2' }, { idempotencyKey: 'pay-2' });
+  const batch = await producer.produceBatch(stream, [
+    { type: 'order.paid', fields: { order_id: '2' }, idempotencyKey: 'pay-2' },
+    { type: 'order.paid', fields: { order_id: '3' }, idempotencyKey: 'pay-3' },
+    { type: 'order.note', fields: { order_id: '3' } }, // no key: always written
+  ]);
+  assert.notEqual(other, first);
+  assert.equal(batch[0], other);
+  assert.ok(![first, other].includes(batch[1]));
+  const history = [];
+  for await (const e of client.replay(stream)) history.push(e.id);
+  assert.deepEqual(history, [first, other, batch[1], batch[2]]);
+});
+
+/**
+ * The first `n` entries of a tail; closing it after `timeoutMs` ends the
+ * iteration (and the test) instead of hanging.
+ * @param {import('../src/index.js').Tail} tail @param {number} n @param {number} [timeoutMs]
+ */
+async function take(tail, n, timeoutMs = 15_000) {
+  const guard = setTimeout(() => tail.close(), timeoutMs);
+  const got = [];
+  try {
+    for await (const e of tail) {
+      got.push(e);
+      if (got.length === n) break;
+    }
+  } finally {
+    clearTimeout(guard);
+  }
+  return got;
+}
+
+test('tail yields new entries', async () => {
+  const stream = uniqueStream('tail');
+  const old = await client.produce(stream, 't', { n: 'old' });
+  // tail() resolves once the gateway has resolved `$`: everything produced
+  // after it is seen, nothing before.
+  let tail = await client.tail(stream);
+  const fresh = await client.produceBatch(stream, [0, 1, 2].map((n) => ({ type: 't', fields: { n: String(n) } })));
+  let got = await take(tail, 3);
+  tail.close();
+  assert.deepEqual(got.map((e) => e.id), fresh);
+  assert.deepEqual(got.map((e) => e.fields.n), ['0', '1', '2']);
+  assert.ok(got.every((e) => e.deliveryCount === 0 && !e.redelivered));
+
+  tail = await client.tail(stream, { startId: '0', batchSize: 2 });
+  got = await take(tail, 4);
+  tail.close();
+  assert.deepEqual(got.map((e) => e.id), [old, ...fresh]);
+  tail = await client.tail(stream, { startId: old });
+  got = await take(tail, 3);
+  tail.close();
+  assert.deepEqual(got.map((e) => e.id), fresh);
+  // Tail does not join a group.
+  assert.equal((await client.describeStream(stream)).groupCount, 0);
+});
+
+test('tail heartbeats and errors', async () => {
+  const stream = uniqueStream('tailbeat');
+  /** @type {any[]} */ const beats = [];
+  const tail = await client.tail(stream, { heartbeatMs: 50, onHeartbeat: (b) => beats.push(b) });
+  const reading = take(tail, 1);
+  await waitUntil('two tail heartbeats', () => beats.length >= 2);
+  assert.equal(tail.lastHeartbeat, beats.at(-1));
+  tail.close();
+  assert.deepEqual(await reading, []); // closing ends the iteration quietly
+  await assert.rejects(client.tail(stream, { startId: 'not-an-id' }), (err) => {
+    assert.ok(err instanceof StreamgateError);
+    assert.equal(err.code, status.INVALID_ARGUMENT);
+    return true;
+  });
+});
+
+test('trim with ackedByAllGroups keeps what a group still needs', async () => {
+  const stream = uniqueStream('safetrim');
+  const ids = await client.produceBatch(stream, Array.from({ length: 6 }, (_, i) => ({ type: 't', fields: { n: String(i) } })), { maxLen: 0 });
+  await client.createGroup(stream, 'fast', '0');
+  await client.createGroup(stream, 'slow', ids[1]); // has "seen" the first two
+  const c = new Collector(consumer(client, stream, 'fast', 'w1'), (e) => ids.slice(0, 4).includes(e.id));
+  await c.waitFor(6).finally(() => c.stop());
+  await waitUntil('fast acknowledged the first four', async () => JSON.stringify(await pendingOf(stream, 'fast', 'w1')) === JSON.stringify(ids.slice(4)));
+  const remaining = async () => { const out = []; for await (const e of client.replay(stream)) out.push(e.id); return out; };
+  // slow still needs ids[2..], fast needs ids[4..]: only the first two go.
+  assert.equal(await client.trim(stream, { maxLen: 0, exact: true, ackedByAllGroups: true }), 2);
+  assert.deepEqual(await remaining(), ids.slice(2));
+  await client.deleteGroup(stream, 'slow');
+  // It bounds maxLen too: keeping only ids[5] is asked for, but fast still
+  // needs ids[4] (its oldest pending entry).
+  assert.equal(await client.trim(stream, { maxLen: 1, exact: true, ackedByAllGroups: true }), 2);
+  assert.deepEqual(await remaining(), ids.slice(4));
 });

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """The streamgate reference scenario, with the Python client.
 
-Order events go to the stream ``orders``. Two consumer groups read it
+Order events go to the stream ``orders`` (a retried produce with the same
+idempotency key writes nothing twice). Two consumer groups read it
 independently: ``notifications`` (workers ``worker-a`` and ``worker-b``) and
 ``analytics`` (``worker-c``). worker-b reads its entries and "crashes"
-before acknowledging them; once they have been idle long enough, worker-a
-reaps them (delivery count 2) and finishes the work. Then history is
-replayed and the stream trimmed, with the state of stream, groups and
+before acknowledging them. worker-a subscribes with ``reclaim``: once the
+entries have been idle long enough they come to it again (delivery count 2,
+``redelivered``); it extends one during long work, nacks one that fails
+(back with delivery count 3) and acknowledges the rest. Then history is
+replayed and the stream trimmed safely, with the state of stream, groups and
 consumers shown along the way.
 
 Every step checks what it shows and the demo exits non-zero if something
@@ -22,15 +25,16 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
+import uuid
 
 import grpc
 
-from streamgate import Client, Consumer, Entry, Event, Producer, StreamgateError
+from streamgate import Client, Consumer, Entry, Event, Producer, Reclaim, StreamgateError
 
 ADDR = os.environ.get("STREAMGATE_ADDR", "127.0.0.1:50051")
 STREAM = os.environ.get("STREAMGATE_STREAM", "orders")
 IDLE_MS = 500  # how long an entry must be pending before it counts as abandoned
+RECLAIM = Reclaim(min_idle_ms=IDLE_MS, interval_ms=100)
 TIMEOUT_S = 15  # how long any one step may take
 
 
@@ -59,6 +63,35 @@ def read(client: Client, group: str, worker: str, count: int, *, ack: bool) -> l
                 print(f"  {group}/{worker} got {entry.id} {entry.type} "
                       f"{dict(entry.fields)} delivery {entry.delivery_count}: {action}")
                 if len(received) == count:
+                    break
+        finally:
+            timer.cancel()
+    return received
+
+
+def recover(client: Client, ids: list[str]) -> list[Entry]:
+    """worker-a with ``reclaim``: takes over worker-b's idle entries, extends
+    the shipment during its "long" work, nacks the cancellation once (the
+    refund service is "down") and acknowledges everything else. Returns what
+    it received, in order; gives up after TIMEOUT_S."""
+    received: list[Entry] = []
+    done: set[str] = set()
+    with Consumer(client, STREAM, "notifications", "worker-a", reclaim=RECLAIM) as worker:
+        timer = threading.Timer(TIMEOUT_S, worker.close)
+        timer.start()
+        try:
+            for entry in worker:
+                received.append(entry)
+                print(f"  notifications/worker-a got {entry.id} {entry.type} delivery "
+                      f"{entry.delivery_count}{' (redelivered)' if entry.redelivered else ''}")
+                if entry.id == ids[4] and entry.delivery_count == 2:
+                    print(f"    refund service down: nacked for re-delivery ({worker.nack(entry)})")
+                    continue
+                if entry.id == ids[3]:
+                    print(f"    long work: extended ({worker.extend(entry)}) so nobody reclaims it")
+                print("    acked" if worker.ack(entry) == 1 else "    NOT acked")
+                done.add(entry.id)
+                if done == set(ids):
                     break
         finally:
             timer.cancel()
@@ -99,11 +132,20 @@ def main() -> None:
         ("order.shipped", {"order_id": "1001", "carrier": "dhl"}),
         ("order.cancelled", {"order_id": "1002", "reason": "customer request"}),
     ]
+    # The payment carries an idempotency key (unique per run here), so that
+    # a producer that retries after a timeout cannot record it twice.
+    run = uuid.uuid4().hex[:8]
+    batch = [Event(t, f, idempotency_key=f"pay-1001-{run}" if t == "order.paid" else "")
+             for t, f in events]
     with Producer(client) as producer:
-        ids = producer.produce_batch(STREAM, events)
-    for id, (type, fields) in zip(ids, events):
-        print(f"  {id} {type} {fields}")
-    check(len(set(ids)) == len(events), f"{len(events)} events produced")
+        ids = producer.produce_batch(STREAM, batch)
+        for id, (type, fields) in zip(ids, events):
+            print(f"  {id} {type} {fields}")
+        check(len(set(ids)) == len(events), f"{len(events)} events produced")
+        retried = producer.produce(STREAM, "order.paid", events[1][1],
+                                   idempotency_key=f"pay-1001-{run}")
+    check(retried == ids[1], f"retried payment (same idempotency key) returned {retried} again")
+    check(client.describe_stream(STREAM).last_entry_id == ids[-1], "and wrote nothing")
     types = [t for t, _ in events]
 
     print("== analytics/worker-c reads and acknowledges everything")
@@ -130,19 +172,14 @@ def main() -> None:
     check([(p.id, p.consumer) for p in pending] == [(i, "worker-b") for i in ids],
           "all pending entries belong to worker-b")
 
-    print(f"== notifications/worker-a reaps entries idle for {IDLE_MS} ms")
-    claimed: dict[str, Entry] = {}
-    deadline = time.monotonic() + TIMEOUT_S
-    while len(claimed) < len(ids) and time.monotonic() < deadline:
-        claimed.update((e.id, e) for e in client.reap(STREAM, "notifications", "worker-a", IDLE_MS).claimed)
-        if len(claimed) < len(ids):
-            time.sleep(0.1)  # poll interval; the deadline bounds the wait
-    for e in sorted(claimed.values(), key=lambda e: ids.index(e.id)):
-        print(f"  worker-a claimed {e.id} {e.type} delivery count {e.delivery_count}")
-    check(sorted(claimed) == sorted(ids), "worker-a claimed all of worker-b's entries")
-    check(all(e.delivery_count == 2 for e in claimed.values()), "delivery count 2 after the reap")
-    acked = client.ack(STREAM, "notifications", ids)
-    check(acked == len(ids), f"worker-a processed and acknowledged {acked}")
+    print(f"== notifications/worker-a subscribes with reclaim: entries idle for {IDLE_MS} ms come to it")
+    got = recover(client, ids)
+    reclaimed = got[:len(ids)]
+    check(sorted(e.id for e in reclaimed) == sorted(ids), "worker-a reclaimed all of worker-b's entries")
+    check(all(e.delivery_count == 2 and e.redelivered for e in reclaimed),
+          "delivery count 2 and redelivered after the reclaim")
+    check([(e.id, e.delivery_count) for e in got[len(ids):]] == [(ids[4], 3)],
+          "the nacked entry came back with delivery count 3")
     check(client.list_pending(STREAM, "notifications") == [], "nothing pending in notifications")
 
     print("== remove the crashed worker-b (nothing of it is pending any more)")
@@ -158,8 +195,8 @@ def main() -> None:
     newest = [e.id for e in client.replay(STREAM, ids[0], ids[-1], reverse=True, limit=2)]
     check(newest == [ids[-1], ids[-2]], "reverse replay with limit 2 returns the newest two")
 
-    print(f"== trim: drop entries older than {ids[3]}")
-    trimmed = client.trim(STREAM, min_id=ids[3], exact=True)
+    print(f"== safe trim: drop entries older than {ids[3]} that every group has acknowledged")
+    trimmed = client.trim(STREAM, min_id=ids[3], exact=True, acked_by_all_groups=True)
     info = client.describe_stream(STREAM)
     check(trimmed >= 3, f"trimmed {trimmed} entries")
     check((info.first_entry_id, info.last_entry_id) == (ids[3], ids[4]),

@@ -10,18 +10,36 @@ import grpc
 import pytest
 
 import streamgate
-from streamgate import Client, Consumer, Entry, Event, Producer, StreamgateError
+from streamgate import (
+    Client,
+    Consumer,
+    Entry,
+    Event,
+    Heartbeat,
+    Producer,
+    Reclaim,
+    StreamgateError,
+    Tail,
+)
 
 from conftest import Gateway, RedisServer, wait_until
 
 
 class Collector:
     """Iterates a Consumer in a thread, recording every entry it receives and
-    acknowledging those ``should_ack`` accepts (default: all)."""
+    acknowledging those ``should_ack`` accepts (default: all). ``handle``,
+    if given, replaces the acknowledgement: it decides per entry (ack, nack,
+    keep)."""
 
-    def __init__(self, consumer: Consumer, should_ack: Callable[[Entry], bool] = lambda e: True):
+    def __init__(
+        self,
+        consumer: Consumer,
+        should_ack: Callable[[Entry], bool] = lambda e: True,
+        handle: Optional[Callable[[Entry], None]] = None,
+    ):
         self.consumer = consumer
         self.should_ack = should_ack
+        self.handle = handle
         self.entries: list[Entry] = []
         self.error: Optional[BaseException] = None
         self._lock = threading.Lock()
@@ -33,7 +51,9 @@ class Collector:
             for entry in self.consumer:
                 with self._lock:
                     self.entries.append(entry)
-                if self.should_ack(entry):
+                if self.handle is not None:
+                    self.handle(entry)
+                elif self.should_ack(entry):
                     self.consumer.ack(entry)
         except BaseException as err:  # surfaced by received()/stop()
             self.error = err
@@ -47,13 +67,13 @@ class Collector:
     def ids(self) -> list[str]:
         return [e.id for e in self.received()]
 
-    def wait_for(self, n: int) -> list[Entry]:
+    def wait_for(self, n: int, timeout: float = 15.0) -> list[Entry]:
         """Waits until at least ``n`` entries arrived; returns them all."""
         def enough() -> Optional[list[Entry]]:
             got = self.received()
             return got if len(got) >= n else None
 
-        return wait_until(f"{n} entries for {self.consumer.consumer}", enough)
+        return wait_until(f"{n} entries for {self.consumer.consumer}", enough, timeout)
 
     def stop(self) -> None:
         self.consumer.close()
@@ -61,7 +81,7 @@ class Collector:
         assert not self._thread.is_alive(), "consumer thread did not stop after close()"
 
 
-def consumer(addr: str, stream: str, group: str, name: str, **kw: object) -> Consumer:
+def consumer(addr: str | Client, stream: str, group: str, name: str, **kw: object) -> Consumer:
     kw.setdefault("create_group", True)
     kw.setdefault("group_start_id", "0")
     return Consumer(addr, stream, group, name, **kw)  # type: ignore[arg-type]
@@ -194,7 +214,7 @@ def test_replay(client: Client, stream: str) -> None:
     assert [e.id for e in client.replay(stream, ids[2], ids[4])] == ids[2:5]
     assert [e.id for e in client.replay(stream, ids[2], ids[4], reverse=True)] == ids[4:1:-1]
     assert [e.fields["n"] for e in itertools.islice(client.replay(stream, page_size=1), 2)] == ["0", "1"]
-    assert all(e.delivery_count == 0 for e in client.replay(stream))
+    assert all(e.delivery_count == 0 and not e.redelivered for e in client.replay(stream))
     assert list(client.replay(f"{stream}-missing")) == []
 
 
@@ -279,8 +299,272 @@ def test_consumer_resumes_after_gateway_restart(redis_server: RedisServer, clien
         gw.terminate()
     assert [e.id for e in got] == [acked, kept, kept, new]
     assert [e.delivery_count for e in got] == [1, 1, 2, 1]
+    assert [e.redelivered for e in got] == [False, False, True, False]
     assert c.consumer.reconnects >= 1
     assert [(p.id, p.delivery_count) for p in client.list_pending(stream, "g")] == [(kept, 2)]
+
+
+# -- delivery guarantees: nack, extend, reclaim, dead letters, back-pressure --
+
+#: Reclaim settings that recover only Nack'ed entries during a test: nothing
+#: stays idle for a minute, and rounds run as often as the gateway allows
+#: (its --block-ms bounds the resolution).
+NACK_ONLY = Reclaim(min_idle_ms=60_000, interval_ms=50)
+
+
+def pending_of(client: Client, stream: str, group: str, name: str) -> list[str]:
+    return [p.id for p in client.list_pending(stream, group, consumer=name)]
+
+
+def test_nack_redelivers_to_a_reclaiming_consumer(client: Client, stream: str) -> None:
+    first, second = client.produce_batch(stream, [Event("job", {"n": "0"}), Event("job", {"n": "1"})])
+    nacked: list[int] = []
+
+    def handle(entry: Entry) -> None:
+        if entry.id == first and not entry.redelivered:
+            nacked.append(c.consumer.nack(entry))  # delay 0: at the next reclaim round
+        else:
+            c.consumer.ack(entry)
+
+    c = Collector(consumer(client, stream, "g", "w1", reclaim=NACK_ONLY), handle=handle)
+    try:
+        got = c.wait_for(3)
+    finally:
+        c.stop()
+    assert nacked == [1]
+    assert [(e.id, e.delivery_count, e.redelivered) for e in got] == [
+        (first, 1, False),
+        (second, 1, False),
+        (first, 2, True),
+    ]
+    assert got[2].fields == {"n": "0"} and got[2].type == "job"
+    wait_until("everything acknowledged", lambda: client.list_pending(stream, "g") == [])
+    # Nothing is pending any more: Nack and Extend affect nothing.
+    assert client.nack(stream, "g", "w1", [first], delay_ms=1000) == 0
+    assert client.extend(stream, "g", "w1", [first]) == 0
+
+
+def test_nack_with_a_delay_waits_for_it(client: Client, stream: str) -> None:
+    [id] = client.produce_batch(stream, [Event("job")])
+    c = Collector(consumer(client, stream, "g", "w1"), should_ack=lambda e: False)
+    c.wait_for(1)
+    c.stop()
+    # A delay far beyond the test: a reclaiming peer must not take it, even
+    # with a min_idle_ms the entry has long exceeded.
+    assert client.nack(stream, "g", "w1", [id], delay_ms=3_600_000) == 1
+    assert client.nack(stream, "g", "someone-else", [id]) == 0  # not pending for them
+    beats: list[Heartbeat] = []
+    p = Collector(Consumer(client, stream, "g", "w2", reclaim=Reclaim(min_idle_ms=1, interval_ms=50),
+                           heartbeat_ms=50, on_heartbeat=beats.append))
+    try:
+        # Several heartbeats mean several empty turns, each with a reclaim
+        # round that skipped the scheduled entry.
+        wait_until("three heartbeats of the idle peer", lambda: len(beats) >= 3)
+        assert p.received() == []
+    finally:
+        p.stop()
+    assert [(x.id, x.consumer) for x in client.list_pending(stream, "g")] == [(id, "w1")]
+
+
+def test_extend_returns_the_count(client: Client, stream: str) -> None:
+    ids = client.produce_batch(stream, [Event("job", {"n": str(i)}) for i in range(3)])
+    c = Collector(consumer(client, stream, "g", "w1"), should_ack=lambda e: False)
+    got = c.wait_for(3)
+    c.stop()
+    w1 = Consumer(client, stream, "g", "w1")
+    assert w1.extend(got[0]) == 1
+    assert w1.extend(got[1:]) == 2
+    assert w1.extend([]) == 0
+    assert client.extend(stream, "g", "someone-else", ids) == 0  # not theirs
+    # Extending resets the idle time but is not a delivery.
+    assert [(p.id, p.delivery_count) for p in client.list_pending(stream, "g")] == [(i, 1) for i in ids]
+    assert w1.ack(got) == 3
+    assert w1.extend(ids) == 0  # no longer pending
+
+
+def test_poison_entry_ends_in_the_dead_letter_stream(client: Client, stream: str) -> None:
+    ids = client.produce_batch(stream, [
+        Event("order.paid", {"order_id": "1"}),
+        Event("order.paid", {"order_id": "poison"}),
+        Event("order.paid", {"order_id": "2"}),
+    ])
+    poison = ids[1]
+
+    def handle(entry: Entry) -> None:
+        if entry.fields["order_id"] == "poison":
+            c.consumer.nack(entry)  # "processing failed", every time
+        else:
+            c.consumer.ack(entry)
+
+    c = Collector(consumer(client, stream, "g", "w1", reclaim=NACK_ONLY, max_deliveries=2),
+                  handle=handle)
+    try:
+        dead = wait_until("the poison entry in the dead-letter stream",
+                          lambda: list(client.replay(f"{stream}:dlq")))
+        got = c.received()
+    finally:
+        c.stop()
+    assert [(e.id, e.delivery_count) for e in got if e.id == poison] == [(poison, 1), (poison, 2)]
+    assert sorted(e.id for e in got if e.id != poison) == [ids[0], ids[2]]
+    [letter] = dead
+    assert letter.type == "order.paid"
+    assert letter.fields == {
+        "order_id": "poison",
+        "dlq.stream": stream,
+        "dlq.id": poison,
+        "dlq.group": "g",
+        "dlq.consumer": "w1",
+        "dlq.deliveries": "2",
+        "dlq.reason": "max_deliveries",
+    }
+    # Moved and acknowledged in one step: nothing left pending, nothing doubled.
+    assert client.list_pending(stream, "g") == []
+    assert [e.id for e in client.replay(stream)] == ids  # the source keeps it
+
+
+def test_max_in_flight_caps_what_a_consumer_holds(client: Client, stream: str) -> None:
+    cap = 3
+    ids = client.produce_batch(stream, [Event("job", {"n": str(i)}) for i in range(10)])
+    client.create_group(stream, "g", "0")  # so the first look at the PEL finds the group
+    c = Collector(consumer(client, stream, "g", "w1", batch_size=10, max_in_flight=cap),
+                  should_ack=lambda e: False)
+    acked: list[str] = []
+
+    def holds(n: int) -> bool:
+        """Checks the cap on every look; true once ``n`` entries arrived."""
+        pending = pending_of(client, stream, "g", "w1")
+        assert len(pending) <= cap, f"PEL of w1 above max_in_flight: {pending}"
+        received = c.ids()
+        assert len(received) - len(acked) <= cap, "the client holds more than max_in_flight"
+        return len(received) >= n
+
+    try:
+        wait_until(f"the first {cap} entries", lambda: holds(cap))
+        assert c.ids() == ids[:cap]
+        # Each ack makes room for exactly one more.
+        for n in range(cap + 1, len(ids) + 1):
+            next_id = c.ids()[len(acked)]
+            assert client.ack(stream, "g", [next_id]) == 1
+            acked.append(next_id)
+            wait_until(f"entry {n} after an ack", lambda: holds(n))
+        assert c.ids() == ids
+        assert len(pending_of(client, stream, "g", "w1")) == cap
+    finally:
+        c.stop()
+    assert client.ack(stream, "g", ids) == cap
+
+
+def test_restart_at_max_in_flight_gets_its_pending_entries_again(client: Client, stream: str) -> None:
+    ids = client.produce_batch(stream, [Event("job", {"n": str(i)}) for i in range(4)])
+    crashed = Collector(consumer(client, stream, "g", "w1", max_in_flight=2), should_ack=lambda e: False)
+    crashed.wait_for(2)
+    crashed.stop()  # crashes holding max_in_flight entries
+    assert pending_of(client, stream, "g", "w1") == ids[:2]
+    restarted = Collector(Consumer(client, stream, "g", "w1", max_in_flight=2))  # pending_first
+    try:
+        got = restarted.wait_for(2, timeout=5)
+    finally:
+        restarted.stop()
+    assert [(e.id, e.redelivered) for e in got[:2]] == [(ids[0], True), (ids[1], True)]
+
+
+def test_heartbeats_are_consumed_silently(client: Client, stream: str) -> None:
+    beats: list[Heartbeat] = []
+    c = Collector(consumer(client, stream, "g", "w1", heartbeat_ms=50, on_heartbeat=beats.append))
+    try:
+        wait_until("two heartbeats", lambda: len(beats) >= 2)
+        assert c.received() == []  # never yielded as entries
+        assert c.consumer.last_heartbeat is not None and c.consumer.last_heartbeat.server_time_ms > 0
+        id = client.produce(stream, "job")
+        assert [e.id for e in c.wait_for(1)] == [id]
+    finally:
+        c.stop()
+
+
+def test_idempotent_produce_returns_the_same_id(client: Client, stream: str) -> None:
+    first = client.produce(stream, "order.paid", {"order_id": "1"}, idempotency_key="pay-1")
+    again = client.produce(stream, "order.paid", {"order_id": "1"}, idempotency_key="pay-1")
+    assert again == first
+    with Producer(client) as producer:
+        other = producer.produce(stream, "order.paid", {"order_id": "2"}, idempotency_key="pay-2")
+        batch = producer.produce_batch(stream, [
+            Event("order.paid", {"order_id": "2"}, idempotency_key="pay-2"),
+            Event("order.paid", {"order_id": "3"}, idempotency_key="pay-3"),
+            ("order.note", {"order_id": "3"}),  # no key: always written
+        ])
+    assert other != first
+    assert batch[0] == other and batch[1] not in (first, other)
+    assert [e.id for e in client.replay(stream)] == [first, other, batch[1], batch[2]]
+
+
+def take(tail: Tail, n: int, timeout: float = 15) -> list[Entry]:
+    """The first ``n`` entries of ``tail``; closing it after ``timeout``
+    ends the iteration (and the test) instead of hanging."""
+    guard = threading.Timer(timeout, tail.close)
+    guard.start()
+    got: list[Entry] = []
+    try:
+        for entry in tail:
+            got.append(entry)
+            if len(got) == n:
+                break
+    finally:
+        guard.cancel()
+    return got
+
+
+def test_tail_yields_new_entries(client: Client, stream: str) -> None:
+    old = client.produce(stream, "t", {"n": "old"})
+    # tail() returns once the gateway has resolved `$`: everything produced
+    # after it is seen, nothing before.
+    with client.tail(stream) as tail:
+        new = client.produce_batch(stream, [Event("t", {"n": str(i)}) for i in range(3)])
+        got = take(tail, 3)
+    assert [e.id for e in got] == new
+    assert [e.fields["n"] for e in got] == ["0", "1", "2"]
+    assert all(e.delivery_count == 0 and not e.redelivered for e in got)
+
+    with client.tail(stream, "0", batch_size=2) as tail:
+        assert [e.id for e in take(tail, 4)] == [old, *new]
+    with client.tail(stream, old) as tail:
+        assert [e.id for e in take(tail, 3)] == new
+    # Tail does not join a group: nothing was created or left pending.
+    assert client.describe_stream(stream).group_count == 0
+
+
+def test_tail_heartbeats_and_errors(client: Client, stream: str) -> None:
+    beats: list[Heartbeat] = []
+    with client.tail(stream, heartbeat_ms=50, on_heartbeat=beats.append) as tail:
+        got: list[Entry] = []
+        reader = threading.Thread(target=lambda: got.extend(tail), daemon=True)
+        reader.start()
+        wait_until("two tail heartbeats", lambda: len(beats) >= 2)
+        assert tail.last_heartbeat == beats[-1]
+        tail.close()
+        reader.join(timeout=15)
+    assert not reader.is_alive() and got == []
+    with pytest.raises(StreamgateError) as err:
+        next(iter(client.tail(stream, "not-an-id")))
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_trim_acked_by_all_groups(client: Client, stream: str) -> None:
+    ids = client.produce_batch(stream, [Event("t", {"n": str(i)}) for i in range(6)], max_len=0)
+    client.create_group(stream, "fast", "0")
+    client.create_group(stream, "slow", ids[1])  # has "seen" the first two
+    c = Collector(consumer(client, stream, "fast", "w1"), should_ack=lambda e: e.id in ids[:4])
+    c.wait_for(6)
+    c.stop()
+    wait_until("fast acknowledged the first four",
+               lambda: pending_of(client, stream, "fast", "w1") == ids[4:])
+    # slow still needs ids[2:], fast needs ids[4:]: only the first two go.
+    assert client.trim(stream, max_len=0, exact=True, acked_by_all_groups=True) == 2
+    assert [e.id for e in client.replay(stream)] == ids[2:]
+    client.delete_group(stream, "slow")
+    # It bounds max_len too: keeping only ids[5] is asked for, but fast still
+    # needs ids[4] (its oldest pending entry).
+    assert client.trim(stream, max_len=1, exact=True, acked_by_all_groups=True) == 2
+    assert [e.id for e in client.replay(stream)] == ids[4:]
 
 
 def test_public_api_is_typed() -> None:

@@ -2,10 +2,13 @@
 
 - ``Producer(addr).produce(stream, type, fields)`` appends events.
 - ``Consumer(addr, stream, group, consumer)`` is a consumer-group member:
-  iterate it for entries, ``ack`` them once processed; it reconnects by
-  itself when a gateway restarts.
-- ``Client(addr)`` exposes every RPC (reap, replay, trim, admin) as a typed
-  method returning the dataclasses of ``streamgate.model``.
+  iterate it for entries, ``ack`` them once processed (or ``nack`` them for
+  re-delivery, ``extend`` them during long work); it reconnects by itself
+  when a gateway restarts, and with ``reclaim=Reclaim(...)`` recovers the
+  work of crashed peers.
+- ``Client(addr)`` exposes every RPC (nack, extend, reap, replay, tail,
+  trim, admin) as a typed method returning the dataclasses of
+  ``streamgate.model``.
 
 Failed calls raise ``StreamgateError`` with the gRPC status ``code``. The
 generated stubs live in ``streamgate.v1`` (built from the repository's
@@ -20,11 +23,14 @@ from .model import (
     Entry,
     Event,
     GroupInfo,
+    Heartbeat,
     PendingEntry,
     ReapResult,
+    Reclaim,
     RemovedConsumer,
     StreamInfo,
 )
+from .tail import Tail
 
 __all__ = [
     "Backoff",
@@ -34,11 +40,14 @@ __all__ = [
     "Entry",
     "Event",
     "GroupInfo",
+    "Heartbeat",
     "PendingEntry",
     "Producer",
     "ReapResult",
+    "Reclaim",
     "RemovedConsumer",
     "StreamInfo",
     "StreamgateError",
+    "Tail",
     "channel_options",
 ]

@@ -7,7 +7,7 @@ one per call.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import grpc
 
@@ -21,11 +21,13 @@ from .model import (
     Entry,
     Event,
     GroupInfo,
+    Heartbeat,
     PendingEntry,
     ReapResult,
     RemovedConsumer,
     StreamInfo,
 )
+from .tail import Tail
 
 
 def channel_options(max_reconnect_backoff_s: float = 5.0) -> list[tuple[str, int]]:
@@ -87,11 +89,17 @@ class Client:
         fields: Optional[Mapping[str, str]] = None,
         *,
         binary_fields: Optional[Mapping[str, bytes]] = None,
+        idempotency_key: str = "",
         max_len: Optional[int] = None,
         exact: bool = False,
     ) -> str:
-        """Appends one event and returns its stream ID."""
-        event = Event(type, fields or {}, binary_fields or {})
+        """Appends one event and returns its stream ID.
+
+        With an ``idempotency_key``, a retry (after a timeout, say) writes
+        nothing and returns the ID of the first call, as long as the key was
+        produced to this stream within the gateway's ``--dedup-window-ms``.
+        """
+        event = Event(type, fields or {}, binary_fields or {}, idempotency_key)
         return self.produce_batch(stream, [event], max_len=max_len, exact=exact)[0]
 
     def produce_batch(
@@ -122,6 +130,28 @@ class Client:
                 es.AckRequest(stream=stream, group=group, ids=list(ids)), timeout=self.timeout
             )
         return int(reply.acked)
+
+    def nack(
+        self, stream: str, group: str, consumer: str, ids: Iterable[str], delay_ms: int = 0
+    ) -> int:
+        """Gives entries pending for ``consumer`` back without acknowledging
+        them: after ``delay_ms`` (0: at once) the next reclaiming subscription
+        of the group (see ``Consumer(reclaim=...)``) re-delivers them, whatever
+        its ``min_idle_ms``. Returns how many were pending for ``consumer``
+        (others are ignored)."""
+        request = es.NackRequest(
+            stream=stream, group=group, consumer=consumer, ids=list(ids), delay_ms=delay_ms
+        )
+        with translated():
+            return int(self.events.Nack(request, timeout=self.timeout).scheduled)
+
+    def extend(self, stream: str, group: str, consumer: str, ids: Iterable[str]) -> int:
+        """Resets the idle time of entries pending for ``consumer`` without
+        counting a delivery, so that long work is not reclaimed under a live
+        worker. Returns how many were pending for ``consumer`` and extended."""
+        request = es.ExtendRequest(stream=stream, group=group, consumer=consumer, ids=list(ids))
+        with translated():
+            return int(self.events.Extend(request, timeout=self.timeout).extended)
 
     def reap(
         self,
@@ -183,19 +213,48 @@ class Client:
         min_id: Optional[str] = None,
         exact: bool = False,
         limit: int = 0,
+        acked_by_all_groups: bool = False,
     ) -> int:
         """Removes old entries, keeping the newest ``max_len`` or those with
         IDs from ``min_id`` on (give exactly one). Approximate (cheap, whole
-        macro nodes only) unless ``exact``. Returns how many were removed."""
+        macro nodes only) unless ``exact``. Returns how many were removed.
+
+        With ``acked_by_all_groups`` only entries that every consumer group
+        has delivered and acknowledged are removed, so retention never
+        destroys unprocessed work; ``max_len=0`` then removes everything that
+        is safe to remove."""
         if (max_len is None) == (min_id is None):
             raise ValueError("give exactly one of max_len and min_id")
-        request = es.TrimRequest(stream=stream, exact=exact, limit=limit)
+        request = es.TrimRequest(
+            stream=stream, exact=exact, limit=limit, acked_by_all_groups=acked_by_all_groups
+        )
         if max_len is not None:
             request.max_len = max_len
         else:
             request.min_id = min_id or ""
         with translated():
             return int(self.events.Trim(request, timeout=self.timeout).trimmed)
+
+    def tail(
+        self,
+        stream: str,
+        start_id: str = "$",
+        *,
+        batch_size: int = 0,
+        heartbeat_ms: Optional[int] = None,
+        on_heartbeat: Optional[Callable[[Heartbeat], None]] = None,
+    ) -> Tail:
+        """Follows ``stream`` live, outside any group: iterate the returned
+        ``Tail`` for entries appended after ``start_id`` (``$``: from now on,
+        ``0``: the whole stream first, or an ID). Returns once the gateway has
+        set the read up. ``heartbeat_ms`` (None: the gateway's default, 0:
+        never) is how long the gateway waits before a keep-alive; heartbeats
+        are consumed silently (see ``Tail.last_heartbeat``, ``on_heartbeat``).
+        Close the tail (or use it as a context manager) when done."""
+        request = es.TailRequest(stream=stream, start_id=start_id, batch_size=batch_size)
+        if heartbeat_ms is not None:
+            request.heartbeat_ms = heartbeat_ms
+        return Tail(self.events, request, on_heartbeat)
 
     # -- StreamAdmin -------------------------------------------------------
 
@@ -301,11 +360,18 @@ class Producer:
         fields: Optional[Mapping[str, str]] = None,
         *,
         binary_fields: Optional[Mapping[str, bytes]] = None,
+        idempotency_key: str = "",
         max_len: Optional[int] = None,
     ) -> str:
-        """Appends one event; returns its stream ID."""
+        """Appends one event; returns its stream ID. A retry with the same
+        ``idempotency_key`` returns the first ID and writes nothing."""
         return self.client.produce(
-            stream, type, fields, binary_fields=binary_fields, max_len=max_len
+            stream,
+            type,
+            fields,
+            binary_fields=binary_fields,
+            idempotency_key=idempotency_key,
+            max_len=max_len,
         )
 
     def produce_batch(

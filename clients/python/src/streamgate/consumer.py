@@ -6,7 +6,14 @@ ends every subscription with UNAVAILABLE; the consumer then reconnects with
 capped exponential backoff and ``pending_first=True``, so the entries it had
 received (or the gateway had read for it) but not acknowledged come first,
 followed by new ones. Such an entry may therefore be seen twice: make
-processing idempotent, and check ``delivery_count`` if that matters.
+processing idempotent, and check ``redelivered`` / ``delivery_count`` if
+that matters.
+
+With ``reclaim`` the subscription also recovers the work of crashed peers
+(entries of the group idle for ``min_idle_ms``) and entries given back with
+``nack``; ``max_deliveries`` moves an entry that keeps failing to a
+dead-letter stream instead of delivering it forever; ``max_in_flight``
+bounds how many unacknowledged entries this consumer holds.
 """
 
 from __future__ import annotations
@@ -17,14 +24,14 @@ import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Generator, Iterable, Iterator, Optional, Union
+from typing import Callable, Generator, Iterable, Iterator, Optional, Union
 
 import grpc
 
 from ._pb import event_stream_pb2 as es
 from .client import Client
 from .errors import StreamgateError
-from .model import Entry, ReapResult
+from .model import Entry, Heartbeat, ReapResult, Reclaim
 
 log = logging.getLogger("streamgate")
 
@@ -71,6 +78,23 @@ class Consumer:
     its ``--block-ms`` after a client goes away, and such entries stay pending
     for this consumer name.
 
+    Delivery options (see the gateway's README, "Subscribe options"):
+
+    - ``reclaim=Reclaim(min_idle_ms, interval_ms=0)``: every ``interval_ms``
+      (0: ``min_idle_ms / 2``) claim the group's entries idle for at least
+      ``min_idle_ms`` (a crashed peer's work) and entries whose ``nack``
+      delay has passed, and deliver them with ``redelivered`` set.
+    - ``max_deliveries`` (0: no limit): when a reclaim would deliver an entry
+      once more than this, move it to ``dead_letter_stream`` (default
+      ``<stream>:dlq``) and acknowledge it instead, atomically.
+    - ``max_in_flight`` (0: no limit): never hold more unacknowledged
+      entries than this; reads pause until ``ack`` makes room.
+    - ``heartbeat_ms`` (None: the gateway's ``--heartbeat-ms``, 0: never):
+      the gateway sends a heartbeat after this long without entries. The
+      iteration consumes heartbeats silently; ``last_heartbeat`` holds the
+      latest and ``on_heartbeat`` is called with each (in the iterating
+      thread).
+
     A gateway that cannot be reached at all is retried the same way, forever:
     a consumer outlives gateway restarts and deploys. Iterate in one thread;
     ``close()`` may be called from any thread and ends the iteration. Errors other than the reconnectable ones raise
@@ -89,6 +113,12 @@ class Consumer:
         group_start_id: str = "$",
         batch_size: int = 0,
         pending_first: bool = True,
+        reclaim: Optional[Reclaim] = None,
+        max_deliveries: int = 0,
+        dead_letter_stream: str = "",
+        max_in_flight: int = 0,
+        heartbeat_ms: Optional[int] = None,
+        on_heartbeat: Optional[Callable[[Heartbeat], None]] = None,
         backoff: Backoff = Backoff(),
     ) -> None:
         self._owns_client = not isinstance(addr, Client)
@@ -100,9 +130,17 @@ class Consumer:
         self.group_start_id = group_start_id
         self.batch_size = batch_size
         self.pending_first = pending_first
+        self.reclaim = reclaim
+        self.max_deliveries = max_deliveries
+        self.dead_letter_stream = dead_letter_stream
+        self.max_in_flight = max_in_flight
+        self.heartbeat_ms = heartbeat_ms
+        self.on_heartbeat = on_heartbeat
         self.backoff = backoff
         #: How many times the subscription was re-established.
         self.reconnects = 0
+        #: The most recent heartbeat, or None before the first one.
+        self.last_heartbeat: Optional[Heartbeat] = None
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._call: Optional[grpc.RpcContext] = None
@@ -147,7 +185,7 @@ class Consumer:
             self.reconnects += 1
 
     def _subscribe(self, pending_first: bool) -> Generator[list[Entry], None, None]:
-        """One Subscribe call; yields its batches, skipping heartbeats."""
+        """One Subscribe call; yields its batches and records heartbeats."""
         request = es.SubscribeRequest(
             stream=self.stream,
             group=self.group,
@@ -156,7 +194,14 @@ class Consumer:
             create_group=self.create_group,
             group_start_id=self.group_start_id,
             pending_first=pending_first,
+            max_deliveries=self.max_deliveries,
+            dead_letter_stream=self.dead_letter_stream,
+            max_in_flight=self.max_in_flight,
         )
+        if self.reclaim is not None:
+            request.reclaim.CopyFrom(self.reclaim.to_pb())
+        if self.heartbeat_ms is not None:
+            request.heartbeat_ms = self.heartbeat_ms
         call = self.client.events.Subscribe(request)
         with self._lock:
             self._call = call
@@ -164,8 +209,13 @@ class Consumer:
             call.cancel()
         try:
             for response in call:
-                if response.WhichOneof("kind") == "batch":
+                kind = response.WhichOneof("kind")
+                if kind == "batch":
                     yield [Entry.from_pb(e) for e in response.batch.entries]
+                elif kind == "heartbeat":
+                    self.last_heartbeat = Heartbeat.from_pb(response.heartbeat)
+                    if self.on_heartbeat is not None:
+                        self.on_heartbeat(self.last_heartbeat)
         except grpc.RpcError as err:
             raise StreamgateError.from_rpc(err) from err
         finally:
@@ -176,13 +226,30 @@ class Consumer:
     def ack(self, entries: EntryOrId | Iterable[EntryOrId]) -> int:
         """Acknowledges one entry or many (entries or IDs); returns how many
         were pending. Acknowledge only after processing: an entry that is
-        never acknowledged is re-delivered (pending_first) or reaped."""
-        if isinstance(entries, (Entry, str)):
-            entries = [entries]
-        ids = [e.id if isinstance(e, Entry) else e for e in entries]
+        never acknowledged is re-delivered (pending_first), reclaimed or
+        reaped."""
+        ids = _ids(entries)
+        return self.client.ack(self.stream, self.group, ids) if ids else 0
+
+    def nack(self, entries: EntryOrId | Iterable[EntryOrId], delay_ms: int = 0) -> int:
+        """Gives one entry or many back for re-delivery after ``delay_ms``
+        (0: at the next reclaim round), without acknowledging them. A
+        reclaiming subscription of the group (``reclaim=...``, possibly this
+        one) takes them whatever its ``min_idle_ms``; each re-delivery counts
+        towards ``max_deliveries``. Returns how many were pending for this
+        consumer."""
+        ids = _ids(entries)
         if not ids:
             return 0
-        return self.client.ack(self.stream, self.group, ids)
+        return self.client.nack(self.stream, self.group, self.consumer, ids, delay_ms)
+
+    def extend(self, entries: EntryOrId | Iterable[EntryOrId]) -> int:
+        """Resets the idle time of one entry or many pending for this
+        consumer, without counting a delivery: call it during long work so a
+        reclaiming peer does not take the entry over. Returns how many were
+        extended."""
+        ids = _ids(entries)
+        return self.client.extend(self.stream, self.group, self.consumer, ids) if ids else 0
 
     def reap(
         self, min_idle_ms: int, *, page_count: int = 0, max_pages: int = 0, start_id: str = ""
@@ -211,3 +278,10 @@ class Consumer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ids(entries: EntryOrId | Iterable[EntryOrId]) -> list[str]:
+    """The IDs of one entry or ID, or of many."""
+    if isinstance(entries, (Entry, str)):
+        entries = [entries]
+    return [e.id if isinstance(e, Entry) else e for e in entries]

@@ -25,10 +25,18 @@ class Event:
     type: str
     fields: Mapping[str, str] = field(default_factory=dict)
     binary_fields: Mapping[str, bytes] = field(default_factory=dict)
+    #: Makes a retried Produce safe: an event whose key was already produced
+    #: to the stream within the gateway's ``--dedup-window-ms`` (default
+    #: 24 h) is not written again, and its original ID is returned. Empty:
+    #: no deduplication.
+    idempotency_key: str = ""
 
     def to_pb(self) -> entry_pb2.Event:
         return entry_pb2.Event(
-            type=self.type, fields=dict(self.fields), binary_fields=dict(self.binary_fields)
+            type=self.type,
+            fields=dict(self.fields),
+            binary_fields=dict(self.binary_fields),
+            idempotency_key=self.idempotency_key,
         )
 
 
@@ -37,8 +45,11 @@ class Entry:
     """A stream entry as a reader receives it.
 
     ``delivery_count`` is Redis' delivery counter for the group (1 on a first
-    delivery, more after re-deliveries and reaps); 0 where no group is
-    involved (Replay) or the count is unknown.
+    delivery, more after re-deliveries, reclaims and reaps); 0 where no group
+    is involved (Replay, Tail) or the count is unknown. ``redelivered`` is
+    True when this delivery is a re-delivery (``pending_first``, reclaim,
+    Nack): the entry may have been processed before, so handlers must be
+    idempotent.
     """
 
     id: str
@@ -47,6 +58,7 @@ class Entry:
     fields: Mapping[str, str]
     binary_fields: Mapping[str, bytes]
     delivery_count: int
+    redelivered: bool = False
 
     @classmethod
     def from_pb(cls, m: entry_pb2.Entry) -> Entry:
@@ -57,7 +69,34 @@ class Entry:
             fields=dict(m.fields),
             binary_fields=dict(m.binary_fields),
             delivery_count=m.delivery_count,
+            redelivered=m.redelivered,
         )
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A keep-alive of a Subscribe or Tail stream with nothing to deliver:
+    the gateway's wall clock (Unix ms) when it sent it."""
+
+    server_time_ms: int
+
+    @classmethod
+    def from_pb(cls, m: entry_pb2.Heartbeat) -> Heartbeat:
+        return cls(server_time_ms=m.server_time_ms)
+
+
+@dataclass(frozen=True)
+class Reclaim:
+    """Automatic recovery of a subscription: every ``interval_ms`` (0:
+    ``min_idle_ms / 2``) it claims the group's entries idle for at least
+    ``min_idle_ms`` (a crashed peer's work, > 0) and entries whose Nack delay
+    has passed, and delivers them with ``redelivered`` set."""
+
+    min_idle_ms: int
+    interval_ms: int = 0
+
+    def to_pb(self) -> event_stream_pb2.Reclaim:
+        return event_stream_pb2.Reclaim(min_idle_ms=self.min_idle_ms, interval_ms=self.interval_ms)
 
 
 @dataclass(frozen=True)

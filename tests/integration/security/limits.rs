@@ -1,0 +1,196 @@
+//! Every configured limit answers with the limit and its flag.
+
+use std::time::Duration;
+
+use streamgate::pb::{self, event_stream_client::EventStreamClient};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::common::{RedisServer, TestGateway, config, event, sub};
+
+async fn connect(gw: &TestGateway) -> EventStreamClient<Channel> {
+    let addr = gw.gateway.as_ref().unwrap().addr();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    EventStreamClient::new(channel)
+}
+
+fn produce_request(events: Vec<pb::Event>) -> pb::ProduceRequest {
+    pb::ProduceRequest {
+        stream: "orders".into(),
+        events,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn event_field_count_and_size_limits_name_their_flags() {
+    let redis = RedisServer::start();
+    let mut config = config(&redis);
+    config.max_event_fields = 3;
+    config.max_field_bytes = 100;
+    let mut gw = TestGateway::start(config).await;
+
+    let fields: Vec<(String, String)> = (0..4).map(|i| (format!("f{i}"), "v".into())).collect();
+    let refs: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let status = gw
+        .events
+        .produce(produce_request(vec![
+            event("t", &refs[..3]),
+            event("t", &refs),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status.message().contains("events[1]") && status.message().contains("--max-event-fields"),
+        "{}",
+        status.message()
+    );
+
+    let big = "x".repeat(97);
+    for ev in [event("t", &[("name", &big)]), event(&"t".repeat(97), &[])] {
+        let status = gw
+            .events
+            .produce(produce_request(vec![ev]))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status.message().contains("--max-field-bytes"),
+            "{}",
+            status.message()
+        );
+    }
+    // Exactly at the limits is fine: 4 + 96 bytes, 3 fields.
+    gw.events
+        .produce(produce_request(vec![
+            event("t", &[("name", &big[..96])]),
+            event("t", &refs[..3]),
+        ]))
+        .await
+        .expect("at the limits");
+    let len: u64 = redis::cmd("XLEN")
+        .arg("orders")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(len, 2, "refused Produce calls wrote nothing");
+}
+
+#[tokio::test]
+async fn oversize_messages_are_resource_exhausted_on_both_services() {
+    let redis = RedisServer::start();
+    let mut config = config(&redis);
+    config.max_message_bytes = 64 * 1024;
+    let mut gw = TestGateway::start(config).await;
+    let huge = "x".repeat(100 * 1024);
+
+    let status = gw
+        .events
+        .produce(produce_request(vec![event("t", &[("blob", &huge)])]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("65536 bytes (--max-message-bytes)"),
+        "{}",
+        status.message()
+    );
+
+    // A server-streaming RPC and the admin service.
+    let mut req = sub("orders", "g", "c");
+    req.consumer = huge.clone();
+    let status = gw.events.subscribe(req).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let status = gw
+        .admin
+        .describe_stream(pb::DescribeStreamRequest {
+            stream: huge.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    // The connection is still good, and a large message under the limit
+    // goes through.
+    let status = gw
+        .events
+        .produce(produce_request(vec![event(
+            "t",
+            &[("blob", &huge[..60 * 1024])],
+        )]))
+        .await;
+    assert!(status.is_ok(), "{status:?}");
+}
+
+#[tokio::test]
+async fn subscriptions_are_limited_per_connection_and_in_total() {
+    let redis = RedisServer::start();
+    let mut config = config(&redis);
+    config.max_subscriptions = 3;
+    config.max_subscriptions_per_connection = 2;
+    let gw = TestGateway::start(config).await;
+    let mut a = connect(&gw).await;
+    let mut b = connect(&gw).await;
+    let mut c = connect(&gw).await;
+    let tail = |stream: &str| pb::TailRequest {
+        stream: stream.into(),
+        ..Default::default()
+    };
+
+    let a1 = a
+        .subscribe(sub("s1", "g", "a1"))
+        .await
+        .expect("a1")
+        .into_inner();
+    let a2 = a
+        .tail(tail("s1"))
+        .await
+        .expect("a2 (Tail counts too)")
+        .into_inner();
+    let status = a.subscribe(sub("s1", "g", "a3")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status
+            .message()
+            .contains("--max-subscriptions-per-connection"),
+        "{}",
+        status.message()
+    );
+
+    let _b1 = b
+        .subscribe(sub("s1", "g", "b1"))
+        .await
+        .expect("b1")
+        .into_inner();
+    let status = c.tail(tail("s1")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status.message().contains("(--max-subscriptions)"),
+        "{}",
+        status.message()
+    );
+
+    // Closing streams frees their places.
+    drop(a1);
+    drop(a2);
+    crate::common::eventually("a place is free again", || {
+        let mut c = c.clone();
+        async move {
+            let call = c.subscribe(sub("s1", "g", "c1"));
+            match tokio::time::timeout(Duration::from_secs(5), call).await {
+                Ok(Ok(stream)) => Some(stream),
+                _ => None,
+            }
+        }
+    })
+    .await;
+}
