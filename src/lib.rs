@@ -21,8 +21,9 @@
 //!   and for `rediss://`; [`limits`]: event, message and subscription
 //!   limits; [`namespace`]: which stream names may become Redis keys.
 //! - [`broker`]: typed Redis Streams operations on a shared multiplexed
-//!   connection, plus [`broker::Reader`] for blocking reads on connections
-//!   of their own. Knows nothing of gRPC.
+//!   connection, plus [`broker::Waiter`], the doorbell's blocking
+//!   connection. Knows nothing of gRPC.
+//! - [`doorbell`]: one blocking XREAD that wakes every idle read loop.
 //! - [`subscription`], [`tail`] and [`replay`]: the read loops behind the
 //!   server-streaming RPCs, driven by [`delivery`]'s bounded hand-off.
 //! - [`ids`], [`model`]: stream IDs and the event/entry data model.
@@ -35,6 +36,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod delivery;
+pub mod doorbell;
 pub mod error;
 pub mod ids;
 pub mod limits;

@@ -16,6 +16,7 @@ use crate::api::{Context, EventStreamService, StreamAdminService};
 use crate::auth::{self, Authenticate};
 use crate::broker::Broker;
 use crate::config::ServeConfig;
+use crate::doorbell::Doorbell;
 use crate::limits::MessageSizeLayer;
 use crate::metrics::{self, Metrics};
 use crate::pb::{
@@ -107,12 +108,18 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let doorbell = Doorbell::start(
+        broker.clone(),
+        Duration::from_millis(config.block_ms),
+        shutdown.clone(),
+    );
     let ctx = Context {
         broker,
         settings: Arc::new(config.api_settings()),
         shutdown: shutdown.clone(),
         metrics,
         acks: Arc::default(),
+        doorbell,
         subscriptions: Arc::new(config.subscription_slots()),
     };
     let event_stream = EventStreamService::new(ctx.clone());

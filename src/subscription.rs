@@ -1,18 +1,18 @@
 //! The Subscribe read loop: a remote client as a consumer-group member.
 //!
-//! Each subscription is a task with a Redis connection of its own (see
-//! [`crate::broker::Reader`]). Every turn of the loop first reserves room
-//! in the client's buffer, then reads; so the gateway never holds more than
-//! one batch the client has not taken, and a client that went away is
-//! noticed before the next read, at most one block period later.
+//! Each subscription is a task that reads with non-blocking XREADGROUP on
+//! the shared connection and, when there is nothing new, waits for its
+//! stream's bell from the [`crate::doorbell`] (at most one block period).
+//! So an idle subscription holds no Redis connection and no blocked command.
+//! Every turn of the loop first reserves room in the client's buffer, then
+//! reads; so the gateway never holds more than one batch the client has not
+//! taken, and a client that went away is noticed before the next read, at
+//! most one block period later. Nothing is left blocked in Redis to take
+//! entries for a client that is gone.
 //!
 //! Nothing is acknowledged here. An entry read but not delivered (client
 //! gone between read and send) stays in the group's pending entries list,
 //! where `pending_first`, a reclaiming subscription or Reap recovers it.
-//!
-//! A blocking read is never cancelled midway: Redis would still move the
-//! entries it returns into the PEL. Instead `BLOCK` is bounded and the
-//! shutdown signal is checked between reads.
 //!
 //! Each turn, in order: re-create a lost group (with `create_group`); while
 //! `pending_first` lasts, re-deliver the consumer's own PEL (already counted
@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::broker::{Broker, ReadFrom, Reader, ReclaimSpec};
+use crate::broker::{Broker, ReadFrom, ReclaimSpec};
 use crate::delivery::{self, Delivery, LoopSettings, Pulse, ReadLoop, Turn};
+use crate::doorbell::{Bell, Doorbell};
 use crate::error::{Error, Result};
 use crate::ids::{GroupStart, StreamId};
 use crate::model::{Entry, Push};
@@ -119,10 +120,12 @@ pub async fn start(
     spec: SubscribeSpec,
     loops: LoopSettings,
     acks: &AckSignals,
+    doorbell: &Doorbell,
     shutdown: Shutdown,
 ) -> Result<Delivery<Push>> {
     let acked = acks.watch(&spec.stream, &spec.group);
-    let reads = Subscription::open(broker, spec, loops, acked).await?;
+    let bell = doorbell.watch(&spec.stream).await?;
+    let reads = Subscription::open(broker, spec, loops, acked, bell).await?;
     Ok(delivery::start(reads, loops.stall_timeout, shutdown))
 }
 
@@ -130,7 +133,8 @@ pub async fn start(
 struct Subscription {
     broker: Broker,
     spec: SubscribeSpec,
-    reader: Reader,
+    /// Rings when the stream gets new entries.
+    bell: Bell,
     from: ReadFrom,
     loops: LoopSettings,
     acked: Arc<Notify>,
@@ -154,13 +158,13 @@ impl Subscription {
         spec: SubscribeSpec,
         loops: LoopSettings,
         acked: Arc<Notify>,
+        bell: Bell,
     ) -> Result<Subscription> {
         if spec.create_group {
             broker
                 .create_group(&spec.stream, &spec.group, spec.group_start, true)
                 .await?;
         }
-        let reader = broker.reader(&spec.stream, loops.block).await?;
         let from = if spec.pending_first {
             ReadFrom::Pending(StreamId::MIN)
         } else {
@@ -171,7 +175,7 @@ impl Subscription {
         Ok(Subscription {
             broker,
             spec,
-            reader,
+            bell,
             from,
             loops,
             acked,
@@ -247,8 +251,14 @@ impl Subscription {
     async fn read_pending(&mut self, after: StreamId, room: u32) -> Result<Vec<Entry>> {
         let spec = &self.spec;
         let raw = self
-            .reader
-            .read_group(&spec.group, &spec.consumer, room, ReadFrom::Pending(after))
+            .broker
+            .read_group(
+                &spec.stream,
+                &spec.group,
+                &spec.consumer,
+                room,
+                ReadFrom::Pending(after),
+            )
             .await?;
         let Some((last, _)) = raw.last() else {
             self.from = ReadFrom::New;
@@ -271,13 +281,25 @@ impl Subscription {
         Ok(batch)
     }
 
-    /// New entries, blocking up to the block time.
+    /// New entries. When there are none, waits (up to the block time) for
+    /// the doorbell to ring: the bell's version is taken before the read, so
+    /// an entry appended after the read but before the wait is not missed.
     async fn read_new(&mut self, room: u32) -> Result<Vec<Entry>> {
         let spec = &self.spec;
+        self.bell.borrow_and_update();
         let raw = self
-            .reader
-            .read_group(&spec.group, &spec.consumer, room, ReadFrom::New)
+            .broker
+            .read_group(
+                &spec.stream,
+                &spec.group,
+                &spec.consumer,
+                room,
+                ReadFrom::New,
+            )
             .await?;
+        if raw.is_empty() {
+            let _ = tokio::time::timeout(self.loops.block, self.bell.changed()).await;
+        }
         Ok(raw
             .into_iter()
             // `>` never returns deleted entries; be lenient anyway.
@@ -306,9 +328,9 @@ impl Subscription {
         )
     }
 
-    /// Rides out a lost connection: waits (with backoff), reopens the
-    /// reader, and lets the next turn resume; gives up with `err` once the
-    /// outage lasted `--redis-outage-grace-ms`.
+    /// Rides out a lost connection: waits (with backoff) and lets the next
+    /// turn try again; gives up with `err` once the outage lasted
+    /// `--redis-outage-grace-ms`.
     async fn ride_out(&mut self, err: Error) -> Result<Turn<Push>> {
         let what = self.describe();
         let outage = self
@@ -316,13 +338,6 @@ impl Subscription {
             .get_or_insert_with(|| Outage::begin(&what, &err));
         if !outage.wait(self.loops.outage_grace).await {
             return Err(err);
-        }
-        if let Ok(reader) = self
-            .broker
-            .reader(&self.spec.stream, self.loops.block)
-            .await
-        {
-            self.reader = reader;
         }
         Ok(self.pulse.idle())
     }

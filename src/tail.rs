@@ -1,14 +1,15 @@
 //! The Tail loop: follows a stream with plain XREAD, outside any group.
 //!
-//! Same rules as Subscribe: a connection of its own, a bounded block, a
-//! read only after buffer space is reserved. `$` is resolved once, at the
-//! start, to the newest existing entry: re-sending `$` on every read would
-//! lose entries appended between two reads.
+//! Same rules as Subscribe: non-blocking reads on the shared connection,
+//! the doorbell when idle, a read only after buffer space is reserved. `$`
+//! is resolved once, at the start, to the newest existing entry: re-sending
+//! `$` on every read would lose entries appended between two reads.
 
 use std::time::Duration;
 
-use crate::broker::{Broker, Reader};
+use crate::broker::Broker;
 use crate::delivery::{self, Delivery, LoopSettings, Pulse, ReadLoop, Turn};
+use crate::doorbell::{Bell, Doorbell};
 use crate::error::{Error, Result};
 use crate::ids::{GroupStart, StreamId};
 use crate::model::{Entry, Push};
@@ -34,9 +35,11 @@ pub async fn start(
     broker: Broker,
     spec: TailSpec,
     loops: LoopSettings,
+    doorbell: &Doorbell,
     shutdown: Shutdown,
 ) -> Result<Delivery<Push>> {
-    let reads = Tail::open(broker, spec, loops).await?;
+    let bell = doorbell.watch(&spec.stream).await?;
+    let reads = Tail::open(broker, spec, loops, bell).await?;
     Ok(delivery::start(reads, loops.stall_timeout, shutdown))
 }
 
@@ -44,7 +47,7 @@ pub async fn start(
 struct Tail {
     broker: Broker,
     stream: String,
-    reader: Reader,
+    bell: Bell,
     after: StreamId,
     batch_size: u32,
     loops: LoopSettings,
@@ -53,15 +56,15 @@ struct Tail {
 }
 
 impl Tail {
-    async fn open(broker: Broker, spec: TailSpec, loops: LoopSettings) -> Result<Tail> {
+    async fn open(broker: Broker, spec: TailSpec, loops: LoopSettings, bell: Bell) -> Result<Tail> {
         let after = match spec.start {
             GroupStart::End => broker.last_entry_id(&spec.stream).await?,
             GroupStart::After(id) => id,
         };
         Ok(Tail {
-            reader: broker.reader(&spec.stream, loops.block).await?,
             broker,
             stream: spec.stream,
+            bell,
             after,
             batch_size: spec.batch_size,
             loops,
@@ -71,8 +74,13 @@ impl Tail {
     }
 
     async fn try_turn(&mut self) -> Result<Turn<Push>> {
-        let raw = self.reader.read_after(self.after, self.batch_size).await?;
+        self.bell.borrow_and_update();
+        let raw = self
+            .broker
+            .read_after(&self.stream, self.after, self.batch_size)
+            .await?;
         let Some((last, _)) = raw.last() else {
+            let _ = tokio::time::timeout(self.loops.block, self.bell.changed()).await;
             return Ok(self.pulse.idle());
         };
         self.after = StreamId::parse("id", last)?;
@@ -105,9 +113,6 @@ impl ReadLoop for Tail {
                     .get_or_insert_with(|| Outage::begin(&what, &err));
                 if !outage.wait(self.loops.outage_grace).await {
                     return Err(err);
-                }
-                if let Ok(reader) = self.broker.reader(&self.stream, self.loops.block).await {
-                    self.reader = reader;
                 }
                 Ok(self.pulse.idle())
             }

@@ -204,6 +204,7 @@ impl EventStreamService {
             spec,
             settings.loops,
             &self.ctx.acks,
+            &self.ctx.doorbell,
             self.ctx.shutdown.clone(),
         )
         .await?;
@@ -374,6 +375,7 @@ impl EventStreamService {
             self.ctx.broker.clone(),
             spec,
             settings.loops,
+            &self.ctx.doorbell,
             self.ctx.shutdown.clone(),
         )
         .await?;

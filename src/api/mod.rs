@@ -23,6 +23,7 @@ use tonic::{Response, Status};
 use crate::auth::Permission;
 use crate::broker::Broker;
 use crate::delivery::LoopSettings;
+use crate::doorbell::Doorbell;
 use crate::error::{Error, Result};
 use crate::limits::{EventLimits, SubscriptionSlots};
 use crate::metrics::Metrics;
@@ -61,6 +62,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Wakes subscriptions paused by `max_in_flight` when acks arrive.
     pub acks: Arc<AckSignals>,
+    /// Wakes idle subscriptions and tails when their stream gets entries.
+    pub doorbell: Arc<Doorbell>,
     /// Open Subscribe and Tail streams, against their limits.
     pub subscriptions: Arc<SubscriptionSlots>,
 }

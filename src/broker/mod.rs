@@ -1,17 +1,18 @@
 //! Typed Redis Streams operations: the only place (with `subscription`) that
 //! speaks Redis.
 //!
-//! Everything except blocking reads runs on one reconnecting multiplexed
-//! connection shared by all requests, so unary calls pipeline onto a single
-//! socket. Blocking reads get connections of their own (see [`Reader`]):
-//! on a shared connection one `XREADGROUP BLOCK` would stall every other
-//! command queued behind it.
+//! Everything runs on one reconnecting multiplexed connection shared by all
+//! requests and read loops, so commands pipeline onto a single socket. The
+//! one exception is the doorbell's blocking XREAD ([`Waiter`]), on a
+//! connection of its own: on the shared connection a `BLOCK` would stall
+//! every other command queued behind it.
 
 mod admin;
-mod reader;
+mod reads;
 mod recovery;
 pub mod reply;
 mod scripts;
+mod waiter;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,8 +21,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Value};
 
 pub use admin::{ConsumerInfo, GroupInfo, PendingEntry, PendingFilter, StreamInfo};
-pub use reader::{ReadFrom, Reader};
+pub use reads::ReadFrom;
 pub use recovery::{ReclaimSpec, Reclaimed};
+pub use waiter::Waiter;
 
 use crate::error::{Error, Result};
 use crate::ids::{IdRange, StreamId};
@@ -445,19 +447,6 @@ impl Broker {
             cmd.arg("LIMIT").arg(limit);
         }
         reply::uint(self.query(&cmd, stream, None).await?, "XTRIM count")
-    }
-
-    /// Opens a connection of its own for blocking reads of one stream.
-    pub async fn reader(&self, stream: &str, block: Duration) -> Result<Reader> {
-        Reader::open(
-            &self.client,
-            self.key(stream),
-            stream.to_owned(),
-            block,
-            self.options.response_timeout,
-            self.options.connect_timeout,
-        )
-        .await
     }
 }
 

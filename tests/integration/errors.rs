@@ -10,8 +10,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::common::{
-    RedisServer, TestGateway, config, event, eventually, next_batch, orders, produce, setup, sub,
-    subscribe,
+    RedisServer, TestGateway, config, event, eventually, orders, produce, setup, sub,
 };
 
 fn assert_status(status: &tonic::Status, code: Code, mentions: &[&str]) {
@@ -197,8 +196,8 @@ async fn a_key_of_another_type_is_failed_precondition() {
         .await
         .unwrap_err();
     assert_status(&status, Code::FailedPrecondition, &["\"plain\""]);
-    // Subscribe sets up its group before answering, so the error is the
-    // call's own status.
+    // Subscribe and Tail set up (group, doorbell position) before
+    // answering, so the error is the call's own status.
     let status = gw
         .events
         .subscribe(sub("plain", "g", "c"))
@@ -207,12 +206,17 @@ async fn a_key_of_another_type_is_failed_precondition() {
     assert_status(&status, Code::FailedPrecondition, &["\"plain\""]);
     let mut no_create = sub("plain", "g", "c");
     no_create.create_group = false;
-    let mut s = subscribe(&mut gw, no_create).await;
-    assert_status(
-        &next_batch(&mut s).await.unwrap_err(),
-        Code::FailedPrecondition,
-        &["\"plain\""],
-    );
+    let status = gw.events.subscribe(no_create).await.unwrap_err();
+    assert_status(&status, Code::FailedPrecondition, &["\"plain\""]);
+    let status = gw
+        .events
+        .tail(pb::TailRequest {
+            stream: "plain".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_status(&status, Code::FailedPrecondition, &["\"plain\""]);
     let status = gw
         .events
         .trim(pb::TrimRequest {

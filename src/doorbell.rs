@@ -1,0 +1,169 @@
+//! Waking idle read loops without a Redis connection each.
+//!
+//! A blocked XREADGROUP per subscription would pin one Redis connection per
+//! open stream, capping a gateway at Redis' `maxclients` and costing memory
+//! on both sides. Instead one task, the doorbell, blocks in a single
+//! `XREAD BLOCK ... STREAMS k1 k2 ...` over every stream that has an idle
+//! reader, on one connection of its own. When a stream gets new entries it
+//! rings that stream's bell (a version counter); the loops reading it wake
+//! and read without blocking on the shared connection.
+//!
+//! No wake-up is missed: a loop takes the bell's version *before* its
+//! non-blocking read, and after an empty read waits for a version newer
+//! than that one, so an entry that arrived in between has already moved
+//! the version on. The doorbell watches each stream from its newest entry
+//! at the time the stream was first watched, and after every ring jumps to
+//! the stream's newest entry again, so a busy stream rings once per round
+//! rather than once per entry.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use crate::broker::{Broker, Waiter};
+use crate::error::Result;
+use crate::ids::StreamId;
+use crate::outage::Backoff;
+use crate::shutdown::Shutdown;
+
+/// A stream's bell: the version the doorbell bumps on new entries.
+pub type Bell = watch::Receiver<u64>;
+
+/// The doorbell of one gateway; cheap to share.
+pub struct Doorbell {
+    broker: Broker,
+    streams: Mutex<HashMap<String, Watched>>,
+    /// Wakes the task when the first stream is watched.
+    changed: Notify,
+    /// CLIENT ID of the waiting connection (0 = none yet).
+    waiter_id: AtomicI64,
+}
+
+/// One watched stream.
+struct Watched {
+    bell: watch::Sender<u64>,
+    /// Ring when an entry after this one appears.
+    after: StreamId,
+}
+
+impl Doorbell {
+    /// Starts the doorbell task; it runs until `shutdown`.
+    pub fn start(broker: Broker, block: Duration, shutdown: Shutdown) -> Arc<Doorbell> {
+        let doorbell = Arc::new(Doorbell {
+            broker,
+            streams: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            waiter_id: AtomicI64::new(0),
+        });
+        tokio::spawn(doorbell.clone().run(block, shutdown));
+        doorbell
+    }
+
+    /// The bell of `stream`, which rings for every entry appended after
+    /// this call returns. Watching a stream for the first time costs one
+    /// XREVRANGE and cuts the doorbell's current wait short so that the
+    /// next one includes it.
+    pub async fn watch(&self, stream: &str) -> Result<Bell> {
+        if let Some(bell) = self.existing(stream) {
+            return Ok(bell);
+        }
+        let after = self.broker.last_entry_id(stream).await?;
+        let bell = {
+            let mut streams = self.lock();
+            let watched = streams.entry(stream.to_owned()).or_insert_with(|| Watched {
+                bell: watch::channel(0).0,
+                after,
+            });
+            watched.bell.subscribe()
+        };
+        self.changed.notify_one();
+        let waiter = self.waiter_id.load(Ordering::SeqCst);
+        if waiter != 0 {
+            // Best effort: without it the new stream joins within a block.
+            let _ = self.broker.unblock(waiter).await;
+        }
+        Ok(bell)
+    }
+
+    fn existing(&self, stream: &str) -> Option<Bell> {
+        self.lock().get(stream).map(|w| w.bell.subscribe())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watched>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The watched streams and their positions, forgetting streams nobody
+    /// listens to any more.
+    fn snapshot(&self) -> (Vec<String>, Vec<String>, Vec<StreamId>) {
+        let mut streams = self.lock();
+        streams.retain(|_, w| w.bell.receiver_count() > 0);
+        let names: Vec<String> = streams.keys().cloned().collect();
+        let keys = names.iter().map(|s| self.broker.key(s)).collect();
+        let after = names.iter().map(|s| streams[s].after).collect();
+        (names, keys, after)
+    }
+
+    /// Moves a rung stream's position to its newest entry and rings.
+    async fn ring(&self, stream: &str, at_least: StreamId) {
+        let newest = self.broker.last_entry_id(stream).await.unwrap_or(at_least);
+        if let Some(watched) = self.lock().get_mut(stream) {
+            watched.after = watched.after.max(newest);
+            watched.bell.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// Rings every bell: after an error nobody can know what was missed.
+    fn ring_all(&self) {
+        for watched in self.lock().values() {
+            watched.bell.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    async fn run(self: Arc<Self>, block: Duration, shutdown: Shutdown) {
+        let mut waiter: Option<Waiter> = None;
+        let mut backoff = Backoff::default();
+        while !shutdown.is_triggered() {
+            let (names, keys, after) = self.snapshot();
+            if names.is_empty() {
+                tokio::select! {
+                    () = shutdown.triggered() => return,
+                    () = self.changed.notified() => continue,
+                }
+            }
+            let conn = match waiter.as_mut() {
+                Some(conn) => conn,
+                None => match self.broker.waiter(block).await {
+                    Ok(conn) => {
+                        self.waiter_id.store(conn.client_id, Ordering::SeqCst);
+                        waiter.insert(conn)
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "doorbell cannot connect");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        continue;
+                    }
+                },
+            };
+            match conn.wait(&keys, &after).await {
+                Ok(rung) => {
+                    backoff = Backoff::default();
+                    for i in rung {
+                        self.ring(&names[i], after[i]).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "doorbell read failed; reconnecting");
+                    waiter = None;
+                    self.waiter_id.store(0, Ordering::SeqCst);
+                    // The loops read (and meet the error themselves).
+                    self.ring_all();
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+}
