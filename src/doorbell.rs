@@ -8,6 +8,12 @@
 //! rings that stream's bell (a version counter); the loops reading it wake
 //! and read without blocking on the shared connection.
 //!
+//! A blocking read over N streams costs Redis O(N) at every wake-up, so
+//! streams are spread over shards of at most [`STREAMS_PER_SHARD`], each
+//! with its own task and connection: ten connections for a thousand idle
+//! subscriptions on distinct streams, and a busy stream wakes only its own
+//! shard's read.
+//!
 //! No wake-up is missed: a loop takes the bell's version *before* its
 //! non-blocking read, and after an empty read waits for a version newer
 //! than that one, so an entry that arrived in between has already moved
@@ -32,8 +38,52 @@ use crate::shutdown::Shutdown;
 /// A stream's bell: the version the doorbell bumps on new entries.
 pub type Bell = watch::Receiver<u64>;
 
-/// The doorbell of one gateway; cheap to share.
+/// Most streams one shard's blocking read covers.
+pub const STREAMS_PER_SHARD: usize = 100;
+
+/// The doorbell of one gateway: shards, created as streams are watched.
 pub struct Doorbell {
+    broker: Broker,
+    block: Duration,
+    shutdown: Shutdown,
+    shards: Mutex<Vec<Arc<Shard>>>,
+}
+
+impl Doorbell {
+    /// A doorbell whose shards block at most `block` and stop at `shutdown`.
+    pub fn start(broker: Broker, block: Duration, shutdown: Shutdown) -> Arc<Doorbell> {
+        Arc::new(Doorbell {
+            broker,
+            block,
+            shutdown,
+            shards: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The bell of `stream`, which rings for every entry appended after
+    /// this call returns.
+    pub async fn watch(&self, stream: &str) -> Result<Bell> {
+        let shard = {
+            let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+            match shards.iter().find(|s| s.watches(stream)) {
+                Some(shard) => shard.clone(),
+                None => match shards.iter().find(|s| s.len() < STREAMS_PER_SHARD) {
+                    Some(shard) => shard.clone(),
+                    None => {
+                        let shard =
+                            Shard::start(self.broker.clone(), self.block, self.shutdown.clone());
+                        shards.push(shard.clone());
+                        shard
+                    }
+                },
+            }
+        };
+        shard.watch(stream).await
+    }
+}
+
+/// One blocking read over up to [`STREAMS_PER_SHARD`] streams.
+struct Shard {
     broker: Broker,
     streams: Mutex<HashMap<String, Watched>>,
     /// Wakes the task when the first stream is watched.
@@ -49,10 +99,10 @@ struct Watched {
     after: StreamId,
 }
 
-impl Doorbell {
-    /// Starts the doorbell task; it runs until `shutdown`.
-    pub fn start(broker: Broker, block: Duration, shutdown: Shutdown) -> Arc<Doorbell> {
-        let doorbell = Arc::new(Doorbell {
+impl Shard {
+    /// Starts the shard's task; it runs until `shutdown`.
+    fn start(broker: Broker, block: Duration, shutdown: Shutdown) -> Arc<Shard> {
+        let doorbell = Arc::new(Shard {
             broker,
             streams: Mutex::new(HashMap::new()),
             changed: Notify::new(),
@@ -62,11 +112,20 @@ impl Doorbell {
         doorbell
     }
 
-    /// The bell of `stream`, which rings for every entry appended after
-    /// this call returns. Watching a stream for the first time costs one
-    /// XREVRANGE and cuts the doorbell's current wait short so that the
-    /// next one includes it.
-    pub async fn watch(&self, stream: &str) -> Result<Bell> {
+    /// Whether `stream` is watched here.
+    fn watches(&self, stream: &str) -> bool {
+        self.lock().contains_key(stream)
+    }
+
+    /// How many streams are watched here (including ones about to be
+    /// forgotten).
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Watching a stream for the first time costs one XREVRANGE and cuts
+    /// the shard's current wait short so that the next one includes it.
+    async fn watch(&self, stream: &str) -> Result<Bell> {
         if let Some(bell) = self.existing(stream) {
             return Ok(bell);
         }

@@ -26,24 +26,26 @@ pub struct Event {
 
 impl Event {
     /// Builds an event from the two field maps of a request, rejecting the
-    /// reserved names, empty names and a name given twice. `at` names the
-    /// event in error messages, e.g. `events[2]`.
+    /// reserved names, empty names and a name given twice. `index` is the
+    /// event's place in the request, named in error messages (`events[2]`);
+    /// no name is formatted unless there is an error, since this runs for
+    /// every produced event.
     pub fn new(
-        at: &str,
+        index: usize,
         event_type: String,
         text_fields: HashMap<String, String>,
         binary_fields: HashMap<String, Vec<u8>>,
     ) -> Result<Event> {
         let mut fields = Vec::with_capacity(text_fields.len() + binary_fields.len());
         for (name, value) in text_fields {
-            check_field_name(at, "fields", &name)?;
+            check_field_name(index, "fields", &name)?;
             fields.push((name, value.into_bytes()));
         }
         for (name, value) in binary_fields {
-            check_field_name(at, "binary_fields", &name)?;
+            check_field_name(index, "binary_fields", &name)?;
             if fields.iter().any(|(n, _)| *n == name) {
                 return Err(Error::invalid(
-                    format!("{at}.binary_fields"),
+                    format!("events[{index}].binary_fields"),
                     format!("field {name:?} is also in fields"),
                 ));
             }
@@ -60,7 +62,7 @@ impl Event {
     }
 }
 
-fn check_field_name(at: &str, map: &str, name: &str) -> Result<()> {
+fn check_field_name(index: usize, map: &str, name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         "field names must not be empty".to_owned()
     } else if name == TYPE_FIELD || name == TS_FIELD {
@@ -70,7 +72,7 @@ fn check_field_name(at: &str, map: &str, name: &str) -> Result<()> {
     } else {
         return Ok(());
     };
-    Err(Error::invalid(format!("{at}.{map}"), reason))
+    Err(Error::invalid(format!("events[{index}].{map}"), reason))
 }
 
 /// A stream entry as readers receive it.
@@ -208,7 +210,7 @@ mod tests {
     fn reserved_and_empty_names_are_rejected() {
         for name in ["type", "ts_ms", ""] {
             let fields = HashMap::from([(name.to_owned(), "x".to_owned())]);
-            let err = Event::new("events[1]", "t".into(), fields, HashMap::new()).unwrap_err();
+            let err = Event::new(1, "t".into(), fields, HashMap::new()).unwrap_err();
             assert!(err.to_string().contains("events[1].fields"), "{err}");
         }
     }
@@ -217,6 +219,6 @@ mod tests {
     fn a_name_in_both_maps_is_rejected() {
         let text = HashMap::from([("a".to_owned(), "x".to_owned())]);
         let binary = HashMap::from([("a".to_owned(), b"y".to_vec())]);
-        assert!(Event::new("events[0]", String::new(), text, binary).is_err());
+        assert!(Event::new(0, String::new(), text, binary).is_err());
     }
 }

@@ -81,12 +81,17 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
         ),
         None => None,
     };
-    tokio::spawn(metrics::poll::run(
-        broker.clone(),
-        metrics.clone(),
-        Duration::from_millis(config.metrics_poll_ms),
-        shutdown.clone(),
-    ));
+    // The group gauges cost Redis work every round: poll only when someone
+    // can scrape them.
+    if metrics_addr.is_some() {
+        metrics.enable_polling();
+        tokio::spawn(metrics::poll::run(
+            broker.clone(),
+            metrics.clone(),
+            Duration::from_millis(config.metrics_poll_ms),
+            shutdown.clone(),
+        ));
+    }
 
     let (reporter, health) = tonic_health::server::health_reporter();
     // tonic-health reports SERVING for "" until told otherwise; nothing is

@@ -27,12 +27,7 @@ pub fn entries(entries: Vec<Entry>) -> Vec<pb::Entry> {
 
 /// Validates the `index`-th event of a Produce request.
 pub fn event(index: usize, e: pb::Event) -> Result<Event> {
-    let mut event = Event::new(
-        &format!("events[{index}]"),
-        e.r#type,
-        e.fields,
-        e.binary_fields,
-    )?;
+    let mut event = Event::new(index, e.r#type, e.fields, e.binary_fields)?;
     event.idempotency_key = e.idempotency_key;
     Ok(event)
 }

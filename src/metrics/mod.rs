@@ -82,6 +82,7 @@ pub struct Metrics {
     /// Per stream: number of entries.
     pub stream_length: Family<StreamLabels, Gauge>,
     streams: Mutex<BTreeSet<String>>,
+    polling: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {
@@ -108,6 +109,7 @@ impl Metrics {
             group_consumers: Family::default(),
             stream_length: Family::default(),
             streams: Mutex::new(BTreeSet::new()),
+            polling: std::sync::atomic::AtomicBool::new(false),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -197,9 +199,19 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Turns on the bookkeeping of served streams for the group poller
+    /// (off when no poller runs, so nothing is remembered in vain).
+    pub fn enable_polling(&self) {
+        self.polling
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Remembers that this gateway serves `stream`, so that the poller
     /// exports its groups.
     pub fn note_stream(&self, stream: &str) {
+        if !self.polling.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         if streams.contains(stream) {
             return;

@@ -1,0 +1,202 @@
+//! One scenario's result: both sides, their ratio, the targets, and how to
+//! print it as a table row or a JSON line.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::stats::Side;
+
+/// The result of one scenario.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// `S1`..`S5`.
+    pub scenario: &'static str,
+    /// Short name, e.g. `produce-batch`.
+    pub name: &'static str,
+    /// What `count` and `throughput` count, per second.
+    pub unit: &'static str,
+    /// What the latency percentiles time.
+    pub latency_of: &'static str,
+    /// Which figure of the sides `ratio` divides: `throughput` (higher is
+    /// better) or `p99_ms` (lower is better).
+    pub ratio_of: &'static str,
+    /// `gateway[ratio_of] / direct[ratio_of]`.
+    pub ratio: f64,
+    /// Through the gateway.
+    pub gateway: Side,
+    /// Directly against Redis with redis-rs: the physical limit.
+    pub direct: Side,
+    /// The targets and whether this run met them.
+    pub targets: Vec<Target>,
+    /// Whose memory `rss_mb` is.
+    pub rss_scope: Option<String>,
+    /// The scenario's parameters.
+    pub params: Value,
+}
+
+/// One target and its verdict.
+#[derive(Debug, Serialize)]
+pub struct Target {
+    /// The target, e.g. `ratio >= 0.6`.
+    pub want: String,
+    /// The measured figure it is judged on.
+    pub got: f64,
+    /// Whether it was met.
+    pub pass: bool,
+}
+
+impl Target {
+    /// `got >= min`.
+    pub fn at_least(what: &str, got: f64, min: f64) -> Target {
+        Target {
+            want: format!("{what} >= {min}"),
+            got,
+            pass: got >= min,
+        }
+    }
+
+    /// `got <= max`.
+    pub fn at_most(what: &str, got: f64, max: f64) -> Target {
+        Target {
+            want: format!("{what} <= {max}"),
+            got,
+            pass: got <= max,
+        }
+    }
+}
+
+impl Report {
+    /// A report whose ratio is `gateway[ratio_of] / direct[ratio_of]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        scenario: &'static str,
+        name: &'static str,
+        unit: &'static str,
+        latency_of: &'static str,
+        ratio_of: &'static str,
+        gateway: Side,
+        direct: Side,
+        params: Value,
+    ) -> Report {
+        let denominator = direct.figure(ratio_of);
+        let ratio = if denominator > 0.0 {
+            (gateway.figure(ratio_of) / denominator * 10_000.0).round() / 10_000.0
+        } else {
+            0.0
+        };
+        Report {
+            scenario,
+            name,
+            unit,
+            latency_of,
+            ratio_of,
+            ratio,
+            gateway,
+            direct,
+            targets: Vec::new(),
+            rss_scope: None,
+            params,
+        }
+    }
+
+    /// Adds a target.
+    pub fn target(mut self, target: Target) -> Report {
+        self.targets.push(target);
+        self
+    }
+
+    /// Writes the report as one JSON line.
+    pub fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
+        serde_json::to_writer(&mut *out, self)?;
+        writeln!(out)?;
+        out.flush()
+    }
+
+    /// Writes the report's rows of the table.
+    pub fn write_rows(&self, out: &mut impl Write) -> io::Result<()> {
+        let title = format!("{} {}", self.scenario, self.name);
+        for (label, side) in [("gateway", &self.gateway), ("direct", &self.direct)] {
+            let first = if label == "gateway" {
+                title.as_str()
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "{first:<17} {label:<8} {:>12} {:<9} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>7}",
+                thousands(side.throughput),
+                self.unit,
+                side.p50_ms,
+                side.p99_ms,
+                side.p999_ms,
+                side.redis_connections
+                    .map_or("-".to_owned(), |c| c.to_string()),
+                side.rss_mb.map_or("-".to_owned(), |m| format!("{m:.1}")),
+            )?;
+        }
+        let verdicts: Vec<String> = self
+            .targets
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} (got {}): {}",
+                    t.want,
+                    t.got,
+                    if t.pass { "PASS" } else { "MISS" }
+                )
+            })
+            .collect();
+        writeln!(
+            out,
+            "{:<17} ratio {:.3} of {}; {}",
+            "",
+            self.ratio,
+            self.ratio_of,
+            verdicts.join("; ")
+        )?;
+        writeln!(out, "{:<17} latency: {}", "", self.latency_of)?;
+        writeln!(
+            out,
+            "{:<17} CPU µs per event: gateway side {}; direct side {}",
+            "",
+            cpu_text(&self.gateway),
+            cpu_text(&self.direct)
+        )
+    }
+}
+
+/// `gateway 1.2, client 3.4, redis 5.6` from a side's `cpu_us_per_op`.
+fn cpu_text(side: &Side) -> String {
+    let Some(cpu) = side.extra.get("cpu_us_per_op") else {
+        return "-".to_owned();
+    };
+    ["gateway", "client", "redis"]
+        .iter()
+        .filter_map(|party| Some(format!("{party} {:.1}", cpu[*party].as_f64()?)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The table's header.
+pub fn write_header(out: &mut impl Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<17} {:<8} {:>12} {:<9} {:>8} {:>8} {:>8} {:>6} {:>7}",
+        "scenario", "side", "throughput", "unit", "p50 ms", "p99 ms", "p999 ms", "conns", "RSS MB"
+    )
+}
+
+/// `1234567.8` as `1,234,568`.
+fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

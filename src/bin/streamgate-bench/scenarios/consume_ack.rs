@@ -1,0 +1,314 @@
+//! S3 consume-ack: drain a pre-filled stream with two consumers of one
+//! group, acknowledging each batch with one call before taking the next.
+//!
+//! Gateway side: two clients, each with a Subscribe (batch size 100) and
+//! an Ack per received batch. The gateway reads the next batch while the
+//! client acks the previous one (its hand-off buffers one batch). Direct
+//! side: two tasks, each on its own connection, looping `XREADGROUP COUNT
+//! 100 BLOCK 1000` then `XACK`, which is what the gateway does for them.
+//! Filling the stream is not timed; the clock runs from the first
+//! Subscribe (or read) until every entry is acked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::StreamReadReply;
+use serde_json::json;
+use streamgate::pb::{self, event_stream_client::EventStreamClient, subscribe_response::Kind};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+use super::{Ctx, SideKind, join_all};
+use crate::Fallible;
+use crate::options::ScenarioId;
+use crate::payload;
+use crate::report::{Report, Target};
+use crate::stats::{Latency, Side};
+
+/// Consumers in the group.
+const CONSUMERS: usize = 2;
+/// Entries per read and per Ack.
+const BATCH: u32 = 100;
+/// Longest blocking read, as the gateway's default `--block-ms`.
+const BLOCK: Duration = Duration::from_millis(1000);
+/// Entries per pipeline when filling the stream.
+const FILL_CHUNK: u64 = 1000;
+const GROUP: &str = "bench";
+
+/// Runs both sides of S3.
+pub async fn run(ctx: &Ctx<'_>) -> Fallible<Report> {
+    let gateway = gateway_side(ctx).await?;
+    let direct = direct_side(ctx).await?;
+    let params = json!({
+        "entries": ctx.plan.consume_entries,
+        "consumers": CONSUMERS,
+        "batch_size": BATCH,
+        "direct": "per consumer: own connection, XREADGROUP COUNT 100 BLOCK 1000 then XACK",
+    });
+    let report = Report::new(
+        "S3",
+        "consume-ack",
+        "entries/s",
+        "one consumer cycle: receive a batch, ack it",
+        "throughput",
+        gateway,
+        direct,
+        params,
+    );
+    let ratio = report.ratio;
+    Ok(report.target(Target::at_least("gateway/direct throughput", ratio, 0.6)))
+}
+
+/// Shared progress of the consumers of one side.
+struct Progress {
+    target: u64,
+    acked: AtomicU64,
+    finished: OnceLock<Instant>,
+    done: CancellationToken,
+}
+
+impl Progress {
+    fn new(target: u64) -> Arc<Progress> {
+        Arc::new(Progress {
+            target,
+            acked: AtomicU64::new(0),
+            finished: OnceLock::new(),
+            done: CancellationToken::new(),
+        })
+    }
+
+    /// Counts acked entries; the one that completes the target stops the
+    /// clock and every consumer.
+    fn add(&self, n: u64) {
+        if self.acked.fetch_add(n, Ordering::Relaxed) + n >= self.target {
+            self.finished.get_or_init(Instant::now);
+            self.done.cancel();
+        }
+    }
+
+    /// Waits for completion or the deadline; returns the measured time and
+    /// whether every entry was acked.
+    async fn wait(&self, start: Instant, deadline: Duration) -> (Duration, bool) {
+        let complete = tokio::time::timeout(deadline, self.done.cancelled())
+            .await
+            .is_ok();
+        let end = self.finished.get().copied().unwrap_or_else(Instant::now);
+        (end - start, complete)
+    }
+}
+
+/// What one consumer did.
+struct Consumed {
+    entries: u64,
+    acked: u64,
+    cycles: Latency,
+}
+
+/// Summed figures of the consumers.
+fn side(parts: Vec<Consumed>, elapsed: Duration, complete: bool) -> Side {
+    let mut cycles = Latency::new();
+    let (mut entries, mut acked) = (0, 0);
+    for part in parts {
+        entries += part.entries;
+        acked += part.acked;
+        cycles.merge(&part.cycles);
+    }
+    Side::new(entries, elapsed, &cycles)
+        .with("acked", acked)
+        .with("complete", complete)
+}
+
+async fn gateway_side(ctx: &Ctx<'_>) -> Fallible<Side> {
+    let stream = ctx.stream(ScenarioId::S3, SideKind::Gateway, 0);
+    let key = ctx.key(SideKind::Gateway, &stream);
+    fill(ctx, &key).await?;
+    let mut clients = Vec::with_capacity(CONSUMERS);
+    for _ in 0..CONSUMERS {
+        clients.push(ctx.rig.events().await?);
+    }
+    let progress = Progress::new(ctx.plan.consume_entries);
+    let cpu = ctx.rig.cpu().await;
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for (i, mut client) in clients.into_iter().enumerate() {
+        let request = pb::SubscribeRequest {
+            stream: stream.clone(),
+            group: GROUP.to_owned(),
+            consumer: format!("c{i}"),
+            batch_size: BATCH,
+            create_group: false,
+            ..Default::default()
+        };
+        let responses = client.subscribe(request).await?.into_inner();
+        tasks.spawn(consume_via_gateway(
+            client,
+            responses,
+            stream.clone(),
+            progress.clone(),
+        ));
+    }
+    let ((elapsed, complete), usage) = ctx
+        .rig
+        .while_sampling(progress.wait(start, ctx.plan.consume_deadline))
+        .await?;
+    let spent = ctx.rig.cpu().await.since(cpu);
+    progress.done.cancel();
+    let parts = join_all(tasks).await?;
+    ctx.clean_up(&[key]).await?;
+    Ok(side(parts, elapsed, complete)
+        .gateway_usage(usage)
+        .cpu(spent))
+}
+
+async fn consume_via_gateway(
+    mut client: EventStreamClient<Channel>,
+    mut responses: Streaming<pb::SubscribeResponse>,
+    stream: String,
+    progress: Arc<Progress>,
+) -> Fallible<Consumed> {
+    let mut out = Consumed {
+        entries: 0,
+        acked: 0,
+        cycles: Latency::new(),
+    };
+    let mut cycle = Instant::now();
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = progress.done.cancelled() => break,
+            message = responses.message() => message?,
+        };
+        let batch = match message.and_then(|m| m.kind) {
+            Some(Kind::Batch(batch)) => batch,
+            Some(Kind::Heartbeat(_)) => continue,
+            None => break,
+        };
+        let ids: Vec<String> = batch.entries.into_iter().map(|e| e.id).collect();
+        let n = ids.len() as u64;
+        let request = pb::AckRequest {
+            stream: stream.clone(),
+            group: GROUP.to_owned(),
+            ids,
+        };
+        out.acked += client.ack(request).await?.into_inner().acked;
+        out.cycles.record(cycle.elapsed());
+        cycle = Instant::now();
+        out.entries += n;
+        progress.add(n);
+    }
+    Ok(out)
+}
+
+async fn direct_side(ctx: &Ctx<'_>) -> Fallible<Side> {
+    let key = ctx.stream(ScenarioId::S3, SideKind::Direct, 0);
+    fill(ctx, &key).await?;
+    let mut conns = Vec::with_capacity(CONSUMERS);
+    for _ in 0..CONSUMERS {
+        conns.push(ctx.rig.direct(BLOCK).await?);
+    }
+    let progress = Progress::new(ctx.plan.consume_entries);
+    let cpu = ctx.rig.cpu().await;
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for (i, conn) in conns.into_iter().enumerate() {
+        tasks.spawn(consume_directly(
+            conn,
+            key.clone(),
+            format!("c{i}"),
+            progress.clone(),
+        ));
+    }
+    let ((elapsed, complete), usage) = ctx
+        .rig
+        .while_sampling(progress.wait(start, ctx.plan.consume_deadline))
+        .await?;
+    let spent = ctx.rig.cpu().await.since(cpu);
+    progress.done.cancel();
+    let parts = join_all(tasks).await?;
+    ctx.clean_up(&[key]).await?;
+    Ok(side(parts, elapsed, complete)
+        .direct_usage(usage)
+        .cpu(spent))
+}
+
+async fn consume_directly(
+    mut conn: MultiplexedConnection,
+    key: String,
+    consumer: String,
+    progress: Arc<Progress>,
+) -> Fallible<Consumed> {
+    let mut out = Consumed {
+        entries: 0,
+        acked: 0,
+        cycles: Latency::new(),
+    };
+    let mut read = redis::cmd("XREADGROUP");
+    read.arg("GROUP")
+        .arg(GROUP)
+        .arg(&consumer)
+        .arg("COUNT")
+        .arg(BATCH)
+        .arg("BLOCK")
+        .arg(BLOCK.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(&key)
+        .arg(">");
+    let mut cycle = Instant::now();
+    loop {
+        let reply: Option<StreamReadReply> = tokio::select! {
+            biased;
+            () = progress.done.cancelled() => break,
+            reply = read.query_async(&mut conn) => reply?,
+        };
+        let ids: Vec<String> = reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .map(|e| e.id)
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let n = ids.len() as u64;
+        let acked: u64 = redis::cmd("XACK")
+            .arg(&key)
+            .arg(GROUP)
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await?;
+        out.acked += acked;
+        out.cycles.record(cycle.elapsed());
+        cycle = Instant::now();
+        out.entries += n;
+        progress.add(n);
+    }
+    Ok(out)
+}
+
+/// Fills `key` with the scenario's entries (uncapped, untimed) and creates
+/// the group at its start.
+async fn fill(ctx: &Ctx<'_>, key: &str) -> Fallible<()> {
+    let mut admin = ctx.rig.admin().await?;
+    let total = ctx.plan.consume_entries;
+    let mut seq = 0;
+    while seq < total {
+        let n = FILL_CHUNK.min(total - seq);
+        payload::xadd_pipeline(key, None, seq, n)
+            .query_async::<()>(&mut admin)
+            .await?;
+        seq += n;
+    }
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async::<()>(&mut admin)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! S4 latency, and the engine S5 reuses: events produced one per call at a
+//! fixed total rate to a set of streams, each stream with one subscriber;
+//! the figure is produce-to-receive latency, from the send instant each
+//! event carries (see [`crate::payload`]).
+//!
+//! The producer is open-loop: every tick starts a send without waiting for
+//! the previous reply, so a slow reply cannot slow the schedule and hide
+//! its own delay (coordinated omission). Before the clock starts, one
+//! warm-up event per stream proves every subscriber is live; entries sent
+//! before the clock started are not recorded.
+//!
+//! Gateway side: one Subscribe per stream (batch size 10), the producer on
+//! a client connection of its own. Direct side: the producer XADDs on a
+//! shared multiplexed connection; readers loop `XREADGROUP COUNT 10 BLOCK
+//! 1000` on connections of their own, each over `streams_per_reader`
+//! streams at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::StreamReadReply;
+use serde_json::json;
+use streamgate::pb::{self, subscribe_response::Kind};
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
+
+use super::{Ctx, SideKind, join_all};
+use crate::Fallible;
+use crate::options::ScenarioId;
+use crate::payload;
+use crate::report::{Report, Target};
+use crate::rig::Usage;
+use crate::stats::{Latency, Side, round3};
+
+/// Subscribe / XREADGROUP batch size.
+const BATCH: u32 = 10;
+/// Longest blocking read, as the gateway's default `--block-ms`.
+const BLOCK: Duration = Duration::from_millis(1000);
+const GROUP: &str = "bench";
+const CONSUMER: &str = "c";
+
+/// The shape of a latency run.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    /// Which scenario's streams these are.
+    pub id: ScenarioId,
+    /// Streams, one subscriber each.
+    pub streams: usize,
+    /// Gateway side: subscriptions per client connection.
+    pub subs_per_channel: usize,
+    /// Direct side: streams one blocking XREADGROUP watches.
+    pub streams_per_reader: usize,
+}
+
+/// Runs both sides of S4.
+pub async fn run(ctx: &Ctx<'_>) -> Fallible<Report> {
+    let spec = Spec {
+        id: ScenarioId::S4,
+        streams: 1,
+        subs_per_channel: 1,
+        streams_per_reader: 1,
+    };
+    let (gateway, _) = gateway_side(ctx, spec).await?;
+    let direct = direct_side(ctx, spec).await?;
+    let params = json!({
+        "rate_per_sec": ctx.plan.rate,
+        "secs_per_side": ctx.plan.latency_for.as_secs_f64(),
+        "subscribers": 1,
+        "batch_size": BATCH,
+        "direct": "XADD on a shared multiplexed connection; XREADGROUP BLOCK loop on its own connection",
+    });
+    let allowed = direct.p99_ms + 1.0;
+    let got = gateway.p99_ms;
+    let report = Report::new(
+        "S4",
+        "latency",
+        "events/s",
+        "produce to receive, per event",
+        "p99_ms",
+        gateway,
+        direct,
+        params,
+    );
+    Ok(report.target(Target::at_most(
+        "gateway p99 ms (direct p99 + 1)",
+        got,
+        round3(allowed),
+    )))
+}
+
+/// Latencies of received entries, recorded only once the clock runs.
+struct Recorder {
+    latency: Mutex<Latency>,
+    /// Send instant from which on entries count; `u64::MAX` while warming up.
+    from_ns: AtomicU64,
+    received: AtomicU64,
+    measured: AtomicU64,
+}
+
+impl Recorder {
+    fn new() -> Arc<Recorder> {
+        Arc::new(Recorder {
+            latency: Mutex::new(Latency::new()),
+            from_ns: AtomicU64::new(u64::MAX),
+            received: AtomicU64::new(0),
+            measured: AtomicU64::new(0),
+        })
+    }
+
+    /// One received entry with the given send-instant field.
+    fn observe(&self, sent: Option<&str>) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let Some((at, us)) = sent.and_then(payload::sent_and_elapsed_us) else {
+            return;
+        };
+        if at >= self.from_ns.load(Ordering::Relaxed) {
+            self.latency.lock().expect("latency lock").record_us(us);
+            self.measured.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until `n` entries arrived in all, or `deadline` passed.
+    async fn wait_received(&self, counter: &AtomicU64, n: u64, deadline: Duration) -> bool {
+        let start = Instant::now();
+        while counter.load(Ordering::Relaxed) < n {
+            if start.elapsed() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+}
+
+/// Sends event `seq` to stream number `stream`.
+type SendFn = Arc<dyn Fn(usize, u64) -> SendFuture + Send + Sync>;
+type SendFuture = Pin<Box<dyn Future<Output = Fallible<()>> + Send>>;
+
+/// The common part of both sides: warm up, produce at the rate, drain,
+/// stop the receivers. Resources are read after the warm-up and at the
+/// end, never during the paced phase (`CLIENT LIST` is O(clients) and
+/// blocks Redis meanwhile); the larger of the two readings is kept.
+async fn drive(
+    ctx: &Ctx<'_>,
+    spec: Spec,
+    recorder: &Recorder,
+    send: SendFn,
+    receivers: JoinSet<Fallible<()>>,
+    stop: CancellationToken,
+) -> Fallible<(Side, Usage)> {
+    let plan = ctx.plan;
+    let mut warm_up = JoinSet::new();
+    for stream in 0..spec.streams {
+        warm_up.spawn(send(stream, stream as u64));
+    }
+    join_all(warm_up).await?;
+    if !recorder
+        .wait_received(&recorder.received, spec.streams as u64, plan.setup_deadline)
+        .await
+    {
+        return Err(format!(
+            "only {} of {} subscribers received their warm-up event within {:?}",
+            recorder.received.load(Ordering::Relaxed),
+            spec.streams,
+            plan.setup_deadline
+        )
+        .into());
+    }
+    let after_warm_up = ctx.rig.usage().await?;
+
+    let total = u64::from(plan.rate) * plan.latency_for.as_secs().max(1);
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / plan.rate.max(1));
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let cpu = ctx.rig.cpu().await;
+    recorder.from_ns.store(payload::now_ns(), Ordering::Relaxed);
+    let start = Instant::now();
+    let give_up = start + plan.latency_for + Duration::from_secs(1);
+    let mut sends = JoinSet::new();
+    let mut sent = 0;
+    while sent < total && Instant::now() < give_up {
+        ticks.tick().await;
+        let stream = if spec.streams == 1 {
+            0
+        } else {
+            fastrand::usize(..spec.streams)
+        };
+        sends.spawn(send(stream, spec.streams as u64 + sent));
+        sent += 1;
+        while let Some(done) = sends.try_join_next() {
+            done??;
+        }
+    }
+    let produce_time = start.elapsed();
+    join_all(sends).await?;
+    recorder
+        .wait_received(&recorder.measured, sent, plan.drain)
+        .await;
+    let spent = ctx.rig.cpu().await.since(cpu);
+    let at_end = ctx.rig.usage().await?;
+    stop.cancel();
+    join_all(receivers).await?;
+
+    let received = recorder.measured.load(Ordering::Relaxed);
+    let latency = recorder.latency.lock().expect("latency lock").clone();
+    let side = Side::new(received, produce_time, &latency)
+        .with("sent", sent)
+        .with("missing", sent.saturating_sub(received))
+        .cpu(spent);
+    let peak = after_warm_up.max(at_end);
+    Ok((side, peak))
+}
+
+/// Creates the group on every key at its end (`$`), so only entries sent
+/// from now on are delivered.
+async fn create_groups(ctx: &Ctx<'_>, keys: &[String]) -> Fallible<()> {
+    let mut admin = ctx.rig.admin().await?;
+    for chunk in keys.chunks(500) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.cmd("XGROUP")
+                .arg("CREATE")
+                .arg(key)
+                .arg(GROUP)
+                .arg("$")
+                .arg("MKSTREAM")
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut admin).await?;
+    }
+    Ok(())
+}
+
+/// The gateway side; also returns the gateway's peak usage.
+pub async fn gateway_side(ctx: &Ctx<'_>, spec: Spec) -> Fallible<(Side, Usage)> {
+    let names: Vec<String> = (0..spec.streams)
+        .map(|i| ctx.stream(spec.id, SideKind::Gateway, i))
+        .collect();
+    let keys: Vec<String> = names
+        .iter()
+        .map(|n| ctx.key(SideKind::Gateway, n))
+        .collect();
+    create_groups(ctx, &keys).await?;
+
+    let recorder = Recorder::new();
+    let stop = CancellationToken::new();
+    let mut receivers = JoinSet::new();
+    let mut client = None;
+    for (i, name) in names.iter().enumerate() {
+        if i % spec.subs_per_channel.max(1) == 0 {
+            client = Some(ctx.rig.events().await?);
+        }
+        let client = client.as_mut().expect("a client was opened above");
+        let request = pb::SubscribeRequest {
+            stream: name.clone(),
+            group: GROUP.to_owned(),
+            consumer: CONSUMER.to_owned(),
+            batch_size: BATCH,
+            create_group: false,
+            ..Default::default()
+        };
+        let responses = client.subscribe(request).await?.into_inner();
+        receivers.spawn(receive_via_gateway(
+            responses,
+            recorder.clone(),
+            stop.clone(),
+        ));
+    }
+    drop(client);
+
+    let producer = ctx.rig.events().await?;
+    let names = Arc::new(names);
+    let max_len = Some(ctx.rig.max_len);
+    let send: SendFn = Arc::new(move |stream, seq| {
+        let mut producer = producer.clone();
+        let request = pb::ProduceRequest {
+            stream: names[stream].clone(),
+            events: vec![payload::event(seq)],
+            max_len,
+            ..Default::default()
+        };
+        Box::pin(async move {
+            producer.produce(request).await?;
+            Ok(())
+        })
+    });
+    let (side, usage) = drive(ctx, spec, &recorder, send, receivers, stop).await?;
+    ctx.clean_up(&keys).await?;
+    Ok((side.gateway_usage(usage), usage))
+}
+
+async fn receive_via_gateway(
+    mut responses: Streaming<pb::SubscribeResponse>,
+    recorder: Arc<Recorder>,
+    stop: CancellationToken,
+) -> Fallible<()> {
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ok(()),
+            message = responses.message() => message?,
+        };
+        match message.and_then(|m| m.kind) {
+            Some(Kind::Batch(batch)) => {
+                for entry in &batch.entries {
+                    recorder.observe(entry.fields.get(payload::SENT_FIELD).map(String::as_str));
+                }
+            }
+            Some(Kind::Heartbeat(_)) => {}
+            None => return Err("a subscription ended early".into()),
+        }
+    }
+}
+
+/// The direct side.
+pub async fn direct_side(ctx: &Ctx<'_>, spec: Spec) -> Fallible<Side> {
+    let keys: Vec<String> = (0..spec.streams)
+        .map(|i| ctx.stream(spec.id, SideKind::Direct, i))
+        .collect();
+    create_groups(ctx, &keys).await?;
+
+    let recorder = Recorder::new();
+    let stop = CancellationToken::new();
+    let mut receivers = JoinSet::new();
+    let mut readers = 0;
+    for chunk in keys.chunks(spec.streams_per_reader.max(1)) {
+        let conn = ctx.rig.direct(BLOCK).await?;
+        receivers.spawn(receive_directly(
+            conn,
+            chunk.to_vec(),
+            recorder.clone(),
+            stop.clone(),
+        ));
+        readers += 1;
+    }
+
+    let producer = ctx.rig.direct(Duration::ZERO).await?;
+    let send_keys = Arc::new(keys.clone());
+    let cap = Some(ctx.rig.max_len);
+    let send: SendFn = Arc::new(move |stream, seq| {
+        let mut producer = producer.clone();
+        let cmd = payload::xadd(&send_keys[stream], cap, seq);
+        Box::pin(async move {
+            cmd.query_async::<String>(&mut producer).await?;
+            Ok(())
+        })
+    });
+    let (side, usage) = drive(ctx, spec, &recorder, send, receivers, stop).await?;
+    ctx.clean_up(&keys).await?;
+    Ok(side.direct_usage(usage).with("readers", readers))
+}
+
+async fn receive_directly(
+    mut conn: MultiplexedConnection,
+    keys: Vec<String>,
+    recorder: Arc<Recorder>,
+    stop: CancellationToken,
+) -> Fallible<()> {
+    let mut read = redis::cmd("XREADGROUP");
+    read.arg("GROUP")
+        .arg(GROUP)
+        .arg(CONSUMER)
+        .arg("COUNT")
+        .arg(BATCH)
+        .arg("BLOCK")
+        .arg(BLOCK.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(&keys);
+    for _ in &keys {
+        read.arg(">");
+    }
+    loop {
+        let reply: Option<StreamReadReply> = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ok(()),
+            reply = read.query_async(&mut conn) => reply?,
+        };
+        for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+            let sent = entry
+                .map
+                .get(payload::SENT_FIELD)
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
+            recorder.observe(sent.as_deref());
+        }
+    }
+}
