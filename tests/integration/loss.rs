@@ -200,8 +200,18 @@ async fn run(fault: Fault) -> (usize, u64, f64) {
         .unwrap_or(3);
     let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut gateway =
-        GatewayProcess::start(&redis.url(), &listen, &["--redis-outage-grace-ms", "30000"]);
+    let mut gateway = GatewayProcess::start(
+        &redis.url(),
+        &listen,
+        &[
+            "--redis-outage-grace-ms",
+            "30000",
+            // No retention cap: trimming entries no group has read yet is
+            // retention doing its job (see safe trim), not loss.
+            "--max-len",
+            "0",
+        ],
+    );
     let addr = gateway.addr.clone();
 
     let ledger = Arc::new(Ledger::default());
