@@ -488,3 +488,31 @@ impl Drop for GatewayProcess {
         self.kill();
     }
 }
+
+/// The gateway's overall health status (service `""`).
+pub async fn health(gw: &TestGateway) -> tonic_health::pb::health_check_response::ServingStatus {
+    let response = tonic_health::pb::health_client::HealthClient::new(gw.channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answers");
+    response.into_inner().status()
+}
+
+/// Produces `n` orders as soon as the gateway can (e.g. once Redis is back
+/// after an outage) and returns their IDs.
+pub async fn produce_when_up(gw: &TestGateway, stream: &str, n: usize) -> Vec<String> {
+    eventually("produce works", || {
+        let mut events = gw.events.clone();
+        async move {
+            let request = pb::ProduceRequest {
+                stream: stream.to_owned(),
+                events: orders(n),
+                ..Default::default()
+            };
+            Some(events.produce(request).await.ok()?.into_inner().ids)
+        }
+    })
+    .await
+}

@@ -7,10 +7,10 @@ use redis::Commands;
 use streamgate::pb;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::common::{
-    RedisServer, TestGateway, config, event, eventually, orders, produce, setup, sub,
+    RedisServer, TestGateway, config, event, eventually, health, orders, produce, produce_when_up,
+    setup, sub,
 };
 
 fn assert_status(status: &tonic::Status, code: Code, mentions: &[&str]) {
@@ -257,16 +257,6 @@ async fn redis_acl_refusal_is_permission_denied() {
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 }
 
-async fn health(gw: &TestGateway) -> ServingStatus {
-    let response = HealthClient::new(gw.channel.clone())
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
-    response.into_inner().status()
-}
-
 #[tokio::test]
 async fn redis_going_away_is_unavailable_not_a_hang_and_recovers() {
     let (mut redis, mut gw) = setup().await;
@@ -295,21 +285,7 @@ async fn redis_going_away_is_unavailable_not_a_hang_and_recovers() {
     .await;
 
     redis.restart();
-    let ids = eventually("produce works again", || {
-        let mut events = gw.events.clone();
-        async move {
-            events
-                .produce(pb::ProduceRequest {
-                    stream: "orders".into(),
-                    events: orders(1),
-                    ..Default::default()
-                })
-                .await
-                .ok()
-        }
-    })
-    .await;
-    assert_eq!(ids.into_inner().ids.len(), 1);
+    assert_eq!(produce_when_up(&gw, "orders", 1).await.len(), 1);
     eventually("health SERVING again", || {
         let gw = &gw;
         async move { (health(gw).await == ServingStatus::Serving).then_some(()) }

@@ -4,22 +4,11 @@
 use streamgate::pb;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::common::{
-    GatewayProcess, RedisServer, TestGateway, config, eventually, free_port, ids, next_batch,
-    orders, pending_count, produce, sub, subscribe, take_entries,
+    GatewayProcess, RedisServer, TestGateway, config, eventually, free_port, health, ids,
+    next_batch, orders, pending_count, produce, produce_when_up, sub, subscribe, take_entries,
 };
-
-async fn health(gw: &TestGateway) -> Option<ServingStatus> {
-    let r = HealthClient::new(gw.channel.clone())
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .ok()?;
-    Some(r.into_inner().status())
-}
 
 #[tokio::test]
 async fn the_gateway_starts_before_redis_and_serves_once_it_appears() {
@@ -27,7 +16,7 @@ async fn the_gateway_starts_before_redis_and_serves_once_it_appears() {
     let mut cfg = config(&RedisServer::start());
     cfg.redis_url = format!("redis://127.0.0.1:{port}");
     let mut gw = TestGateway::start(cfg).await;
-    assert_eq!(health(&gw).await, Some(ServingStatus::NotServing));
+    assert_eq!(health(&gw).await, ServingStatus::NotServing);
     let status = gw
         .events
         .produce(pb::ProduceRequest {
@@ -42,23 +31,10 @@ async fn the_gateway_starts_before_redis_and_serves_once_it_appears() {
     let _redis = RedisServer::start_on(port, &[]);
     let gw_ref = &gw;
     eventually("health SERVING once Redis is up", || async move {
-        (health(gw_ref).await == Some(ServingStatus::Serving)).then_some(())
+        (health(gw_ref).await == ServingStatus::Serving).then_some(())
     })
     .await;
-    eventually("produce works", || {
-        let mut events = gw.events.clone();
-        async move {
-            events
-                .produce(pb::ProduceRequest {
-                    stream: "orders".into(),
-                    events: orders(1),
-                    ..Default::default()
-                })
-                .await
-                .ok()
-        }
-    })
-    .await;
+    produce_when_up(&gw, "orders", 1).await;
     let mut s = subscribe(&mut gw, sub("orders", "g", "w")).await;
     assert_eq!(take_entries(&mut s, 1).await.len(), 1);
 }
@@ -73,21 +49,7 @@ async fn a_subscription_rides_out_a_redis_restart_and_recreates_its_group() {
 
     // Without persistence the restart loses the stream and the group.
     redis.restart();
-    let after = eventually("produce works again", || {
-        let mut events = gw.events.clone();
-        async move {
-            let r = events
-                .produce(pb::ProduceRequest {
-                    stream: "orders".into(),
-                    events: orders(2),
-                    ..Default::default()
-                })
-                .await
-                .ok()?;
-            Some(r.into_inner().ids)
-        }
-    })
-    .await;
+    let after = produce_when_up(&gw, "orders", 2).await;
     // The same stream resumes: the group is back (from `group_start_id` 0)
     // and delivers what was produced after the restart.
     let got = take_entries(&mut open, 2).await;
