@@ -57,8 +57,9 @@ pub struct ServeConfig {
     #[arg(long, env = "STREAMGATE_MAX_LEN", default_value_t = 10_000)]
     pub max_len: u64,
 
-    /// Upper bound of one blocking read, in milliseconds: a cancelled
-    /// subscription stops reading within about this long.
+    /// Longest block of the doorbell's XREAD and longest wait of an idle
+    /// read loop, in milliseconds: a cancelled subscription stops within
+    /// about this long.
     #[arg(long, env = "STREAMGATE_BLOCK_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub block_ms: u64,
