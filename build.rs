@@ -18,6 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("streamgate_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // Produce decodes these maps for every event: a BTreeMap skips
+        // SipHash and arrives sorted, so the gateway need not sort again.
+        .btree_map(".streamgate.v1.Event")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

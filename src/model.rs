@@ -4,7 +4,7 @@
 //! fields `type` and `ts_ms`, and the rule that entries written by other
 //! programs reach readers byte for byte.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::error::{Error, Result};
 
@@ -33,9 +33,10 @@ impl Event {
     pub fn new(
         index: usize,
         event_type: String,
-        text_fields: HashMap<String, String>,
-        binary_fields: HashMap<String, Vec<u8>>,
+        text_fields: BTreeMap<String, String>,
+        binary_fields: BTreeMap<String, Vec<u8>>,
     ) -> Result<Event> {
+        let merge = !binary_fields.is_empty();
         let mut fields = Vec::with_capacity(text_fields.len() + binary_fields.len());
         for (name, value) in text_fields {
             check_field_name(index, "fields", &name)?;
@@ -51,9 +52,11 @@ impl Event {
             }
             fields.push((name, value));
         }
-        // Map order is random; a stable order keeps stored entries
-        // reproducible and easy to compare.
-        fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Fields are stored in name order (reproducible, easy to compare);
+        // each map arrives sorted, only a merge of both needs a sort.
+        if merge {
+            fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
         Ok(Event {
             event_type,
             fields,
@@ -209,16 +212,16 @@ mod tests {
     #[test]
     fn reserved_and_empty_names_are_rejected() {
         for name in ["type", "ts_ms", ""] {
-            let fields = HashMap::from([(name.to_owned(), "x".to_owned())]);
-            let err = Event::new(1, "t".into(), fields, HashMap::new()).unwrap_err();
+            let fields = BTreeMap::from([(name.to_owned(), "x".to_owned())]);
+            let err = Event::new(1, "t".into(), fields, BTreeMap::new()).unwrap_err();
             assert!(err.to_string().contains("events[1].fields"), "{err}");
         }
     }
 
     #[test]
     fn a_name_in_both_maps_is_rejected() {
-        let text = HashMap::from([("a".to_owned(), "x".to_owned())]);
-        let binary = HashMap::from([("a".to_owned(), b"y".to_vec())]);
+        let text = BTreeMap::from([("a".to_owned(), "x".to_owned())]);
+        let binary = BTreeMap::from([("a".to_owned(), b"y".to_vec())]);
         assert!(Event::new(0, String::new(), text, binary).is_err());
     }
 }

@@ -1,8 +1,6 @@
 //! The error mapping of the API contract, one cause at a time, against a
 //! real Redis.
 
-use std::collections::HashMap;
-
 use redis::Commands;
 use streamgate::pb;
 use tonic::Code;
@@ -97,7 +95,7 @@ async fn reserved_and_duplicate_fields_are_rejected_and_nothing_is_written() {
         );
     }
     let mut both = event("x", &[("a", "1")]);
-    both.binary_fields = HashMap::from([("a".to_owned(), b"2".to_vec())]);
+    both.binary_fields = [("a".to_owned(), b"2".to_vec())].into();
     let status = gw
         .events
         .produce(pb::ProduceRequest {

@@ -7,7 +7,6 @@
 //! Direct XADDs write the same fields the gateway writes (`type`, `ts_ms`
 //! and the user fields), so Redis does identical work on both sides.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,7 +42,7 @@ pub fn event(seq: u64) -> pb::Event {
         fields: fields(seq)
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
-            .collect::<HashMap<_, _>>(),
+            .collect(),
         ..Default::default()
     }
 }

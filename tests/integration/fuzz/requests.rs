@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use proptest::collection::{hash_map, vec};
+use proptest::collection::{btree_map, vec};
 use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -87,8 +87,8 @@ fn optional_text() -> BoxedStrategy<String> {
 fn event() -> impl Strategy<Value = pb::Event> {
     (
         text(),
-        hash_map(text(), text(), 0..4),
-        hash_map(text(), vec(any::<u8>(), 0..16), 0..2),
+        btree_map(text(), text(), 0..4),
+        btree_map(text(), vec(any::<u8>(), 0..16), 0..2),
         optional_text(),
     )
         .prop_map(
