@@ -23,9 +23,12 @@
 //! - [`broker`]: typed Redis Streams operations on a shared multiplexed
 //!   connection, plus [`broker::Waiter`], the doorbell's blocking
 //!   connection. Knows nothing of gRPC.
-//! - [`doorbell`]: one blocking XREAD that wakes every idle read loop.
+//! - [`doorbell`]: a few blocking XREADs (one per 100 watched streams)
+//!   that wake the idle read loops.
 //! - [`subscription`], [`tail`] and [`replay`]: the read loops behind the
 //!   server-streaming RPCs, driven by [`delivery`]'s bounded hand-off.
+//!   [`outage`] is how they ride out a lost Redis connection.
+//! - [`metrics`]: the Prometheus registry, `/metrics` and the group poller.
 //! - [`ids`], [`model`]: stream IDs and the event/entry data model.
 //! - [`error`]: the one error enum and the one mapping to gRPC status.
 //! - [`shutdown`]: the signal every long-lived task watches.

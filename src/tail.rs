@@ -99,15 +99,15 @@ impl ReadLoop for Tail {
     /// Like a subscription, a tail rides out a Redis outage for
     /// `--redis-outage-grace-ms`, then resumes after the last entry it sent.
     async fn turn(&mut self) -> Result<Turn<Push>> {
-        let what = format!("tail {}", self.stream);
         match self.try_turn().await {
             Ok(turn) => {
                 if let Some(outage) = self.outage.take() {
-                    outage.end(&what);
+                    outage.end(&format!("tail {}", self.stream));
                 }
                 Ok(turn)
             }
             Err(err @ (Error::Unavailable(_) | Error::Timeout(_))) => {
+                let what = format!("tail {}", self.stream);
                 let outage = self
                     .outage
                     .get_or_insert_with(|| Outage::begin(&what, &err));

@@ -2,9 +2,9 @@
 //!
 //! Every handler takes the same steps: validate the request into domain
 //! values (so malformed input is INVALID_ARGUMENT before any Redis call),
-//! authorize the caller for each stream it touches ([`Context::authorize`]),
+//! authorize the caller for each stream it touches (`Context::authorize`),
 //! call the broker, convert the result to proto. Handlers return domain
-//! errors; [`Context::track`] turns them into a `Status` (through the one
+//! errors; `Context::track` turns them into a `Status` (through the one
 //! mapping in [`crate::error`]) and records the request's metrics.
 
 mod caller;

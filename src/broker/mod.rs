@@ -210,7 +210,7 @@ impl Broker {
     }
 
     /// Produce with deduplication by idempotency key, in one atomic script
-    /// (see [`scripts::PRODUCE_IDEMPOTENT`]).
+    /// (see `scripts::PRODUCE_IDEMPOTENT`).
     async fn produce_idempotent(
         &self,
         stream: &str,

@@ -46,7 +46,7 @@ impl Broker {
         self.aux_key(stream, &format!("nack:{group}"))
     }
 
-    /// One atomic reclaim round (see [`scripts::RECLAIM`]).
+    /// One atomic reclaim round (see `scripts::RECLAIM`).
     pub async fn reclaim(&self, stream: &str, spec: &ReclaimSpec<'_>) -> Result<Reclaimed> {
         let value: Value = scripts::RECLAIM
             .key(self.key(stream))

@@ -47,14 +47,6 @@ pub fn string(value: Value, what: &str) -> Result<String> {
         .map_err(|e| Error::Internal(format!("{what} is not UTF-8: {:?}", e.as_bytes())))
 }
 
-/// A string reply where nil is allowed.
-pub fn opt_string(value: Value, what: &str) -> Result<Option<String>> {
-    match value {
-        Value::Nil => Ok(None),
-        other => string(other, what).map(Some),
-    }
-}
-
 /// An integer reply (or an integer sent as a string, as some XINFO fields
 /// are on older servers).
 pub fn int(value: Value, what: &str) -> Result<i64> {
