@@ -516,3 +516,15 @@ pub async fn produce_when_up(gw: &TestGateway, stream: &str, n: usize) -> Vec<St
     })
     .await
 }
+
+/// Produces to `stream` expecting a refusal; returns the status.
+pub async fn produce_err(gw: &mut TestGateway, stream: &str, events: Vec<pb::Event>) -> Status {
+    gw.events
+        .produce(pb::ProduceRequest {
+            stream: stream.to_owned(),
+            events,
+            ..Default::default()
+        })
+        .await
+        .expect_err("the produce is refused")
+}

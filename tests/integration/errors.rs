@@ -7,8 +7,8 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::common::{
-    RedisServer, TestGateway, config, event, eventually, health, orders, produce, produce_when_up,
-    setup, sub,
+    RedisServer, TestGateway, config, event, eventually, health, orders, produce, produce_err,
+    produce_when_up, setup, sub,
 };
 
 fn assert_status(status: &tonic::Status, code: Code, mentions: &[&str]) {
@@ -96,15 +96,7 @@ async fn reserved_and_duplicate_fields_are_rejected_and_nothing_is_written() {
     }
     let mut both = event("x", &[("a", "1")]);
     both.binary_fields = [("a".to_owned(), b"2".to_vec())].into();
-    let status = gw
-        .events
-        .produce(pb::ProduceRequest {
-            stream: "s".into(),
-            events: vec![both],
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let status = produce_err(&mut gw, "s", vec![both]).await;
     assert_status(
         &status,
         Code::InvalidArgument,
@@ -164,15 +156,7 @@ async fn configured_limits_are_resource_exhausted_naming_the_limit() {
         Code::ResourceExhausted,
         &["batch_size", "50"],
     );
-    let status = gw
-        .events
-        .produce(pb::ProduceRequest {
-            stream: "s".into(),
-            events: orders(4),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let status = produce_err(&mut gw, "s", orders(4)).await;
     assert_status(
         &status,
         Code::ResourceExhausted,
@@ -184,15 +168,7 @@ async fn configured_limits_are_resource_exhausted_naming_the_limit() {
 async fn a_key_of_another_type_is_failed_precondition() {
     let (redis, mut gw) = setup().await;
     let _: () = redis.conn().set("plain", "string").unwrap();
-    let status = gw
-        .events
-        .produce(pb::ProduceRequest {
-            stream: "plain".into(),
-            events: orders(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let status = produce_err(&mut gw, "plain", orders(1)).await;
     assert_status(&status, Code::FailedPrecondition, &["\"plain\""]);
     // Subscribe and Tail set up (group, doorbell position) before
     // answering, so the error is the call's own status.
@@ -243,15 +219,7 @@ async fn redis_acl_refusal_is_permission_denied() {
     cfg.redis_url = redis.url().replace("redis://", "redis://limited:secret@");
     let mut gw = TestGateway::start(cfg).await;
     produce(&mut gw, "allowed-orders", orders(1)).await;
-    let status = gw
-        .events
-        .produce(pb::ProduceRequest {
-            stream: "secret-orders".into(),
-            events: orders(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let status = produce_err(&mut gw, "secret-orders", orders(1)).await;
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 }
 
@@ -266,15 +234,7 @@ async fn redis_going_away_is_unavailable_not_a_hang_and_recovers() {
     .await;
 
     redis.kill();
-    let status = gw
-        .events
-        .produce(pb::ProduceRequest {
-            stream: "orders".into(),
-            events: orders(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let status = produce_err(&mut gw, "orders", orders(1)).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     eventually("health NOT_SERVING", || {
         let gw = &gw;
@@ -299,15 +259,7 @@ async fn a_redis_that_stops_answering_times_out() {
     let mut gw = TestGateway::start(cfg).await;
     produce(&mut gw, "orders", orders(1)).await;
     redis.signal("STOP");
-    let status = gw
-        .events
-        .produce(pb::ProduceRequest {
-            stream: "orders".into(),
-            events: orders(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let status = produce_err(&mut gw, "orders", orders(1)).await;
     redis.signal("CONT");
     assert!(
         matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable),

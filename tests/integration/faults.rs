@@ -7,7 +7,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::common::{
     GatewayProcess, RedisServer, TestGateway, config, eventually, free_port, health, ids,
-    next_batch, orders, pending_count, produce, produce_when_up, sub, subscribe, take_entries,
+    next_batch, orders, pending_count, produce, produce_err, produce_when_up, sub, subscribe,
+    take_entries,
 };
 
 #[tokio::test]
@@ -17,15 +18,7 @@ async fn the_gateway_starts_before_redis_and_serves_once_it_appears() {
     cfg.redis_url = format!("redis://127.0.0.1:{port}");
     let mut gw = TestGateway::start(cfg).await;
     assert_eq!(health(&gw).await, ServingStatus::NotServing);
-    let status = gw
-        .events
-        .produce(pb::ProduceRequest {
-            stream: "orders".into(),
-            events: orders(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let status = produce_err(&mut gw, "orders", orders(1)).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
     let _redis = RedisServer::start_on(port, &[]);

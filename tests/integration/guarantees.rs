@@ -367,6 +367,19 @@ async fn the_dedup_window_is_configurable() {
     assert!(ttl > 0 && ttl <= 5_000, "{ttl}");
 }
 
+/// An exact `MAXLEN max_len` trim of `orders` bounded by what every group
+/// has acked; returns how many entries it removed.
+async fn safe_trim(gw: &mut TestGateway, max_len: u64) -> u64 {
+    let request = pb::TrimRequest {
+        stream: "orders".into(),
+        strategy: Some(pb::trim_request::Strategy::MaxLen(max_len)),
+        exact: true,
+        acked_by_all_groups: true,
+        ..Default::default()
+    };
+    gw.events.trim(request).await.unwrap().into_inner().trimmed
+}
+
 #[tokio::test]
 async fn safe_trim_keeps_every_entry_a_group_still_needs() {
     let (redis, mut gw) = setup().await;
@@ -380,19 +393,7 @@ async fn safe_trim_keeps_every_entry_a_group_still_needs() {
     let slow = read_directly(&redis, "orders", "slow", "w", 3);
     let _: u64 = conn.xack("orders", "slow", &slow).unwrap();
 
-    let trimmed = gw
-        .events
-        .trim(pb::TrimRequest {
-            stream: "orders".into(),
-            strategy: Some(pb::trim_request::Strategy::MaxLen(0)),
-            exact: true,
-            acked_by_all_groups: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .trimmed;
+    let trimmed = safe_trim(&mut gw, 0).await;
     // slow still needs entry 3 onwards; fast still needs entry 4.
     assert_eq!(trimmed, 3);
     let left: Vec<(String, HashMap<String, String>)> = conn.xrange("orders", "-", "+").unwrap();
@@ -405,36 +406,12 @@ async fn safe_trim_keeps_every_entry_a_group_still_needs() {
     let _: u64 = conn.xack("orders", "fast", &[&fast[4]]).unwrap();
     let rest = read_directly(&redis, "orders", "slow", "w", 7);
     let _: u64 = conn.xack("orders", "slow", &rest).unwrap();
-    let trimmed = gw
-        .events
-        .trim(pb::TrimRequest {
-            stream: "orders".into(),
-            strategy: Some(pb::trim_request::Strategy::MaxLen(5)),
-            exact: true,
-            acked_by_all_groups: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .trimmed;
+    let trimmed = safe_trim(&mut gw, 5).await;
     // Every group is past entry 5 now: MAXLEN 5 itself is the bound.
     assert_eq!(trimmed, 2);
     assert_eq!(conn.xlen::<_, u64>("orders").unwrap(), 5);
     // fast has delivered only 6 of 10: entries 6..9 stay even under MAXLEN 1.
-    let trimmed = gw
-        .events
-        .trim(pb::TrimRequest {
-            stream: "orders".into(),
-            strategy: Some(pb::trim_request::Strategy::MaxLen(1)),
-            exact: true,
-            acked_by_all_groups: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .trimmed;
+    let trimmed = safe_trim(&mut gw, 1).await;
     assert_eq!(trimmed, 1);
     let left: Vec<(String, HashMap<String, String>)> = conn.xrange("orders", "-", "+").unwrap();
     assert_eq!(
