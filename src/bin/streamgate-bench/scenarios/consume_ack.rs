@@ -27,6 +27,7 @@ use crate::Fallible;
 use crate::options::ScenarioId;
 use crate::payload;
 use crate::report::{Report, Target};
+use crate::rig::{Cpu, Usage};
 use crate::stats::{Latency, Side};
 
 /// Consumers in the group.
@@ -122,6 +123,28 @@ fn side(parts: Vec<Consumed>, elapsed: Duration, complete: bool) -> Side {
         .with("complete", complete)
 }
 
+/// Waits until every entry is acked (or the deadline), stops the
+/// consumers, collects their figures and deletes the stream. Returns the
+/// side with its CPU, and the peak usage seen meanwhile.
+async fn finish(
+    ctx: &Ctx<'_>,
+    progress: &Progress,
+    start: Instant,
+    cpu: Cpu,
+    tasks: JoinSet<Fallible<Consumed>>,
+    key: String,
+) -> Fallible<(Side, Usage)> {
+    let ((elapsed, complete), usage) = ctx
+        .rig
+        .while_sampling(progress.wait(start, ctx.plan.consume_deadline))
+        .await?;
+    let spent = ctx.rig.cpu().await.since(cpu);
+    progress.done.cancel();
+    let parts = join_all(tasks).await?;
+    ctx.clean_up(&[key]).await?;
+    Ok((side(parts, elapsed, complete).cpu(spent), usage))
+}
+
 async fn gateway_side(ctx: &Ctx<'_>) -> Fallible<Side> {
     let stream = ctx.stream(ScenarioId::S3, SideKind::Gateway, 0);
     let key = ctx.key(SideKind::Gateway, &stream);
@@ -151,17 +174,8 @@ async fn gateway_side(ctx: &Ctx<'_>) -> Fallible<Side> {
             progress.clone(),
         ));
     }
-    let ((elapsed, complete), usage) = ctx
-        .rig
-        .while_sampling(progress.wait(start, ctx.plan.consume_deadline))
-        .await?;
-    let spent = ctx.rig.cpu().await.since(cpu);
-    progress.done.cancel();
-    let parts = join_all(tasks).await?;
-    ctx.clean_up(&[key]).await?;
-    Ok(side(parts, elapsed, complete)
-        .gateway_usage(usage)
-        .cpu(spent))
+    let (side, usage) = finish(ctx, &progress, start, cpu, tasks, key).await?;
+    Ok(side.gateway_usage(usage))
 }
 
 async fn consume_via_gateway(
@@ -222,17 +236,8 @@ async fn direct_side(ctx: &Ctx<'_>) -> Fallible<Side> {
             progress.clone(),
         ));
     }
-    let ((elapsed, complete), usage) = ctx
-        .rig
-        .while_sampling(progress.wait(start, ctx.plan.consume_deadline))
-        .await?;
-    let spent = ctx.rig.cpu().await.since(cpu);
-    progress.done.cancel();
-    let parts = join_all(tasks).await?;
-    ctx.clean_up(&[key]).await?;
-    Ok(side(parts, elapsed, complete)
-        .direct_usage(usage)
-        .cpu(spent))
+    let (side, usage) = finish(ctx, &progress, start, cpu, tasks, key).await?;
+    Ok(side.direct_usage(usage))
 }
 
 async fn consume_directly(
