@@ -22,7 +22,7 @@ use crate::shutdown::Shutdown;
 /// How the long-lived read loops behave, from the command line.
 #[derive(Clone, Copy, Debug)]
 pub struct LoopSettings {
-    /// Longest single blocking read.
+    /// Longest wait of an idle loop for its bell (and the doorbell's block).
     pub block: Duration,
     /// How long a loop rides out a Redis outage before it gives up.
     pub outage_grace: Duration,
@@ -80,7 +80,7 @@ impl<T> Feed<T> {
 pub enum Turn<T> {
     /// Something to hand to the client.
     Item(T),
-    /// Nothing this time (e.g. a blocking read timed out); read again.
+    /// Nothing this time (e.g. the wait for new entries timed out); read again.
     Nothing,
     /// The loop is done; end the stream cleanly.
     End,

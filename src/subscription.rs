@@ -81,28 +81,34 @@ pub struct SubscribeSpec {
 /// of at its next periodic re-check.
 #[derive(Default)]
 pub struct AckSignals {
-    groups: Mutex<HashMap<(String, String), Weak<Notify>>>,
+    /// Stream, then group: nested so that every Ack can look its group up
+    /// by reference, without building a key.
+    groups: Mutex<HashMap<String, HashMap<String, Weak<Notify>>>>,
 }
 
 impl AckSignals {
     /// The signal of a group, shared by its subscriptions on this gateway.
     fn watch(&self, stream: &str, group: &str) -> Arc<Notify> {
-        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        groups.retain(|_, w| w.strong_count() > 0);
-        let key = (stream.to_owned(), group.to_owned());
-        if let Some(notify) = groups.get(&key).and_then(Weak::upgrade) {
+        let mut streams = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        for groups in streams.values_mut() {
+            groups.retain(|_, w| w.strong_count() > 0);
+        }
+        streams.retain(|_, groups| !groups.is_empty());
+        let groups = streams.entry(stream.to_owned()).or_default();
+        if let Some(notify) = groups.get(group).and_then(Weak::upgrade) {
             return notify;
         }
         let notify = Arc::new(Notify::new());
-        groups.insert(key, Arc::downgrade(&notify));
+        groups.insert(group.to_owned(), Arc::downgrade(&notify));
         notify
     }
 
     /// Tells the group's subscriptions that entries were acknowledged.
     pub fn acked(&self, stream: &str, group: &str) {
-        let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(notify) = groups
-            .get(&(stream.to_owned(), group.to_owned()))
+        let streams = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(notify) = streams
+            .get(stream)
+            .and_then(|groups| groups.get(group))
             .and_then(Weak::upgrade)
         {
             notify.notify_waiters();
@@ -113,8 +119,8 @@ impl AckSignals {
 /// Joins the group (creating it if asked to) and starts the read loop; its
 /// pushes and final error arrive on the returned stream. Setup happens
 /// before this returns, so an entry produced after the client got its
-/// response headers is never "before" a group created here. `block` bounds
-/// each blocking read.
+/// response headers is never "before" a group created here. `loops` sets
+/// the longest idle wait, the outage grace and the stall timeout.
 pub async fn start(
     broker: Broker,
     spec: SubscribeSpec,
