@@ -2,9 +2,9 @@
 //!
 //! A blocked XREADGROUP per subscription would pin one Redis connection per
 //! open stream, capping a gateway at Redis' `maxclients` and costing memory
-//! on both sides. Instead one task, the doorbell, blocks in a single
-//! `XREAD BLOCK ... STREAMS k1 k2 ...` over every stream that has an idle
-//! reader, on one connection of its own. When a stream gets new entries it
+//! on both sides. Instead a doorbell task blocks in one
+//! `XREAD BLOCK ... STREAMS k1 k2 ...` over the streams that have idle
+//! readers, on a connection of its own. When a stream gets new entries it
 //! rings that stream's bell (a version counter); the loops reading it wake
 //! and read without blocking on the shared connection.
 //!

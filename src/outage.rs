@@ -1,9 +1,10 @@
 //! Riding out a Redis outage in a long-lived read loop.
 //!
-//! When a subscription's (or tail's) dedicated connection fails, the loop
-//! does not end at once: it reconnects with capped exponential backoff and
-//! jitter for up to `--redis-outage-grace-ms`, sending heartbeats meanwhile,
-//! and resumes where it was if Redis comes back. Past the grace the stream
+//! When Redis stops answering a subscription's (or tail's) reads, the loop
+//! does not end at once: it retries with capped exponential backoff and
+//! jitter for up to `--redis-outage-grace-ms` (the shared connection
+//! reconnects underneath), sending heartbeats meanwhile, and resumes where
+//! it was if Redis comes back. Past the grace the stream
 //! ends with UNAVAILABLE so the client can go elsewhere. One warning when
 //! the outage starts and one line when it ends: no log flood.
 

@@ -158,7 +158,7 @@ struct Subscription {
 }
 
 impl Subscription {
-    /// Creates the group if asked to and opens the dedicated connection.
+    /// Creates the group if asked to and sets the loop up.
     async fn open(
         broker: Broker,
         spec: SubscribeSpec,
