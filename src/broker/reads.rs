@@ -9,7 +9,7 @@ use redis::Value;
 
 use super::Broker;
 use super::reply::{self, RawEntry};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::StreamId;
 
 /// Which entries an XREADGROUP asks for.
@@ -63,10 +63,7 @@ impl Broker {
             .arg("STREAMS")
             .arg(self.key(stream))
             .arg(after.to_string());
-        let value: Value = self.query(&cmd, stream, None).await.map_err(|e| match e {
-            Error::GroupNotFound { .. } => Error::Internal("XREAD has no group".to_owned()),
-            other => other,
-        })?;
+        let value: Value = self.query(&cmd, stream, None).await?;
         reply::read_reply(value)
     }
 }
