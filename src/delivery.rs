@@ -1,4 +1,5 @@
-//! A bounded hand-off from a reading task to a response stream.
+//! A bounded hand-off from a reading task to a response stream, and the
+//! pump of paging loops (Replay).
 //!
 //! The reading task must reserve buffer space *before* it reads from Redis
 //! ([`Feed::reserve`]), so the gateway never holds more than the buffer
@@ -13,16 +14,16 @@ use std::task::{Context, Poll, ready};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::model::Push;
 use crate::shutdown::Shutdown;
 
 /// How the long-lived read loops behave, from the command line.
 #[derive(Clone, Copy, Debug)]
 pub struct LoopSettings {
-    /// Longest wait of an idle loop for its bell (and the doorbell's block).
+    /// Longest wait of an idle live stream before it reads again although
+    /// nothing rang (and the doorbell's block).
     pub block: Duration,
     /// How long a loop rides out a Redis outage before it gives up.
     pub outage_grace: Duration,
@@ -67,6 +68,11 @@ impl<T> Feed<T> {
         self.items.is_closed()
     }
 
+    /// Completes when the client goes away.
+    pub async fn closed(&self) {
+        self.items.closed().await;
+    }
+
     /// Ends the stream: after the buffered items, with `error` if given,
     /// otherwise cleanly.
     pub fn finish(self, outcome: Result<(), Error>) {
@@ -76,51 +82,17 @@ impl<T> Feed<T> {
     }
 }
 
-/// What one turn of a read loop produced.
+/// What one turn of a paging loop produced.
 pub enum Turn<T> {
     /// Something to hand to the client.
     Item(T),
-    /// Nothing this time (e.g. the wait for new entries timed out); read again.
-    Nothing,
     /// The loop is done; end the stream cleanly.
     End,
 }
 
-/// Heartbeat bookkeeping of a long-lived stream: a heartbeat is due when
-/// nothing was pushed for the interval.
-#[derive(Debug)]
-pub struct Pulse {
-    every: Option<Duration>,
-    last: Instant,
-}
-
-impl Pulse {
-    /// Heartbeats every `every` of silence; `None` = never.
-    pub fn new(every: Option<Duration>) -> Pulse {
-        Pulse {
-            every,
-            last: Instant::now(),
-        }
-    }
-
-    /// Something was pushed: the silence starts over.
-    pub fn pushed(&mut self) {
-        self.last = Instant::now();
-    }
-
-    /// What to push after a turn that found nothing.
-    pub fn idle(&mut self) -> Turn<Push> {
-        match self.every {
-            Some(every) if self.last.elapsed() >= every => {
-                self.pushed();
-                Turn::Item(Push::Heartbeat)
-            }
-            _ => Turn::Nothing,
-        }
-    }
-}
-
-/// A read loop: each turn reads once from Redis.
+/// A paging loop (Replay): each turn reads once from Redis, and the loop
+/// ends by itself. Live streams, which wait for entries, are driven by
+/// [`crate::driver`] instead.
 pub trait ReadLoop: Send {
     /// What one turn hands to the client.
     type Item: Send;
@@ -153,7 +125,6 @@ pub async fn pump<L: ReadLoop>(
         };
         match reads.turn().await? {
             Turn::Item(item) => permit.send(item),
-            Turn::Nothing => {}
             Turn::End => return Ok(()),
         }
         if shutdown.is_triggered() {

@@ -11,8 +11,8 @@ use std::str::FromStr;
 
 use crate::error::Error;
 
-/// A concrete stream ID `ms-seq`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A concrete stream ID `ms-seq`; the default is `0-0`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId {
     /// Milliseconds part.
     pub ms: u64,

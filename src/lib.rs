@@ -24,15 +24,44 @@
 //!   connection, plus [`broker::Waiter`], the doorbell's blocking
 //!   connection. Knows nothing of gRPC.
 //! - [`doorbell`]: a few blocking XREADs (one per 100 watched streams)
-//!   that wake the idle read loops.
-//! - [`subscription`], [`tail`] and [`replay`]: the read loops behind the
-//!   server-streaming RPCs, driven by [`delivery`]'s bounded hand-off.
-//!   [`outage`] is how they ride out a lost Redis connection.
+//!   that wake idle live streams.
+//! - [`driver`]: the one loop behind every live stream (Subscribe, Tail):
+//!   room in the client's buffer, waiting, heartbeats, timers, outage
+//!   riding ([`outage`]), shutdown. [`subscription`] and [`tail`] are its
+//!   readers; [`replay`] is a plain paging loop. [`delivery`] is the
+//!   bounded hand-off from a reading task to a response stream.
 //! - [`metrics`]: the Prometheus registry, `/metrics` and the group poller.
 //! - [`ids`], [`model`]: stream IDs and the event/entry data model.
 //! - [`error`]: the one error enum and the one mapping to gRPC status.
 //! - [`shutdown`]: the signal every long-lived task watches.
 //! - [`pb`]: code generated from the protos.
+//!
+//! # How a Subscribe flows
+//!
+//! 1. `api::event_stream` validates the request into a
+//!    [`subscription::SubscribeSpec`] (bad input is INVALID_ARGUMENT before
+//!    any Redis call), authorizes the caller and takes a subscription slot.
+//! 2. [`subscription::start`] watches the stream's bell on the
+//!    [`doorbell`], creates the group if asked, and hands a
+//!    [`driver::Live`] (the subscription as a [`driver::LiveRead`] plus its
+//!    wake-ups) to [`driver::start`], which spawns the driver and returns
+//!    the response stream. The client gets its headers only now, so an
+//!    entry it produces afterwards is never "before" the group.
+//! 3. The driver loops: reserve room for one push in the client's buffer,
+//!    then `LiveRead::read` into that room. The subscription reads with the
+//!    broker: its own pending entries first (`pending_first`), else a
+//!    reclaim round when one is due, else XREADGROUP `>` without BLOCK.
+//!    The [`broker`] decodes every reply into finished [`model::Entry`]
+//!    values (ID, fields, delivery count, `redelivered`).
+//! 4. Entries go to the client as one batch. Nothing new: the driver waits
+//!    in one `select!` for the bell (the doorbell's blocking XREAD saw an
+//!    entry), an ack in the group (under `max_in_flight`), a Nack through
+//!    this gateway, the next timer (heartbeat, reclaim round, `--block-ms`),
+//!    the client leaving or shutdown. A Redis outage is retried with
+//!    backoff for `--redis-outage-grace-ms` with heartbeats meanwhile.
+//! 5. The stream ends when the client leaves (nothing more is read; what
+//!    was read but not sent stays pending), at shutdown (UNAVAILABLE), or
+//!    with the error that stopped it, mapped once in [`error`].
 
 pub mod api;
 pub mod auth;
@@ -40,6 +69,7 @@ pub mod broker;
 pub mod config;
 pub mod delivery;
 pub mod doorbell;
+pub mod driver;
 pub mod error;
 pub mod ids;
 pub mod limits;

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::error::{Error, Result};
+use crate::ids::StreamId;
 
 /// Redis field holding the event type.
 pub const TYPE_FIELD: &str = "type";
@@ -81,8 +82,8 @@ fn check_field_name(index: usize, map: &str, name: &str) -> Result<()> {
 /// A stream entry as readers receive it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Entry {
-    /// Stream ID `ms-seq`.
-    pub id: String,
+    /// Stream ID.
+    pub id: StreamId,
     /// The `type` field when present and UTF-8, else empty.
     pub event_type: String,
     /// The `ts_ms` field when present and a decimal integer, else 0.
@@ -93,14 +94,26 @@ pub struct Entry {
     pub binary_fields: HashMap<String, Vec<u8>>,
     /// Delivery count where a group is involved, else 0.
     pub delivery_count: u64,
-    /// Delivered before (pending_first, reclaim, Nack).
+    /// Delivered before (pending_first, reclaim, Nack, Reap).
     pub redelivered: bool,
+}
+
+/// How an entry reached its reader. Sets `delivery_count` and
+/// `redelivered` together, in one place, so the two never disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// Read outside any group (Replay, Tail): no count.
+    Ungrouped,
+    /// A group's first delivery (XREADGROUP `>`): count 1.
+    First,
+    /// Delivered before; Redis' count after this delivery (0 = unknown).
+    Again(u64),
 }
 
 impl Entry {
     /// Builds an entry from the raw field/value pairs Redis returned,
     /// sorting the reserved fields out and keeping everything else losslessly.
-    pub fn from_pairs(id: String, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Entry {
+    pub fn from_pairs(id: StreamId, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Entry {
         let mut entry = Entry {
             id,
             ..Entry::default()
@@ -130,6 +143,16 @@ impl Entry {
             }
         }
         entry
+    }
+
+    /// Records how the entry reached its reader.
+    pub fn delivered(mut self, how: Delivered) -> Entry {
+        (self.delivery_count, self.redelivered) = match how {
+            Delivered::Ungrouped => (0, false),
+            Delivered::First => (1, false),
+            Delivered::Again(count) => (count, true),
+        };
+        self
     }
 
     /// Moves a well-formed, first-seen reserved field into its typed slot.
@@ -179,7 +202,7 @@ mod tests {
     #[test]
     fn reserved_fields_are_typed() {
         let e = Entry::from_pairs(
-            "1-0".into(),
+            StreamId { ms: 1, seq: 0 },
             pairs(&[
                 (b"type", b"order.paid"),
                 (b"ts_ms", b"1700000000000"),
@@ -195,7 +218,7 @@ mod tests {
     #[test]
     fn foreign_entries_are_kept_losslessly() {
         let e = Entry::from_pairs(
-            "1-0".into(),
+            StreamId { ms: 1, seq: 0 },
             pairs(&[
                 (b"ts_ms", b"yesterday"),
                 (b"blob", b"\xff\x00"),

@@ -1,14 +1,16 @@
 //! Riding out a Redis outage in a long-lived read loop.
 //!
-//! When Redis stops answering a subscription's (or tail's) reads, the loop
-//! does not end at once: it retries with capped exponential backoff and
-//! jitter for up to `--redis-outage-grace-ms` (the shared connection
-//! reconnects underneath), sending heartbeats meanwhile, and resumes where
-//! it was if Redis comes back. Past the grace the stream
+//! When Redis stops answering a live stream's reads, the
+//! [`crate::driver`] does not end it at once: it retries with capped
+//! exponential backoff and jitter for up to `--redis-outage-grace-ms` (the
+//! shared connection reconnects underneath), sending heartbeats meanwhile,
+//! and resumes where it was if Redis comes back. Past the grace the stream
 //! ends with UNAVAILABLE so the client can go elsewhere. One warning when
 //! the outage starts and one line when it ends: no log flood.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// First retry delay.
 const MIN_DELAY: Duration = Duration::from_millis(50);
@@ -51,15 +53,12 @@ impl Outage {
         }
     }
 
-    /// Waits before the next reconnect attempt. Returns false when the
-    /// grace is used up and the loop should give up.
-    pub async fn wait(&mut self, grace: Duration) -> bool {
+    /// How long to wait before the next attempt; `None` once the outage has
+    /// lasted `grace` and the loop should give up. The caller waits (so
+    /// that it can still notice its client leaving or a shutdown).
+    pub fn next_delay(&mut self, grace: Duration) -> Option<Duration> {
         let left = grace.saturating_sub(self.since.elapsed());
-        if left.is_zero() {
-            return false;
-        }
-        tokio::time::sleep(self.backoff.next_delay().min(left)).await;
-        true
+        (!left.is_zero()).then(|| self.backoff.next_delay().min(left))
     }
 
     /// Logs the end of the outage.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::broker::Broker;
 use crate::delivery::{self, Delivery, ReadLoop, Turn};
 use crate::error::Result;
-use crate::ids::{IdRange, StreamId};
+use crate::ids::IdRange;
 use crate::model::Entry;
 use crate::shutdown::Shutdown;
 
@@ -71,7 +71,7 @@ impl ReadLoop for Pages {
         let Some(last) = page.last() else {
             return Ok(Turn::End);
         };
-        let last = StreamId::parse("id", &last.id)?;
+        let last = last.id;
         self.remaining -= page.len() as u64;
         // A short page means the range is exhausted.
         self.range = if (page.len() as u64) < count {

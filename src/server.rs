@@ -123,7 +123,7 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
         settings: Arc::new(config.api_settings()),
         shutdown: shutdown.clone(),
         metrics,
-        acks: Arc::default(),
+        groups: Arc::default(),
         doorbell,
         subscriptions: Arc::new(config.subscription_slots()),
     };

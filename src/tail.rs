@@ -1,19 +1,20 @@
 //! The Tail loop: follows a stream with plain XREAD, outside any group.
 //!
-//! Same rules as Subscribe: non-blocking reads on the shared connection,
-//! the doorbell when idle, a read only after buffer space is reserved. `$`
-//! is resolved once, at the start, to the newest existing entry: re-sending
-//! `$` on every read would lose entries appended between two reads.
+//! Same rules as Subscribe, from the same [`crate::driver`]: non-blocking
+//! reads on the shared connection, the doorbell when idle, a read only after
+//! buffer space is reserved. `$` is resolved once, at the start, to the
+//! newest existing entry: re-sending `$` on every read would lose entries
+//! appended between two reads.
 
 use std::time::Duration;
 
 use crate::broker::Broker;
-use crate::delivery::{self, Delivery, LoopSettings, Pulse, ReadLoop, Turn};
-use crate::doorbell::{Bell, Doorbell};
-use crate::error::{Error, Result};
+use crate::delivery::{Delivery, LoopSettings};
+use crate::doorbell::Doorbell;
+use crate::driver::{self, Found, Live, LiveRead, Then, Wakers};
+use crate::error::Result;
 use crate::ids::{GroupStart, StreamId};
-use crate::model::{Entry, Push};
-use crate::outage::Outage;
+use crate::model::Push;
 use crate::shutdown::Shutdown;
 
 /// A validated Tail request.
@@ -29,8 +30,8 @@ pub struct TailSpec {
     pub heartbeat: Option<Duration>,
 }
 
-/// Fixes the start position and starts the read loop; batches arrive on the
-/// returned stream. `$` means entries appended after this returns.
+/// Fixes the start position and starts the tail's driver; batches arrive on
+/// the returned stream. `$` means entries appended after this returns.
 pub async fn start(
     broker: Broker,
     spec: TailSpec,
@@ -39,84 +40,48 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> Result<Delivery<Push>> {
     let bell = doorbell.watch(&spec.stream).await?;
-    let reads = Tail::open(broker, spec, loops, bell).await?;
-    Ok(delivery::start(reads, loops.stall_timeout, shutdown))
+    let after = match spec.start {
+        GroupStart::End => broker.last_entry_id(&spec.stream).await?,
+        GroupStart::After(id) => id,
+    };
+    let live = Live {
+        room: spec.batch_size,
+        heartbeat: spec.heartbeat,
+        wakers: Wakers {
+            entries: bell,
+            room: None,
+            replan: None,
+        },
+        reader: Tail {
+            broker,
+            stream: spec.stream,
+            after,
+        },
+    };
+    Ok(driver::start(live, loops, shutdown))
 }
 
-/// The read position of one tail.
+/// The read position of one tail. Like a subscription, a tail rides out a
+/// Redis outage and resumes after the last entry it sent.
 struct Tail {
     broker: Broker,
     stream: String,
-    bell: Bell,
     after: StreamId,
-    batch_size: u32,
-    loops: LoopSettings,
-    pulse: Pulse,
-    outage: Option<Outage>,
 }
 
-impl Tail {
-    async fn open(broker: Broker, spec: TailSpec, loops: LoopSettings, bell: Bell) -> Result<Tail> {
-        let after = match spec.start {
-            GroupStart::End => broker.last_entry_id(&spec.stream).await?,
-            GroupStart::After(id) => id,
-        };
-        Ok(Tail {
-            broker,
-            stream: spec.stream,
-            bell,
-            after,
-            batch_size: spec.batch_size,
-            loops,
-            pulse: Pulse::new(spec.heartbeat),
-            outage: None,
-        })
+impl LiveRead for Tail {
+    fn describe(&self) -> String {
+        format!("tail {}", self.stream)
     }
 
-    async fn try_turn(&mut self) -> Result<Turn<Push>> {
-        self.bell.borrow_and_update();
-        let raw = self
+    async fn read(&mut self, room: u32) -> Result<Found> {
+        let entries = self
             .broker
-            .read_after(&self.stream, self.after, self.batch_size)
+            .read_after(&self.stream, self.after, room)
             .await?;
-        let Some((last, _)) = raw.last() else {
-            let _ = tokio::time::timeout(self.loops.block, self.bell.changed()).await;
-            return Ok(self.pulse.idle());
-        };
-        self.after = StreamId::parse("id", last)?;
-        self.pulse.pushed();
-        Ok(Turn::Item(Push::Entries(
-            raw.into_iter()
-                .filter_map(|(id, p)| p.map(|p| Entry::from_pairs(id, p)))
-                .collect(),
-        )))
-    }
-}
-
-impl ReadLoop for Tail {
-    type Item = Push;
-
-    /// Like a subscription, a tail rides out a Redis outage for
-    /// `--redis-outage-grace-ms`, then resumes after the last entry it sent.
-    async fn turn(&mut self) -> Result<Turn<Push>> {
-        match self.try_turn().await {
-            Ok(turn) => {
-                if let Some(outage) = self.outage.take() {
-                    outage.end(&format!("tail {}", self.stream));
-                }
-                Ok(turn)
-            }
-            Err(err @ (Error::Unavailable(_) | Error::Timeout(_))) => {
-                let what = format!("tail {}", self.stream);
-                let outage = self
-                    .outage
-                    .get_or_insert_with(|| Outage::begin(&what, &err));
-                if !outage.wait(self.loops.outage_grace).await {
-                    return Err(err);
-                }
-                Ok(self.pulse.idle())
-            }
-            Err(err) => Err(err),
+        if let Some(last) = entries.last() {
+            self.after = last.id;
         }
+        Ok(Found::new(entries, Then::AwaitEntries))
     }
 }

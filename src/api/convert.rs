@@ -3,13 +3,14 @@
 
 use crate::broker::{ConsumerInfo, GroupInfo, PendingEntry, StreamInfo};
 use crate::error::Result;
+use crate::ids::StreamId;
 use crate::model::{Entry, Event};
 use crate::pb;
 
 impl From<Entry> for pb::Entry {
     fn from(e: Entry) -> pb::Entry {
         pb::Entry {
-            id: e.id,
+            id: e.id.to_string(),
             r#type: e.event_type,
             ts_ms: e.ts_ms,
             fields: e.fields,
@@ -25,6 +26,16 @@ pub fn entries(entries: Vec<Entry>) -> Vec<pb::Entry> {
     entries.into_iter().map(pb::Entry::from).collect()
 }
 
+/// IDs as the wire carries them.
+pub fn ids(ids: &[StreamId]) -> Vec<String> {
+    ids.iter().map(StreamId::to_string).collect()
+}
+
+/// An optional ID on the wire: empty when there is none.
+fn id_or_empty(id: Option<StreamId>) -> String {
+    id.map(|id| id.to_string()).unwrap_or_default()
+}
+
 /// Validates the `index`-th event of a Produce request.
 pub fn event(index: usize, e: pb::Event) -> Result<Event> {
     let mut event = Event::new(index, e.r#type, e.fields, e.binary_fields)?;
@@ -36,9 +47,9 @@ impl From<StreamInfo> for pb::DescribeStreamResponse {
     fn from(s: StreamInfo) -> Self {
         pb::DescribeStreamResponse {
             length: s.length,
-            first_entry_id: s.first_entry_id,
-            last_entry_id: s.last_entry_id,
-            last_generated_id: s.last_generated_id,
+            first_entry_id: id_or_empty(s.first_entry_id),
+            last_entry_id: id_or_empty(s.last_entry_id),
+            last_generated_id: s.last_generated_id.to_string(),
             group_count: s.group_count,
         }
     }
@@ -50,7 +61,7 @@ impl From<GroupInfo> for pb::GroupInfo {
             name: g.name,
             consumers: g.consumers,
             pending: g.pending,
-            last_delivered_id: g.last_delivered_id,
+            last_delivered_id: g.last_delivered_id.to_string(),
             lag: g.lag,
             entries_read: g.entries_read,
         }
@@ -71,7 +82,7 @@ impl From<ConsumerInfo> for pb::ConsumerInfo {
 impl From<PendingEntry> for pb::PendingEntry {
     fn from(p: PendingEntry) -> Self {
         pb::PendingEntry {
-            id: p.id,
+            id: p.id.to_string(),
             consumer: p.consumer,
             idle_ms: p.idle_ms,
             delivery_count: p.delivery_count,

@@ -203,7 +203,7 @@ impl EventStreamService {
             self.ctx.broker.clone(),
             spec,
             settings.loops,
-            &self.ctx.acks,
+            &self.ctx.groups,
             &self.ctx.doorbell,
             self.ctx.shutdown.clone(),
         )
@@ -229,7 +229,7 @@ impl EventStreamService {
         self.ctx.authorize(caller, Permission::Consume, stream)?;
         let acked = self.ctx.broker.ack(stream, group, &ids).await?;
         self.ctx.metrics.acked.inc_by(acked);
-        self.ctx.acks.acked(stream, group);
+        self.ctx.groups.acked(stream, group);
         Ok(pb::AckResponse { acked })
     }
 
@@ -256,8 +256,8 @@ impl EventStreamService {
             .inc_by(reaped.deleted_ids.len() as u64);
         Ok(pb::ReapResponse {
             claimed: convert::entries(reaped.claimed),
-            deleted_ids: reaped.deleted_ids,
-            next_start_id: reaped.next_start_id,
+            deleted_ids: convert::ids(&reaped.deleted_ids),
+            next_start_id: reaped.next_start_id.to_string(),
         })
     }
 
@@ -334,6 +334,7 @@ impl EventStreamService {
             .broker
             .nack(stream, group, consumer, &ids, due)
             .await?;
+        self.ctx.groups.nacked(stream, group, due);
         Ok(pb::NackResponse { scheduled })
     }
 

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::limits::{EventLimits, SubscriptionSlots};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::subscription::AckSignals;
+use crate::subscription::GroupSignals;
 
 /// Request defaults and limits shared by the services.
 #[derive(Clone, Debug)]
@@ -60,8 +60,9 @@ pub struct Context {
     pub shutdown: Shutdown,
     /// Where requests are counted.
     pub metrics: Arc<Metrics>,
-    /// Wakes subscriptions paused by `max_in_flight` when acks arrive.
-    pub acks: Arc<AckSignals>,
+    /// Tells subscriptions about acks (room under `max_in_flight`) and
+    /// Nacks (an earlier reclaim round) in their group.
+    pub groups: Arc<GroupSignals>,
     /// Wakes idle subscriptions and tails when their stream gets entries.
     pub doorbell: Arc<Doorbell>,
     /// Open Subscribe and Tail streams, against their limits.

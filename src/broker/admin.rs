@@ -2,21 +2,22 @@
 
 use redis::Value;
 
-use super::{Broker, reply, scripts};
+use super::reply::{self, Cursor};
+use super::{Broker, scripts};
 use crate::error::{Error, Result};
-use crate::ids::{GroupStart, IdRange};
+use crate::ids::{GroupStart, IdRange, StreamId};
 
 /// XINFO STREAM, reduced to what the API exposes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamInfo {
     /// Number of entries.
     pub length: u64,
-    /// Oldest entry's ID, empty when the stream is empty.
-    pub first_entry_id: String,
-    /// Newest entry's ID, empty when the stream is empty.
-    pub last_entry_id: String,
+    /// Oldest entry's ID; `None` when the stream is empty.
+    pub first_entry_id: Option<StreamId>,
+    /// Newest entry's ID; `None` when the stream is empty.
+    pub last_entry_id: Option<StreamId>,
     /// Last ID generated for the stream.
-    pub last_generated_id: String,
+    pub last_generated_id: StreamId,
     /// Number of consumer groups.
     pub group_count: u64,
 }
@@ -31,7 +32,7 @@ pub struct GroupInfo {
     /// Size of the group's PEL.
     pub pending: u64,
     /// Group cursor.
-    pub last_delivered_id: String,
+    pub last_delivered_id: StreamId,
     /// Undelivered entries, when Redis can tell.
     pub lag: Option<u64>,
     /// Logical read counter, when Redis can tell.
@@ -55,7 +56,7 @@ pub struct ConsumerInfo {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PendingEntry {
     /// Entry ID.
-    pub id: String,
+    pub id: StreamId,
     /// Owning consumer.
     pub consumer: String,
     /// Milliseconds since last delivery.
@@ -129,7 +130,7 @@ impl Broker {
         for (name, value) in reply::fields(self.query(&cmd, stream, None).await?, "XINFO STREAM")? {
             match name.as_str() {
                 "length" => info.length = reply::uint(value, "length")?,
-                "last-generated-id" => info.last_generated_id = reply::string(value, &name)?,
+                "last-generated-id" => info.last_generated_id = reply::id(value)?,
                 "groups" => info.group_count = reply::uint(value, "groups")?,
                 "first-entry" => info.first_entry_id = entry_id(value)?,
                 "last-entry" => info.last_entry_id = entry_id(value)?,
@@ -143,50 +144,46 @@ impl Broker {
     pub async fn list_groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
         let mut cmd = redis::cmd("XINFO");
         cmd.arg("GROUPS").arg(self.key(stream));
-        let rows = reply::array(self.query(&cmd, stream, None).await?, "XINFO GROUPS")?;
-        rows.into_iter()
-            .map(|row| {
-                let mut g = GroupInfo::default();
-                for (name, value) in reply::fields(row, "XINFO GROUPS row")? {
-                    match name.as_str() {
-                        "name" => g.name = reply::string(value, "name")?,
-                        "consumers" => g.consumers = reply::uint(value, "consumers")?,
-                        "pending" => g.pending = reply::uint(value, "pending")?,
-                        "last-delivered-id" => g.last_delivered_id = reply::string(value, &name)?,
-                        "lag" => g.lag = reply::opt_uint(value, "lag")?,
-                        "entries-read" => g.entries_read = reply::opt_uint(value, &name)?,
-                        _ => {}
-                    }
+        let rows = Cursor::new(self.query(&cmd, stream, None).await?, "XINFO GROUPS")?;
+        rows.map(|row| {
+            let mut g = GroupInfo::default();
+            for (name, value) in reply::fields(row, "XINFO GROUPS row")? {
+                match name.as_str() {
+                    "name" => g.name = reply::string(value, "name")?,
+                    "consumers" => g.consumers = reply::uint(value, "consumers")?,
+                    "pending" => g.pending = reply::uint(value, "pending")?,
+                    "last-delivered-id" => g.last_delivered_id = reply::id(value)?,
+                    "lag" => g.lag = reply::opt_uint(value, "lag")?,
+                    "entries-read" => g.entries_read = reply::opt_uint(value, &name)?,
+                    _ => {}
                 }
-                Ok(g)
-            })
-            .collect()
+            }
+            Ok(g)
+        })
     }
 
     /// XINFO CONSUMERS.
     pub async fn list_consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
         let mut cmd = redis::cmd("XINFO");
         cmd.arg("CONSUMERS").arg(self.key(stream)).arg(group);
-        let rows = reply::array(
+        let rows = Cursor::new(
             self.query(&cmd, stream, Some(group)).await?,
             "XINFO CONSUMERS",
         )?;
-        rows.into_iter()
-            .map(|row| {
-                let mut c = ConsumerInfo::default();
-                for (name, value) in reply::fields(row, "XINFO CONSUMERS row")? {
-                    match name.as_str() {
-                        "name" => c.name = reply::string(value, "name")?,
-                        "pending" => c.pending = reply::uint(value, "pending")?,
-                        "idle" => c.idle_ms = reply::uint(value, "idle")?,
-                        // -1 means "never"; absent before Redis 7.2.
-                        "inactive" => c.inactive_ms = u64::try_from(reply::int(value, &name)?).ok(),
-                        _ => {}
-                    }
+        rows.map(|row| {
+            let mut c = ConsumerInfo::default();
+            for (name, value) in reply::fields(row, "XINFO CONSUMERS row")? {
+                match name.as_str() {
+                    "name" => c.name = reply::string(value, "name")?,
+                    "pending" => c.pending = reply::uint(value, "pending")?,
+                    "idle" => c.idle_ms = reply::uint(value, "idle")?,
+                    // -1 means "never"; absent before Redis 7.2.
+                    "inactive" => c.inactive_ms = u64::try_from(reply::int(value, &name)?).ok(),
+                    _ => {}
                 }
-                Ok(c)
-            })
-            .collect()
+            }
+            Ok(c)
+        })
     }
 
     /// Extended XPENDING with optional IDLE and consumer filters.
@@ -207,9 +204,9 @@ impl Broker {
         if let Some(consumer) = &filter.consumer {
             cmd.arg(consumer);
         }
-        reply::array(self.query(&cmd, stream, Some(group)).await?, "XPENDING")?
-            .into_iter()
-            .map(pending_row)
+        Cursor::new(self.query(&cmd, stream, Some(group)).await?, "XPENDING")?
+            .rows("XPENDING row")
+            .map(|row| pending_row(row?))
             .collect()
     }
 
@@ -246,35 +243,24 @@ impl Broker {
             }
             Err(e) => return Err(Error::from_redis(&e, stream, Some(group))),
         };
-        let mut parts = reply::array(value, "remove consumer")?.into_iter();
-        let moved = parts
-            .next()
-            .map(|v| reply::uint(v, "handed over"))
-            .transpose()?;
-        moved.ok_or_else(|| Error::Internal("remove consumer reply is empty".to_owned()))
+        Cursor::new(value, "remove consumer")?.next_uint()
     }
 }
 
-/// The ID of XINFO STREAM's first-entry / last-entry, or empty for nil.
-fn entry_id(value: Value) -> Result<String> {
+/// The ID of XINFO STREAM's first-entry / last-entry; `None` for nil.
+fn entry_id(value: Value) -> Result<Option<StreamId>> {
     match value {
-        Value::Nil => Ok(String::new()),
-        other => Ok(reply::raw_entry(other)?.0),
+        Value::Nil => Ok(None),
+        other => Ok(Some(reply::raw_entry(other)?.0)),
     }
 }
 
 /// One `[id, consumer, idle, count]` row of extended XPENDING.
-pub(super) fn pending_row(row: Value) -> Result<PendingEntry> {
-    let mut it = reply::array(row, "XPENDING row")?.into_iter();
-    let (Some(id), Some(consumer), Some(idle), Some(count)) =
-        (it.next(), it.next(), it.next(), it.next())
-    else {
-        return Err(Error::Internal("XPENDING row is too short".to_owned()));
-    };
+pub(super) fn pending_row(mut row: Cursor) -> Result<PendingEntry> {
     Ok(PendingEntry {
-        id: reply::string(id, "pending id")?,
-        consumer: reply::string(consumer, "pending consumer")?,
-        idle_ms: reply::uint(idle, "pending idle")?,
-        delivery_count: reply::uint(count, "pending count")?,
+        id: row.next_id()?,
+        consumer: row.next_string()?,
+        idle_ms: row.next_uint()?,
+        delivery_count: row.next_uint()?,
     })
 }

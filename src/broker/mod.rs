@@ -1,5 +1,9 @@
-//! Typed Redis Streams operations: the only place (with `subscription`) that
-//! speaks Redis.
+//! Typed Redis Streams operations: the only place that speaks Redis.
+//!
+//! Every command the gateway sends is built here, and every reply is
+//! decoded here (by [`reply`]'s cursor) into finished domain values:
+//! [`Entry`] with its [`StreamId`], delivery count and `redelivered` flag,
+//! group and consumer rows. The layers above never see RESP.
 //!
 //! Everything runs on one reconnecting multiplexed connection shared by all
 //! requests and read loops, so commands pipeline onto a single socket. The
@@ -10,7 +14,7 @@
 mod admin;
 mod reads;
 mod recovery;
-pub mod reply;
+mod reply;
 mod scripts;
 mod waiter;
 
@@ -21,13 +25,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Value};
 
 pub use admin::{ConsumerInfo, GroupInfo, PendingEntry, PendingFilter, StreamInfo};
-pub use reads::ReadFrom;
+pub use reads::PendingPage;
 pub use recovery::{ReclaimSpec, Reclaimed};
 pub use waiter::Waiter;
 
 use crate::error::{Error, Result};
 use crate::ids::{IdRange, StreamId};
-use crate::model::{Entry, Event, TS_FIELD, TYPE_FIELD};
+use crate::model::{Delivered, Entry, Event, TS_FIELD, TYPE_FIELD};
+use reply::Cursor;
 
 /// How the broker talks to Redis.
 #[derive(Clone, Debug)]
@@ -86,9 +91,9 @@ pub struct Reaped {
     pub claimed: Vec<Entry>,
     /// Pending IDs whose payload no longer exists; Redis dropped them from
     /// the PEL.
-    pub deleted_ids: Vec<String>,
+    pub deleted_ids: Vec<StreamId>,
     /// Where to continue; `0-0` when the scan is complete.
-    pub next_start_id: String,
+    pub next_start_id: StreamId,
 }
 
 /// Handle to Redis; cheap to clone.
@@ -138,6 +143,18 @@ impl Broker {
     /// Runs one command on the shared connection.
     async fn query(&self, cmd: &redis::Cmd, stream: &str, group: Option<&str>) -> Result<Value> {
         cmd.query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| Error::from_redis(&e, stream, group))
+    }
+
+    /// Runs one of [`scripts`] on the shared connection.
+    async fn invoke(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+        stream: &str,
+        group: Option<&str>,
+    ) -> Result<Value> {
+        call.invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| Error::from_redis(&e, stream, group))
     }
@@ -202,6 +219,8 @@ impl Broker {
                 cmd.arg(name).arg(value);
             }
         }
+        // The IDs go back to the client as Redis wrote them: parsing them
+        // would only cost time on the hottest path.
         self.query_pipeline(&pipe, stream, None)
             .await?
             .into_iter()
@@ -241,14 +260,8 @@ impl Broker {
                 call.arg(name).arg(value);
             }
         }
-        let ids: Value = call
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| Error::from_redis(&e, stream, None))?;
-        reply::array(ids, "produce ids")?
-            .into_iter()
-            .map(|v| reply::string(v, "XADD id"))
-            .collect()
+        let ids = self.invoke(&call, stream, None).await?;
+        Cursor::new(ids, "produce ids")?.map(|v| reply::string(v, "XADD id"))
     }
 
     /// Acknowledges entries; returns how many were pending. XACK answers 0
@@ -275,86 +288,78 @@ impl Broker {
     pub async fn reap(&self, stream: &str, group: &str, spec: &ReapSpec) -> Result<Reaped> {
         let key = self.key(stream);
         let mut out = Reaped::default();
-        let mut cursor = spec.start.to_string();
+        let mut cursor = spec.start;
         for _ in 0..spec.max_pages {
             let mut cmd = redis::cmd("XAUTOCLAIM");
             cmd.arg(&key)
                 .arg(group)
                 .arg(&spec.consumer)
                 .arg(spec.min_idle_ms)
-                .arg(&cursor)
+                .arg(cursor.to_string())
                 .arg("COUNT")
                 .arg(spec.page_count);
             let mut parts =
-                reply::array(self.query(&cmd, stream, Some(group)).await?, "XAUTOCLAIM")?
-                    .into_iter();
-            let next = parts
-                .next()
-                .map(|v| reply::string(v, "XAUTOCLAIM cursor"))
-                .transpose()?;
-            let claimed = parts.next().map(reply::raw_entries).transpose()?;
-            let (Some(next), Some(claimed)) = (next, claimed) else {
-                return Err(Error::Internal("XAUTOCLAIM reply is too short".to_owned()));
-            };
-            // Redis 7 lists deleted entries in a third element; Redis 6.2
-            // returns them in place with a nil payload.
-            if let Some(deleted) = parts.next() {
-                for id in reply::array(deleted, "XAUTOCLAIM deleted")? {
-                    out.deleted_ids.push(reply::string(id, "deleted id")?);
-                }
-            }
-            for (id, payload) in claimed {
+                Cursor::new(self.query(&cmd, stream, Some(group)).await?, "XAUTOCLAIM")?;
+            cursor = parts.next_id()?;
+            for (id, payload) in reply::raw_entries(parts.next_value()?)? {
                 match payload {
                     Some(pairs) => out.claimed.push(Entry::from_pairs(id, pairs)),
                     None => out.deleted_ids.push(id),
                 }
             }
-            cursor = next;
-            if cursor == "0-0" {
+            // Entries deleted while pending: already gone from the PEL.
+            out.deleted_ids
+                .extend(reply::ids(parts.next_value()?, "XAUTOCLAIM deleted")?);
+            if cursor == StreamId::MIN {
                 break;
             }
         }
-        self.fill_delivery_counts(stream, group, &mut out.claimed)
+        out.claimed = self
+            .with_delivery_counts(stream, group, out.claimed)
             .await?;
         out.next_start_id = cursor;
         Ok(out)
     }
 
-    /// Sets each entry's delivery count from the group's PEL, in one
-    /// pipelined round trip. An entry no longer pending (acked or claimed
-    /// away meanwhile) keeps 0: "unknown".
-    pub async fn fill_delivery_counts(
+    /// Marks entries as re-delivered with their delivery counts from the
+    /// group's PEL, read in one pipelined round trip. An entry no longer
+    /// pending (acked or claimed away meanwhile) gets count 0: "unknown".
+    pub(super) async fn with_delivery_counts(
         &self,
         stream: &str,
         group: &str,
-        entries: &mut [Entry],
-    ) -> Result<()> {
+        entries: Vec<Entry>,
+    ) -> Result<Vec<Entry>> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(entries);
         }
         let key = self.key(stream);
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for entry in entries.iter() {
+        for entry in &entries {
+            let id = entry.id.to_string();
             pipe.cmd("XPENDING")
                 .arg(&key)
                 .arg(group)
-                .arg(&entry.id)
-                .arg(&entry.id)
+                .arg(&id)
+                .arg(&id)
                 .arg(1);
         }
         let replies = self.query_pipeline(&pipe, stream, Some(group)).await?;
         let mut counts = HashMap::with_capacity(replies.len());
         for rows in replies {
-            for row in reply::array(rows, "XPENDING")? {
-                let row = admin::pending_row(row)?;
+            for row in Cursor::new(rows, "XPENDING")?.rows("XPENDING row") {
+                let row = admin::pending_row(row?)?;
                 counts.insert(row.id, row.delivery_count);
             }
         }
-        for entry in entries {
-            entry.delivery_count = counts.get(&entry.id).copied().unwrap_or(0);
-        }
-        Ok(())
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                let count = counts.get(&entry.id).copied().unwrap_or(0);
+                entry.delivered(Delivered::Again(count))
+            })
+            .collect())
     }
 
     /// One page of history in either direction (XRANGE / XREVRANGE).
@@ -387,10 +392,7 @@ impl Broker {
             .arg("COUNT")
             .arg(1);
         let newest = reply::raw_entries(self.query(&cmd, stream, None).await?)?;
-        match newest.first() {
-            Some((id, _)) => StreamId::parse("id", id),
-            None => Ok(StreamId::MIN),
-        }
+        Ok(newest.first().map_or(StreamId::MIN, |(id, _)| *id))
     }
 
     /// Trims a stream, but never below the lowest entry some group still
@@ -419,12 +421,9 @@ impl Broker {
                     .arg("COUNT")
                     .arg(*n);
                 let kept = reply::raw_entries(self.query(&cmd, stream, None).await?)?;
-                if (kept.len() as u64) < *n {
-                    return Ok(0);
-                }
                 match kept.last() {
-                    Some((id, _)) => StreamId::parse("id", id)?,
-                    None => return Ok(0),
+                    Some((id, _)) if kept.len() as u64 == *n => *id,
+                    _ => return Ok(0),
                 }
             }
         };

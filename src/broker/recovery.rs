@@ -1,12 +1,10 @@
 //! Delivery guarantees beyond XREADGROUP/XACK: reclaim with dead letters,
 //! Nack, Extend, the consumer's in-flight count, and the safe-trim floor.
-
-use redis::Value;
-
-use super::{Broker, reply, scripts};
-use crate::error::{Error, Result};
+use super::reply::{self, Cursor};
+use super::{Broker, scripts};
+use crate::error::Result;
 use crate::ids::StreamId;
-use crate::model::Entry;
+use crate::model::{Delivered, Entry};
 
 /// What one reclaim round is allowed to do.
 #[derive(Clone, Debug)]
@@ -17,8 +15,8 @@ pub struct ReclaimSpec<'a> {
     pub consumer: &'a str,
     /// Minimum idle time of an entry taken over by the idle scan.
     pub min_idle_ms: u64,
-    /// Where the idle scan continues: `-` or `(id`.
-    pub cursor: &'a str,
+    /// Where the idle scan continues: after this ID, or from the start.
+    pub after: Option<StreamId>,
     /// Entries to take at most.
     pub count: u32,
     /// Dead-letter an entry already delivered this often (0 = never).
@@ -30,14 +28,17 @@ pub struct ReclaimSpec<'a> {
 /// The outcome of a reclaim round.
 #[derive(Clone, Debug, Default)]
 pub struct Reclaimed {
-    /// Entries now owned by the consumer, with delivery counts.
+    /// Entries now owned by the consumer, marked as re-deliveries with
+    /// their delivery counts.
     pub entries: Vec<Entry>,
     /// IDs found deleted while pending (recorded as dead letters).
-    pub deleted_ids: Vec<String>,
+    pub deleted_ids: Vec<StreamId>,
     /// IDs moved to the dead-letter stream.
-    pub dead_lettered: Vec<String>,
-    /// Where the next idle scan starts (`-` after a complete scan).
-    pub cursor: String,
+    pub dead_lettered: Vec<StreamId>,
+    /// Where the next idle scan continues; `None` after a complete scan.
+    pub after: Option<StreamId>,
+    /// Due time (Unix ms) of the group's earliest Nack still scheduled.
+    pub next_nack_due_ms: Option<i64>,
 }
 
 impl Broker {
@@ -48,48 +49,51 @@ impl Broker {
 
     /// One atomic reclaim round (see `scripts::RECLAIM`).
     pub async fn reclaim(&self, stream: &str, spec: &ReclaimSpec<'_>) -> Result<Reclaimed> {
-        let value: Value = scripts::RECLAIM
-            .key(self.key(stream))
-            .key(self.key(spec.dead_letter_stream))
+        let cursor = spec
+            .after
+            .map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let mut call = scripts::RECLAIM.key(self.key(stream));
+        call.key(self.key(spec.dead_letter_stream))
             .key(self.nack_key(stream, spec.group))
             .arg(spec.group)
             .arg(spec.consumer)
             .arg(spec.min_idle_ms)
-            .arg(spec.cursor)
+            .arg(cursor)
             .arg(spec.count)
             .arg(spec.max_deliveries)
             .arg(super::now_ms())
-            .arg(stream)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| Error::from_redis(&e, stream, Some(spec.group)))?;
-        let mut parts = reply::array(value, "reclaim")?.into_iter();
-        let (Some(cursor), Some(claimed), Some(deleted), Some(dead)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(Error::Internal("reclaim reply is too short".to_owned()));
+            .arg(stream);
+        let value = self.invoke(&call, stream, Some(spec.group)).await?;
+        let mut parts = Cursor::new(value, "reclaim")?;
+        let after = match parts.next_string()?.as_str() {
+            "" => None,
+            id => Some(reply::parse_id(id)?),
         };
-        let mut out = Reclaimed {
-            cursor: match reply::string(cursor, "reclaim cursor")?.as_str() {
-                "0-0" => "-".to_owned(),
-                next => next.to_owned(),
-            },
-            ..Reclaimed::default()
-        };
-        for item in reply::array(claimed, "reclaimed entries")? {
-            let mut it = reply::array(item, "reclaimed entry")?.into_iter();
-            let (Some(id), Some(fields), Some(count)) = (it.next(), it.next(), it.next()) else {
-                return Err(Error::Internal("reclaimed entry is too short".to_owned()));
-            };
-            let raw = reply::raw_entry(Value::Array(vec![id, fields]))?;
-            let mut entry = Entry::from_pairs(raw.0, raw.1.unwrap_or_default());
-            entry.delivery_count = reply::uint(count, "delivery count")?;
-            entry.redelivered = true;
-            out.entries.push(entry);
+        let mut entries = Vec::new();
+        for item in parts
+            .next_array("reclaimed entries")?
+            .rows("reclaimed entry")
+        {
+            let mut item = item?;
+            let id = item.next_id()?;
+            let fields = reply::pairs(item.next_value()?)?;
+            let count = item.next_uint()?;
+            entries.push(Entry::from_pairs(id, fields).delivered(Delivered::Again(count)));
         }
-        out.deleted_ids = ids(deleted)?;
-        out.dead_lettered = ids(dead)?;
-        Ok(out)
+        let deleted_ids = reply::ids(parts.next_value()?, "reclaim deleted")?;
+        let dead_lettered = reply::ids(parts.next_value()?, "reclaim dead letters")?;
+        let next_nack_due_ms = match parts.next_string()?.as_str() {
+            "" => None,
+            // Scores come back as decimal text, possibly in float notation.
+            due => due.parse::<f64>().ok().map(|ms| ms as i64),
+        };
+        Ok(Reclaimed {
+            entries,
+            deleted_ids,
+            dead_lettered,
+            after,
+            next_nack_due_ms,
+        })
     }
 
     /// Schedules entries pending for `consumer` for redelivery at `due_ms`;
@@ -110,11 +114,7 @@ impl Broker {
         for id in ids {
             call.arg(id.to_string());
         }
-        let n: Value = call
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| Error::from_redis(&e, stream, Some(group)))?;
-        reply::uint(n, "nack count")
+        reply::uint(self.invoke(&call, stream, Some(group)).await?, "nack count")
     }
 
     /// Resets the idle time of entries pending for `consumer`; returns how
@@ -131,30 +131,31 @@ impl Broker {
         for id in ids {
             call.arg(id.to_string());
         }
-        let n: Value = call
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| Error::from_redis(&e, stream, Some(group)))?;
-        reply::uint(n, "extend count")
+        reply::uint(
+            self.invoke(&call, stream, Some(group)).await?,
+            "extend count",
+        )
     }
 
     /// How many entries are pending for `consumer` (XPENDING summary).
     pub async fn consumer_pending(&self, stream: &str, group: &str, consumer: &str) -> Result<u64> {
         let mut cmd = redis::cmd("XPENDING");
         cmd.arg(self.key(stream)).arg(group);
-        let summary = reply::array(
+        let mut summary = Cursor::new(
             self.query(&cmd, stream, Some(group)).await?,
             "XPENDING summary",
         )?;
-        let Some(per_consumer) = summary.into_iter().nth(3) else {
-            return Err(Error::Internal("XPENDING summary is too short".to_owned()));
-        };
-        for row in reply::array(per_consumer, "XPENDING consumers")? {
-            let mut it = reply::array(row, "XPENDING consumer row")?.into_iter();
-            if let (Some(name), Some(count)) = (it.next(), it.next())
-                && reply::bytes(name, "consumer name")? == consumer.as_bytes()
-            {
-                return reply::uint(count, "consumer pending");
+        // count, lowest ID, highest ID, then per-consumer counts.
+        for _ in 0..3 {
+            summary.next_value()?;
+        }
+        for row in summary
+            .next_array("XPENDING consumers")?
+            .rows("XPENDING consumer row")
+        {
+            let mut row = row?;
+            if row.next_bytes()? == consumer.as_bytes() {
+                return row.next_uint();
             }
         }
         Ok(0)
@@ -166,6 +167,7 @@ impl Broker {
     pub async fn safe_trim_floor(&self, stream: &str) -> Result<Option<StreamId>> {
         let mut floor: Option<StreamId> = None;
         for group in self.list_groups(stream).await? {
+            let after_cursor = group.last_delivered_id.successor().unwrap_or(StreamId::MAX);
             let needed = if group.pending > 0 {
                 let mut cmd = redis::cmd("XPENDING");
                 cmd.arg(self.key(stream))
@@ -173,32 +175,21 @@ impl Broker {
                     .arg("-")
                     .arg("+")
                     .arg(1);
-                let rows = reply::array(
+                let oldest = Cursor::new(
                     self.query(&cmd, stream, Some(&group.name)).await?,
                     "XPENDING",
-                )?;
-                match rows.into_iter().next() {
-                    Some(row) => StreamId::parse("id", &super::admin::pending_row(row)?.id)?,
-                    None => delivered_floor(&group.last_delivered_id)?,
+                )?
+                .rows("XPENDING row")
+                .next();
+                match oldest {
+                    Some(row) => super::admin::pending_row(row?)?.id,
+                    None => after_cursor,
                 }
             } else {
-                delivered_floor(&group.last_delivered_id)?
+                after_cursor
             };
             floor = Some(floor.map_or(needed, |f| f.min(needed)));
         }
         Ok(floor)
     }
-}
-
-/// The first ID after a group's cursor.
-fn delivered_floor(last_delivered: &str) -> Result<StreamId> {
-    let id = StreamId::parse("last-delivered-id", last_delivered)?;
-    Ok(id.successor().unwrap_or(StreamId::MAX))
-}
-
-fn ids(value: Value) -> Result<Vec<String>> {
-    reply::array(value, "id list")?
-        .into_iter()
-        .map(|v| reply::string(v, "id"))
-        .collect()
 }

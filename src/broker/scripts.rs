@@ -55,8 +55,11 @@ return {moved, destroyed}
 /// pending are dropped from the PEL by XCLAIM and recorded in the
 /// dead-letter stream with reason `trimmed`.
 ///
-/// Returns `{next cursor ('0-0' = scan complete), {{id, fields, count}...},
-/// {deleted id...}, {dead-lettered id...}}`.
+/// Returns `{next cursor (last ID scanned; '' = scan complete), {{id,
+/// fields, count}...}, {deleted id...}, {dead-lettered id...}, due time of
+/// the earliest Nack still scheduled ('' = none)}`: the subscription plans
+/// its next round by that due time, so a Nack's delay is honoured even when
+/// it was scheduled through another gateway.
 pub static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -104,15 +107,16 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', nacks, '-inf', now, 'LIMIT', 0, 
   end
 end
 
-local next_cursor = '0-0'
+local next_cursor = ''
 if budget > 0 then
   local rows = redis.call('XPENDING', key, group, 'IDLE', min_idle, cursor, '+', budget)
   for _, row in ipairs(rows) do
     if not redis.call('ZSCORE', nacks, row[1]) then take(row) end
   end
-  if #rows == budget then next_cursor = '(' .. rows[#rows][1] end
+  if #rows == budget then next_cursor = rows[#rows][1] end
 end
-return {next_cursor, out, deleted, dead}
+local first = redis.call('ZRANGE', nacks, 0, 0, 'WITHSCORES')
+return {next_cursor, out, deleted, dead, first[2] or ''}
 "#,
     )
 });

@@ -11,7 +11,8 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 
-use super::{Broker, reply};
+use super::Broker;
+use super::reply::{self, Cursor};
 use crate::error::{Error, Result};
 use crate::ids::StreamId;
 
@@ -56,9 +57,9 @@ impl Broker {
 }
 
 impl Waiter {
-    /// Blocks until one of `streams` (client names with their Redis keys)
-    /// has an entry after its position, or the block time passes. Returns
-    /// the indexes of the streams that have.
+    /// Blocks until one of the streams (`keys`: their Redis keys) has an
+    /// entry after its position in `after`, or the block time passes.
+    /// Returns the indexes of the streams that have.
     pub async fn wait(&mut self, keys: &[String], after: &[StreamId]) -> Result<Vec<usize>> {
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
@@ -77,13 +78,8 @@ impl Waiter {
             .await
             .map_err(|e| Error::from_redis(&e, "(doorbell)", None))?;
         let mut rung = Vec::new();
-        for item in reply::array(value, "XREAD reply")? {
-            let mut pair = reply::array(item, "XREAD stream")?.into_iter();
-            let key = pair
-                .next()
-                .map(|k| reply::bytes(k, "stream key"))
-                .transpose()?
-                .unwrap_or_default();
+        for stream in Cursor::new(value, "XREAD reply")?.rows("XREAD stream") {
+            let key = stream?.next_bytes()?;
             if let Some(i) = keys.iter().position(|k| k.as_bytes() == key.as_slice()) {
                 rung.push(i);
             }

@@ -3,6 +3,7 @@
 
 mod ack_reap;
 mod admin;
+mod cadence;
 mod common;
 mod errors;
 mod faults;

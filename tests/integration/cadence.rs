@@ -1,0 +1,202 @@
+//! Timers of live streams keep their own cadence whatever `--block-ms` is:
+//! heartbeats, reclaim rounds and Nack delays; shutdown ends idle streams at
+//! once.
+//!
+//! The gateway here runs with a 10 s block, so anything that still waited
+//! for a block period would be late by seconds; the checks allow half a
+//! block, which no scheduling hiccup comes near, and compare against the
+//! block period rather than measure speed.
+
+use std::time::{Duration, Instant};
+
+use streamgate::pb::{self, subscribe_response, tail_response};
+use tonic::Code;
+
+use crate::common::{
+    DEADLINE, RedisServer, TestGateway, config, ids, orders, produce, read_directly, sub,
+    subscribe, take_entries,
+};
+
+/// The gateway's `--block-ms` in these tests.
+const BLOCK_MS: u64 = 10_000;
+/// Far less than a block period.
+const WELL_UNDER_BLOCK: Duration = Duration::from_millis(BLOCK_MS / 2);
+
+async fn setup_long_block() -> (RedisServer, TestGateway) {
+    let redis = RedisServer::start();
+    let mut config = config(&redis);
+    config.block_ms = BLOCK_MS;
+    let gateway = TestGateway::start(config).await;
+    (redis, gateway)
+}
+
+/// Server times of the next `n` heartbeats of a subscription.
+async fn heartbeat_times(s: &mut tonic::Streaming<pb::SubscribeResponse>, n: usize) -> Vec<i64> {
+    let mut times = Vec::new();
+    while times.len() < n {
+        let message = tokio::time::timeout(DEADLINE, s.message())
+            .await
+            .expect("a message within the deadline")
+            .expect("the stream goes on")
+            .expect("not ended");
+        if let Some(subscribe_response::Kind::Heartbeat(beat)) = message.kind {
+            times.push(beat.server_time_ms);
+        }
+    }
+    times
+}
+
+#[tokio::test]
+async fn heartbeats_follow_heartbeat_ms_not_the_block_time() {
+    let (_redis, mut gw) = setup_long_block().await;
+    let mut s = subscribe(
+        &mut gw,
+        pb::SubscribeRequest {
+            heartbeat_ms: Some(200),
+            ..sub("orders", "g", "a")
+        },
+    )
+    .await;
+    let times = heartbeat_times(&mut s, 4).await;
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            (150..WELL_UNDER_BLOCK.as_millis() as i64).contains(&gap),
+            "heartbeats {times:?}: a gap of {gap} ms for heartbeat_ms 200 and a {BLOCK_MS} ms block"
+        );
+    }
+
+    let mut tail = gw
+        .events
+        .tail(pb::TailRequest {
+            stream: "orders".into(),
+            heartbeat_ms: Some(200),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let start = Instant::now();
+    let mut beats = 0;
+    while beats < 3 {
+        let message = tail.message().await.unwrap().unwrap();
+        if let Some(tail_response::Kind::Heartbeat(_)) = message.kind {
+            beats += 1;
+        }
+    }
+    assert!(
+        start.elapsed() < WELL_UNDER_BLOCK,
+        "three Tail heartbeats of 200 ms took {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn reclaim_rounds_follow_interval_ms() {
+    let (redis, mut gw) = setup_long_block().await;
+    produce(&mut gw, "orders", orders(1)).await;
+    // A consumer reads the entry and dies before acking it.
+    let stuck = read_directly(&redis, "orders", "g", "dead", 1);
+    let start = Instant::now();
+    let mut live = subscribe(
+        &mut gw,
+        pb::SubscribeRequest {
+            reclaim: Some(pb::Reclaim {
+                min_idle_ms: 300,
+                interval_ms: 100,
+            }),
+            ..sub("orders", "g", "live")
+        },
+    )
+    .await;
+    let got = take_entries(&mut live, 1).await;
+    assert_eq!(ids(&got), stuck);
+    assert!(got[0].redelivered && got[0].delivery_count == 2, "{got:?}");
+    assert!(
+        start.elapsed() < WELL_UNDER_BLOCK,
+        "an entry idle for 300 ms reclaimed every 100 ms arrived after {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_nack_delay_is_honoured_to_the_delay_not_the_block() {
+    let (_redis, mut gw) = setup_long_block().await;
+    // Idle scans far off, so only the Nack can bring the entry back.
+    let mut s = subscribe(
+        &mut gw,
+        pb::SubscribeRequest {
+            reclaim: Some(pb::Reclaim {
+                min_idle_ms: 600_000,
+                interval_ms: 600_000,
+            }),
+            ..sub("orders", "g", "a")
+        },
+    )
+    .await;
+    let produced = produce(&mut gw, "orders", orders(1)).await;
+    let first = take_entries(&mut s, 1).await;
+    assert_eq!(ids(&first), produced);
+
+    let nacked = Instant::now();
+    let scheduled = gw
+        .events
+        .nack(pb::NackRequest {
+            stream: "orders".into(),
+            group: "g".into(),
+            consumer: "a".into(),
+            ids: produced.clone(),
+            delay_ms: 300,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .scheduled;
+    assert_eq!(scheduled, 1);
+    let again = take_entries(&mut s, 1).await;
+    let waited = nacked.elapsed();
+    assert_eq!(ids(&again), produced);
+    assert!(again[0].redelivered && again[0].delivery_count == 2);
+    assert!(
+        waited >= Duration::from_millis(295),
+        "redelivered after {waited:?}, before the 300 ms delay"
+    );
+    assert!(
+        waited < WELL_UNDER_BLOCK,
+        "a 300 ms Nack came back after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_idle_streams_at_once() {
+    let (_redis, mut gw) = setup_long_block().await;
+    let mut s = subscribe(
+        &mut gw,
+        pb::SubscribeRequest {
+            heartbeat_ms: Some(0),
+            ..sub("orders", "g", "a")
+        },
+    )
+    .await;
+    let mut tail = gw
+        .events
+        .tail(pb::TailRequest {
+            stream: "orders".into(),
+            heartbeat_ms: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let start = Instant::now();
+    gw.stop().await;
+    let status = s.message().await.expect_err("the subscription ends");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let status = tail.message().await.expect_err("the tail ends");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        start.elapsed() < WELL_UNDER_BLOCK,
+        "idle streams ended {:?} after shutdown",
+        start.elapsed()
+    );
+}
