@@ -329,13 +329,15 @@ impl EventStreamService {
             i64::try_from(req.delay_ms).map_err(|_| Error::invalid("delay_ms", "is too large"))?;
         let due = now_ms().saturating_add(delay);
         self.ctx.authorize(caller, Permission::Consume, stream)?;
-        let scheduled = self
+        let nacked = self
             .ctx
             .broker
             .nack(stream, group, consumer, &ids, due)
             .await?;
         self.ctx.groups.nacked(stream, group, due);
-        Ok(pb::NackResponse { scheduled })
+        Ok(pb::NackResponse {
+            scheduled: nacked.done.len() as u64,
+        })
     }
 
     async fn extend(&self, caller: &Caller, req: pb::ExtendRequest) -> Result<pb::ExtendResponse> {
@@ -349,7 +351,9 @@ impl EventStreamService {
             .broker
             .extend(stream, group, consumer, &ids)
             .await?;
-        Ok(pb::ExtendResponse { extended })
+        Ok(pb::ExtendResponse {
+            extended: extended.done.len() as u64,
+        })
     }
 
     async fn tail(

@@ -26,7 +26,7 @@ use redis::{Client, RedisError, Value};
 
 pub use admin::{ConsumerInfo, GroupInfo, PendingEntry, PendingFilter, StreamInfo};
 pub use reads::PendingPage;
-pub use recovery::{ReclaimSpec, Reclaimed};
+pub use recovery::{Outcome, ReclaimSpec, Reclaimed};
 pub use waiter::Waiter;
 
 use crate::error::{Error, Result};

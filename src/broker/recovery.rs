@@ -41,6 +41,24 @@ pub struct Reclaimed {
     pub next_nack_due_ms: Option<i64>,
 }
 
+/// Which of the IDs an ack, nack or extend acted on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// IDs the operation took effect for, in request order.
+    pub done: Vec<StreamId>,
+    /// IDs that were not pending (for the consumer, or for an ack in the
+    /// group): nothing was done for them.
+    pub not_pending: Vec<StreamId>,
+}
+
+impl Outcome {
+    /// Sorts `asked` into done and not pending, given what was done.
+    fn split(asked: &[StreamId], done: Vec<StreamId>) -> Outcome {
+        let (done, not_pending) = asked.iter().partition(|id| done.contains(id));
+        Outcome { done, not_pending }
+    }
+}
+
 impl Broker {
     /// The sorted set holding a group's Nack schedule.
     fn nack_key(&self, stream: &str, group: &str) -> String {
@@ -96,8 +114,7 @@ impl Broker {
         })
     }
 
-    /// Schedules entries pending for `consumer` for redelivery at `due_ms`;
-    /// returns how many were pending for it.
+    /// Schedules entries pending for `consumer` for redelivery at `due_ms`.
     pub async fn nack(
         &self,
         stream: &str,
@@ -105,36 +122,51 @@ impl Broker {
         consumer: &str,
         ids: &[StreamId],
         due_ms: i64,
-    ) -> Result<u64> {
+    ) -> Result<Outcome> {
         let mut call = scripts::NACK.key(self.key(stream));
         call.key(self.nack_key(stream, group))
             .arg(group)
             .arg(consumer)
             .arg(due_ms);
-        for id in ids {
-            call.arg(id.to_string());
-        }
-        reply::uint(self.invoke(&call, stream, Some(group)).await?, "nack count")
+        self.per_id(call, stream, group, ids, "nack").await
     }
 
-    /// Resets the idle time of entries pending for `consumer`; returns how
-    /// many were extended.
+    /// Resets the idle time of entries pending for `consumer`.
     pub async fn extend(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
         ids: &[StreamId],
-    ) -> Result<u64> {
+    ) -> Result<Outcome> {
         let mut call = scripts::EXTEND.key(self.key(stream));
         call.arg(group).arg(consumer);
+        self.per_id(call, stream, group, ids, "extend").await
+    }
+
+    /// Acknowledges entries, saying which were pending in the group (one
+    /// script instead of one XACK, which only answers a count).
+    pub async fn ack_each(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<Outcome> {
+        let mut call = scripts::ACK_EACH.key(self.key(stream));
+        call.arg(group);
+        self.per_id(call, stream, group, ids, "ack").await
+    }
+
+    /// Runs a script that takes `ids` as its last arguments and answers the
+    /// ones it acted on.
+    async fn per_id(
+        &self,
+        mut call: redis::ScriptInvocation<'_>,
+        stream: &str,
+        group: &str,
+        ids: &[StreamId],
+        what: &'static str,
+    ) -> Result<Outcome> {
         for id in ids {
             call.arg(id.to_string());
         }
-        reply::uint(
-            self.invoke(&call, stream, Some(group)).await?,
-            "extend count",
-        )
+        let done = reply::ids(self.invoke(&call, stream, Some(group)).await?, what)?;
+        Ok(Outcome::split(ids, done))
     }
 
     /// How many entries are pending for `consumer` (XPENDING summary).

@@ -121,37 +121,55 @@ return {next_cursor, out, deleted, dead, first[2] or ''}
     )
 });
 
+/// Acknowledges entries one by one and says which were pending. KEYS:
+/// stream. ARGV: group, id... Returns the IDs acknowledged. XACK answers 0
+/// for a group that does not exist, so when some ID was not acked the
+/// script asks XPENDING, which fails with NOGROUP for a missing group.
+pub static ACK_EACH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local done = {}
+for i = 2, #ARGV do
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then done[#done + 1] = ARGV[i] end
+end
+if #done < #ARGV - 1 then redis.call('XPENDING', KEYS[1], ARGV[1]) end
+return done
+"#,
+    )
+});
+
 /// Schedules entries pending for a consumer for redelivery. KEYS: stream,
-/// Nack schedule. ARGV: group, consumer, due time ms, id... Returns how many
-/// were pending for the consumer.
+/// Nack schedule. ARGV: group, consumer, due time ms, id... Returns the IDs
+/// that were pending for the consumer and are now scheduled.
 pub static NACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local n = 0
+local done = {}
 for i = 4, #ARGV do
   if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then
     redis.call('ZADD', KEYS[2], ARGV[3], ARGV[i])
-    n = n + 1
+    done[#done + 1] = ARGV[i]
   end
 end
-return n
+return done
 "#,
     )
 });
 
 /// Resets the idle time of entries pending for a consumer without counting
 /// a delivery; entries of other consumers are left alone. KEYS: stream.
-/// ARGV: group, consumer, id... Returns how many were extended.
+/// ARGV: group, consumer, id... Returns the IDs extended.
 pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local n = 0
+local done = {}
 for i = 3, #ARGV do
   if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then
-    n = n + #redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    if #claimed > 0 then done[#done + 1] = ARGV[i] end
   end
 end
-return n
+return done
 "#,
     )
 });
