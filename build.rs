@@ -1,6 +1,7 @@
 //! Compiles `proto/` into Rust with pure-Rust tooling (protox), so that a
 //! fresh machine needs no system `protoc`. The encoded descriptor set is also
-//! written to `OUT_DIR` for gRPC server reflection.
+//! written to `OUT_DIR` for gRPC server reflection, and so is the list of
+//! every rpc's path, which labels the per-RPC metrics.
 
 use std::{env, fs, path::PathBuf};
 
@@ -17,6 +18,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(PROTOS, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("streamgate_descriptor.bin"), fds.encode_to_vec())?;
+    let mut methods = String::from("&[\n");
+    for file in &fds.file {
+        for service in &file.service {
+            for method in &service.method {
+                methods.push_str(&format!(
+                    "    (\"/{}.{}/{}\", \"{}\"),\n",
+                    file.package(),
+                    service.name(),
+                    method.name(),
+                    method.name()
+                ));
+            }
+        }
+    }
+    methods.push(']');
+    fs::write(out.join("streamgate_methods.rs"), methods)?;
     tonic_prost_build::configure()
         // Produce decodes these maps for every event: a BTreeMap skips
         // SipHash and arrives sorted, so the gateway need not sort again.

@@ -1,11 +1,13 @@
 //! Wires the gateway together: Redis connection, gRPC services, reflection,
-//! health, and graceful shutdown.
+//! health, metrics, and graceful shutdown. Takes plain [`Settings`]; the
+//! command line is the binary's business.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -15,10 +17,10 @@ use tonic_health::server::HealthReporter;
 use crate::api::{Context, EventStreamService, StreamAdminService};
 use crate::auth::{self, Authenticate};
 use crate::broker::Broker;
-use crate::config::ServeConfig;
+use crate::config::Settings;
 use crate::doorbell::Doorbell;
 use crate::limits::MessageSizeLayer;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, RpcMetricsLayer};
 use crate::pb::{
     self, event_stream_server::EventStreamServer, stream_admin_server::StreamAdminServer,
 };
@@ -33,6 +35,10 @@ pub struct Gateway {
     metrics_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The background tasks (health watcher, metrics poller and endpoint,
+    /// SIGHUP reload, and whatever the services spawn): all watch
+    /// `shutdown`.
+    tasks: TaskTracker,
 }
 
 impl Gateway {
@@ -52,16 +58,21 @@ impl Gateway {
         self.shutdown.trigger();
     }
 
-    /// Waits until the server has stopped.
+    /// Waits until the server has stopped and every background task has
+    /// ended. A server that fails stops the background tasks too.
     pub async fn wait(self) -> Result<(), StartError> {
-        self.task.await??;
+        let served = self.task.await;
+        self.shutdown.trigger();
+        self.tasks.close();
+        self.tasks.wait().await;
+        served??;
         Ok(())
     }
 }
 
 /// Connects to Redis, binds the listener and starts serving in the
 /// background.
-pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
+pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
     // Security settings first: a bad file must fail before anything runs.
     crate::tls::install_crypto_provider();
     let auth = config.auth()?;
@@ -72,10 +83,11 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
         .with_nodelay(Some(true));
     let addr = incoming.local_addr()?;
     let shutdown = Shutdown::new();
+    let tasks = TaskTracker::new();
     let metrics = Arc::new(Metrics::new());
     let metrics_addr = match config.metrics_listen {
         Some(addr) => Some(
-            metrics::http::serve(addr, metrics.clone(), shutdown.clone())
+            metrics::http::serve(addr, metrics.clone(), shutdown.clone(), &tasks)
                 .await
                 .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?,
         ),
@@ -85,7 +97,7 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
     // can scrape them.
     if metrics_addr.is_some() {
         metrics.enable_polling();
-        tokio::spawn(metrics::poll::run(
+        tasks.spawn(metrics::poll::run(
             broker.clone(),
             metrics.clone(),
             Duration::from_millis(config.metrics_poll_ms),
@@ -97,7 +109,7 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
     // tonic-health reports SERVING for "" until told otherwise; nothing is
     // served until Redis has answered.
     set_all(&reporter, ServingStatus::NotServing).await;
-    tokio::spawn(watch_health(
+    tasks.spawn(watch_health(
         broker.clone(),
         reporter,
         metrics.clone(),
@@ -122,14 +134,15 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
         broker,
         settings: Arc::new(config.api_settings()),
         shutdown: shutdown.clone(),
-        metrics,
+        metrics: metrics.clone(),
         groups: Arc::default(),
         doorbell,
         subscriptions: Arc::new(config.subscription_slots()),
+        tasks: tasks.clone(),
     };
     let event_stream = EventStreamService::new(ctx.clone());
     let admin = StreamAdminService::new(ctx);
-    tokio::spawn(auth::reload::on_sighup(auth.clone(), shutdown.clone()));
+    tasks.spawn(auth::reload::on_sighup(auth.clone(), shutdown.clone()));
     if !auth.is_enabled() {
         tracing::warn!(
             "authentication is off (no --auth-config): every caller may use every stream"
@@ -145,6 +158,9 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
         // Detect dead peers on long-lived, otherwise silent streams.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Outermost, so that it counts what the layers and interceptors
+        // inside refuse as well as what the handlers answer.
+        .layer(RpcMetricsLayer::new(metrics))
         .layer(MessageSizeLayer::new(max_message))
         // Health and reflection need no token.
         .add_service(health)
@@ -171,6 +187,7 @@ pub async fn start(config: &ServeConfig) -> Result<Gateway, StartError> {
         metrics_addr,
         shutdown,
         task,
+        tasks,
     })
 }
 

@@ -120,23 +120,25 @@ fn reclaim_options(reclaim: Option<pb::Reclaim>) -> Result<Option<ReclaimOptions
     }))
 }
 
-impl EventStreamService {
+#[tonic::async_trait]
+impl EventStream for EventStreamService {
     async fn produce(
         &self,
-        caller: &Caller,
-        req: pb::ProduceRequest,
-    ) -> Result<pb::ProduceResponse> {
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let (caller, req) = Caller::split(request);
         let settings = &self.ctx.settings;
         let stream = self.ctx.stream(&req.stream)?;
         if req.events.is_empty() {
-            return Err(Error::invalid("events", "at least one event is required"));
+            return Err(Error::invalid("events", "at least one event is required").into());
         }
         if req.events.len() > settings.max_produce_events {
             return Err(Error::LimitExceeded(format!(
                 "{} events exceed the limit of {} per Produce (--max-produce-events)",
                 req.events.len(),
                 settings.max_produce_events
-            )));
+            ))
+            .into());
         }
         let max_len = redis_int("max_len", req.max_len.unwrap_or(settings.default_max_len))?;
         let cap = (max_len > 0).then_some(Cap {
@@ -153,17 +155,19 @@ impl EventStreamService {
                 Ok(event)
             })
             .collect::<Result<Vec<_>>>()?;
-        self.ctx.authorize(caller, Permission::Produce, stream)?;
+        self.ctx.authorize(&caller, Permission::Produce, stream)?;
         let ids = self.ctx.broker.produce(stream, &events, cap).await?;
         self.ctx.metrics.produced.inc_by(ids.len() as u64);
-        Ok(pb::ProduceResponse { ids })
+        Ok(Response::new(pb::ProduceResponse { ids }))
     }
+
+    type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
 
     async fn subscribe(
         &self,
-        caller: &Caller,
-        req: pb::SubscribeRequest,
-    ) -> Result<ResponseStream<pb::SubscribeResponse>> {
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let (caller, req) = Caller::split(request);
         let settings = &self.ctx.settings;
         let spec = SubscribeSpec {
             stream: self.ctx.stream(&req.stream)?.to_owned(),
@@ -191,12 +195,12 @@ impl EventStreamService {
             heartbeat: interval(req.heartbeat_ms, settings.default_heartbeat),
         };
         self.ctx
-            .authorize(caller, Permission::Consume, &spec.stream)?;
+            .authorize(&caller, Permission::Consume, &spec.stream)?;
         // Only reclaim rounds write dead letters: appending to the
         // dead-letter stream is a produce there.
         if spec.reclaim.is_some() {
             self.ctx
-                .authorize(caller, Permission::Produce, &spec.dead_letter_stream)?;
+                .authorize(&caller, Permission::Produce, &spec.dead_letter_stream)?;
         }
         let slot = self.ctx.subscriptions.acquire(caller.peer)?;
         let delivery = subscription::start(
@@ -219,21 +223,29 @@ impl EventStreamService {
                 kind: Some(subscribe_response::Kind::Heartbeat(beat)),
             },
         );
-        Ok(holding(stream, slot))
+        Ok(Response::new(holding(stream, slot)))
     }
 
-    async fn ack(&self, caller: &Caller, req: pb::AckRequest) -> Result<pb::AckResponse> {
+    async fn ack(
+        &self,
+        request: Request<pb::AckRequest>,
+    ) -> Result<Response<pb::AckResponse>, Status> {
+        let (caller, req) = Caller::split(request);
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let ids = id_list("ids", &req.ids)?;
-        self.ctx.authorize(caller, Permission::Consume, stream)?;
+        self.ctx.authorize(&caller, Permission::Consume, stream)?;
         let acked = self.ctx.broker.ack(stream, group, &ids).await?;
         self.ctx.metrics.acked.inc_by(acked);
         self.ctx.groups.acked(stream, group);
-        Ok(pb::AckResponse { acked })
+        Ok(Response::new(pb::AckResponse { acked }))
     }
 
-    async fn reap(&self, caller: &Caller, req: pb::ReapRequest) -> Result<pb::ReapResponse> {
+    async fn reap(
+        &self,
+        request: Request<pb::ReapRequest>,
+    ) -> Result<Response<pb::ReapResponse>, Status> {
+        let (caller, req) = Caller::split(request);
         let max = self.ctx.settings.max_batch_size;
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
@@ -247,25 +259,27 @@ impl EventStreamService {
                 id => StreamId::parse("start_id", id)?,
             },
         };
-        self.ctx.authorize(caller, Permission::Consume, stream)?;
+        self.ctx.authorize(&caller, Permission::Consume, stream)?;
         let reaped = self.ctx.broker.reap(stream, group, &spec).await?;
         let metrics = &self.ctx.metrics;
         metrics.reclaimed.inc_by(reaped.claimed.len() as u64);
         metrics
             .deleted_while_pending
             .inc_by(reaped.deleted_ids.len() as u64);
-        Ok(pb::ReapResponse {
+        Ok(Response::new(pb::ReapResponse {
             claimed: convert::entries(reaped.claimed),
             deleted_ids: convert::ids(&reaped.deleted_ids),
             next_start_id: reaped.next_start_id.to_string(),
-        })
+        }))
     }
+
+    type ReplayStream = ResponseStream<pb::ReplayResponse>;
 
     async fn replay(
         &self,
-        caller: &Caller,
-        req: pb::ReplayRequest,
-    ) -> Result<ResponseStream<pb::ReplayResponse>> {
+        request: Request<pb::ReplayRequest>,
+    ) -> Result<Response<Self::ReplayStream>, Status> {
+        let (caller, req) = Caller::split(request);
         let spec = ReplaySpec {
             stream: self.ctx.stream(&req.stream)?.to_owned(),
             range: IdRange::parse("start", &req.start, "end", &req.end)?,
@@ -279,48 +293,57 @@ impl EventStreamService {
             )?,
         };
         self.ctx
-            .authorize(caller, Permission::Consume, &spec.stream)?;
+            .authorize(&caller, Permission::Consume, &spec.stream)?;
         let delivery = replay::start(
             self.ctx.broker.clone(),
             spec,
             self.ctx.settings.loops.stall_timeout,
             self.ctx.shutdown.clone(),
         );
-        Ok(Box::pin(delivery.map(|page| {
+        Ok(Response::new(Box::pin(delivery.map(|page| {
             page.map(|entries| pb::ReplayResponse {
                 entries: convert::entries(entries),
             })
             .map_err(Status::from)
-        })))
+        }))))
     }
 
-    async fn trim(&self, caller: &Caller, req: pb::TrimRequest) -> Result<pb::TrimResponse> {
+    async fn trim(
+        &self,
+        request: Request<pb::TrimRequest>,
+    ) -> Result<Response<pb::TrimResponse>, Status> {
+        let (caller, req) = Caller::split(request);
         let stream = self.ctx.stream(&req.stream)?;
         let to = match req.strategy {
             Some(trim_request::Strategy::MaxLen(n)) => TrimTo::MaxLen(redis_int("max_len", n)?),
             Some(trim_request::Strategy::MinId(id)) => {
                 TrimTo::MinId(StreamId::parse("min_id", &id)?)
             }
-            None => return Err(Error::invalid("strategy", "set max_len or min_id")),
+            None => return Err(Error::invalid("strategy", "set max_len or min_id").into()),
         };
         redis_int("limit", req.limit)?;
         if req.exact && req.limit > 0 {
             return Err(Error::invalid(
                 "limit",
                 "LIMIT applies only to approximate trimming (exact = false)",
-            ));
+            )
+            .into());
         }
-        self.ctx.authorize(caller, Permission::Admin, stream)?;
+        self.ctx.authorize(&caller, Permission::Admin, stream)?;
         let broker = &self.ctx.broker;
         let trimmed = if req.acked_by_all_groups {
             broker.safe_trim(stream, &to, req.exact, req.limit).await?
         } else {
             broker.trim(stream, &to, req.exact, req.limit).await?
         };
-        Ok(pb::TrimResponse { trimmed })
+        Ok(Response::new(pb::TrimResponse { trimmed }))
     }
 
-    async fn nack(&self, caller: &Caller, req: pb::NackRequest) -> Result<pb::NackResponse> {
+    async fn nack(
+        &self,
+        request: Request<pb::NackRequest>,
+    ) -> Result<Response<pb::NackResponse>, Status> {
+        let (caller, req) = Caller::split(request);
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let consumer = required("consumer", &req.consumer)?;
@@ -328,39 +351,45 @@ impl EventStreamService {
         let delay =
             i64::try_from(req.delay_ms).map_err(|_| Error::invalid("delay_ms", "is too large"))?;
         let due = now_ms().saturating_add(delay);
-        self.ctx.authorize(caller, Permission::Consume, stream)?;
+        self.ctx.authorize(&caller, Permission::Consume, stream)?;
         let nacked = self
             .ctx
             .broker
             .nack(stream, group, consumer, &ids, due)
             .await?;
         self.ctx.groups.nacked(stream, group, due);
-        Ok(pb::NackResponse {
+        Ok(Response::new(pb::NackResponse {
             scheduled: nacked.done.len() as u64,
-        })
+        }))
     }
 
-    async fn extend(&self, caller: &Caller, req: pb::ExtendRequest) -> Result<pb::ExtendResponse> {
+    async fn extend(
+        &self,
+        request: Request<pb::ExtendRequest>,
+    ) -> Result<Response<pb::ExtendResponse>, Status> {
+        let (caller, req) = Caller::split(request);
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let consumer = required("consumer", &req.consumer)?;
         let ids = id_list("ids", &req.ids)?;
-        self.ctx.authorize(caller, Permission::Consume, stream)?;
+        self.ctx.authorize(&caller, Permission::Consume, stream)?;
         let extended = self
             .ctx
             .broker
             .extend(stream, group, consumer, &ids)
             .await?;
-        Ok(pb::ExtendResponse {
+        Ok(Response::new(pb::ExtendResponse {
             extended: extended.done.len() as u64,
-        })
+        }))
     }
+
+    type TailStream = ResponseStream<pb::TailResponse>;
 
     async fn tail(
         &self,
-        caller: &Caller,
-        req: pb::TailRequest,
-    ) -> Result<ResponseStream<pb::TailResponse>> {
+        request: Request<pb::TailRequest>,
+    ) -> Result<Response<Self::TailStream>, Status> {
+        let (caller, req) = Caller::split(request);
         let settings = &self.ctx.settings;
         let spec = TailSpec {
             stream: self.ctx.stream(&req.stream)?.to_owned(),
@@ -374,7 +403,7 @@ impl EventStreamService {
             heartbeat: interval(req.heartbeat_ms, settings.default_heartbeat),
         };
         self.ctx
-            .authorize(caller, Permission::Consume, &spec.stream)?;
+            .authorize(&caller, Permission::Consume, &spec.stream)?;
         let slot = self.ctx.subscriptions.acquire(caller.peer)?;
         let delivery = tail::start(
             self.ctx.broker.clone(),
@@ -395,86 +424,6 @@ impl EventStreamService {
                 kind: Some(tail_response::Kind::Heartbeat(beat)),
             },
         );
-        Ok(holding(stream, slot))
-    }
-}
-
-#[tonic::async_trait]
-impl EventStream for EventStreamService {
-    async fn produce(
-        &self,
-        r: Request<pb::ProduceRequest>,
-    ) -> Result<Response<pb::ProduceResponse>, Status> {
-        let (caller, req) = Caller::split(r);
-        self.ctx.track("Produce", self.produce(&caller, req)).await
-    }
-
-    type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
-
-    async fn subscribe(
-        &self,
-        r: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let (caller, req) = Caller::split(r);
-        self.ctx
-            .track("Subscribe", self.subscribe(&caller, req))
-            .await
-    }
-
-    async fn ack(&self, r: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
-        let (caller, req) = Caller::split(r);
-        self.ctx.track("Ack", self.ack(&caller, req)).await
-    }
-
-    async fn reap(
-        &self,
-        r: Request<pb::ReapRequest>,
-    ) -> Result<Response<pb::ReapResponse>, Status> {
-        let (caller, req) = Caller::split(r);
-        self.ctx.track("Reap", self.reap(&caller, req)).await
-    }
-
-    type ReplayStream = ResponseStream<pb::ReplayResponse>;
-
-    async fn replay(
-        &self,
-        r: Request<pb::ReplayRequest>,
-    ) -> Result<Response<Self::ReplayStream>, Status> {
-        let (caller, req) = Caller::split(r);
-        self.ctx.track("Replay", self.replay(&caller, req)).await
-    }
-
-    async fn trim(
-        &self,
-        r: Request<pb::TrimRequest>,
-    ) -> Result<Response<pb::TrimResponse>, Status> {
-        let (caller, req) = Caller::split(r);
-        self.ctx.track("Trim", self.trim(&caller, req)).await
-    }
-
-    async fn nack(
-        &self,
-        r: Request<pb::NackRequest>,
-    ) -> Result<Response<pb::NackResponse>, Status> {
-        let (caller, req) = Caller::split(r);
-        self.ctx.track("Nack", self.nack(&caller, req)).await
-    }
-
-    async fn extend(
-        &self,
-        r: Request<pb::ExtendRequest>,
-    ) -> Result<Response<pb::ExtendResponse>, Status> {
-        let (caller, req) = Caller::split(r);
-        self.ctx.track("Extend", self.extend(&caller, req)).await
-    }
-
-    type TailStream = ResponseStream<pb::TailResponse>;
-
-    async fn tail(
-        &self,
-        r: Request<pb::TailRequest>,
-    ) -> Result<Response<Self::TailStream>, Status> {
-        let (caller, req) = Caller::split(r);
-        self.ctx.track("Tail", self.tail(&caller, req)).await
+        Ok(Response::new(holding(stream, slot)))
     }
 }

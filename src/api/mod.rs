@@ -1,11 +1,14 @@
 //! The gRPC services: one file per proto service.
 //!
-//! Every handler takes the same steps: validate the request into domain
-//! values (so malformed input is INVALID_ARGUMENT before any Redis call),
-//! authorize the caller for each stream it touches (`Context::authorize`),
-//! call the broker, convert the result to proto. Handlers return domain
-//! errors; `Context::track` turns them into a `Status` (through the one
-//! mapping in [`crate::error`]) and records the request's metrics.
+//! The tonic trait methods are the handlers, and every one takes the same
+//! steps: split the request into caller and message ([`Caller::split`]),
+//! validate the message into domain values (so malformed input is
+//! INVALID_ARGUMENT before any Redis call), authorize the caller for each
+//! stream it touches (`Context::authorize`), call the broker, convert the
+//! result to proto. Domain errors become a `Status` with `?`, through the
+//! one mapping in [`crate::error`]. Request counts and latencies are not a
+//! handler's business: [`crate::metrics::rpc`] records them around every
+//! route.
 
 mod caller;
 mod convert;
@@ -13,12 +16,12 @@ mod event_stream;
 mod stream_admin;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use caller::Caller;
 pub use event_stream::EventStreamService;
 pub use stream_admin::StreamAdminService;
-use tonic::{Response, Status};
+use tokio_util::task::TaskTracker;
 
 use crate::auth::Permission;
 use crate::broker::Broker;
@@ -58,7 +61,7 @@ pub struct Context {
     pub settings: Arc<ApiSettings>,
     /// Ends long-lived streams.
     pub shutdown: Shutdown,
-    /// Where requests are counted.
+    /// Where entries are counted and served streams noted.
     pub metrics: Arc<Metrics>,
     /// Tells subscriptions about acks (room under `max_in_flight`) and
     /// Nacks (an earlier reclaim round) in their group.
@@ -67,25 +70,12 @@ pub struct Context {
     pub doorbell: Arc<Doorbell>,
     /// Open Subscribe and Tail streams, against their limits.
     pub subscriptions: Arc<SubscriptionSlots>,
+    /// Where long-lived tasks are spawned, so that shutdown can wait for
+    /// them ([`crate::server::Gateway::wait`]).
+    pub tasks: TaskTracker,
 }
 
 impl Context {
-    /// Runs a handler body, records its outcome and latency as `rpc`, and
-    /// maps its error to a status.
-    async fn track<T>(
-        &self,
-        rpc: &'static str,
-        body: impl Future<Output = Result<T>>,
-    ) -> Result<Response<T>, Status> {
-        let start = Instant::now();
-        let result = body.await.map(Response::new).map_err(Status::from);
-        let code = result
-            .as_ref()
-            .map_or_else(Status::code, |_| tonic::Code::Ok);
-        self.metrics.observe_rpc(rpc, code, start.elapsed());
-        result
-    }
-
     /// Validates the request field `stream` ([`crate::namespace`]).
     fn stream<'a>(&self, name: &'a str) -> Result<&'a str> {
         crate::namespace::stream_name("stream", name)

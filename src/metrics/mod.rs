@@ -1,12 +1,16 @@
 //! Prometheus metrics: what an operator alerts on.
 //!
 //! One [`Metrics`] per gateway (a registry of its own, not a global, so
-//! several gateways can run in one process, as the tests do). The api layer
-//! records requests and entry counts; [`poll`] refreshes the per-group
-//! gauges from Redis in the background; [`http`] serves `/metrics`.
+//! several gateways can run in one process, as the tests do). [`rpc`]
+//! records every request from a tower layer around the gRPC routes; the api
+//! layer counts entries; [`poll`] refreshes the per-group gauges from Redis
+//! in the background; [`http`] serves `/metrics`.
 
 pub mod http;
 pub mod poll;
+pub mod rpc;
+
+pub use rpc::RpcMetricsLayer;
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;

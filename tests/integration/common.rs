@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use streamgate::config::ServeConfig;
+use streamgate::config::Settings;
 use streamgate::pb::stream_admin_client::StreamAdminClient;
 use streamgate::pb::{self, event_stream_client::EventStreamClient, subscribe_response};
 use streamgate::server::{self, Gateway};
@@ -175,16 +175,17 @@ fn wait_for_ping(child: &mut Child, port: u16) -> bool {
 }
 
 /// Gateway settings for tests: a free port, the given Redis, short blocks
-/// so that tests of cancellation finish quickly.
-pub fn config(redis: &RedisServer) -> ServeConfig {
-    let mut config = ServeConfig::defaults();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.redis_url = redis.url();
-    config.key_prefix = String::new();
-    config.block_ms = 200;
-    config.redis_timeout_ms = 2000;
-    config.health_interval_ms = 100;
-    config
+/// so that tests of cancellation finish quickly. Built in code, so nothing
+/// in the developer's environment (`STREAMGATE_*`) leaks in.
+pub fn config(redis: &RedisServer) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        redis_url: redis.url(),
+        block_ms: 200,
+        redis_timeout_ms: 2000,
+        health_interval_ms: 100,
+        ..Settings::default()
+    }
 }
 
 /// A gateway running in-process, with clients connected to it.
@@ -201,7 +202,7 @@ pub struct TestGateway {
 
 impl TestGateway {
     /// Starts a gateway with `config` and connects clients.
-    pub async fn start(config: ServeConfig) -> TestGateway {
+    pub async fn start(config: Settings) -> TestGateway {
         let gateway = server::start(&config).await.expect("gateway starts");
         let channel = Channel::from_shared(format!("http://{}", gateway.addr()))
             .unwrap()

@@ -2,11 +2,13 @@
 
 use std::net::SocketAddr;
 
+use streamgate::auth::config::digest_hex;
 use streamgate::pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::{Code, Request};
 
 use crate::common::{
-    RedisServer, TestGateway, config, eventually, ids, orders, produce, sub, subscribe,
+    RedisServer, TestGateway, config, event, eventually, ids, orders, produce, sub, subscribe,
     take_entries,
 };
 
@@ -168,4 +170,125 @@ async fn group_gauges_follow_redis_and_disappear_with_the_group() {
         (sample(&text, pending).is_none() && sample(&text, lag).is_none()).then_some(())
     })
     .await;
+}
+
+/// A Produce request for `stream` carrying `token`, if any.
+fn produce_as(
+    token: Option<&str>,
+    stream: &str,
+    events: Vec<pb::Event>,
+) -> Request<pb::ProduceRequest> {
+    let mut request = Request::new(pb::ProduceRequest {
+        stream: stream.to_owned(),
+        events,
+        ..Default::default()
+    });
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+#[tokio::test]
+async fn refusals_before_the_handler_are_counted_too() {
+    const TOKEN: &str = "tok-metrics-producer-0123456789";
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.toml");
+    let policy = format!(
+        r#"
+[[tokens]]
+name = "producer"
+sha256 = "{}"
+allow = [ {{ streams = "orders", permissions = ["produce"] }} ]
+"#,
+        digest_hex(TOKEN)
+    );
+    std::fs::write(&path, policy).unwrap();
+    let mut cfg = config(&redis);
+    cfg.auth_config = Some(path);
+    cfg.max_message_bytes = 64 * 1024;
+    cfg.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let mut gw = TestGateway::start(cfg).await;
+    let addr = gw.gateway.as_ref().unwrap().metrics_addr().unwrap();
+
+    // Refused by the auth interceptor, twice, on both services.
+    for _ in 0..2 {
+        let status = gw
+            .events
+            .produce(produce_as(None, "orders", orders(1)))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    let status = gw
+        .admin
+        .describe_stream(pb::DescribeStreamRequest {
+            stream: "orders".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    // Refused by the message-size layer: tonic stops decoding it.
+    let huge = "x".repeat(100 * 1024);
+    let status = gw
+        .events
+        .produce(produce_as(
+            Some(TOKEN),
+            "orders",
+            vec![event("t", &[("blob", &huge)])],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // Refused by the handler, and one that passes.
+    let status = gw
+        .events
+        .produce(produce_as(Some(TOKEN), "payments", orders(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    gw.events
+        .produce(produce_as(Some(TOKEN), "orders", orders(1)))
+        .await
+        .expect("an authorized produce");
+    // Health checks are not counted.
+    tonic_health::pb::health_client::HealthClient::new(gw.channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health answers");
+
+    let text = scrape(addr).await;
+    let requests = |rpc: &str, code: &str| {
+        sample(
+            &text,
+            &format!(r#"streamgate_rpc_requests_total{{rpc="{rpc}",code="{code}"}}"#),
+        )
+    };
+    assert_eq!(requests("Produce", "Unauthenticated"), Some(2.0), "{text}");
+    assert_eq!(
+        requests("DescribeStream", "Unauthenticated"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        requests("Produce", "ResourceExhausted"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(requests("Produce", "PermissionDenied"), Some(1.0), "{text}");
+    assert_eq!(requests("Produce", "Ok"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"streamgate_rpc_duration_seconds_count{rpc="Produce",code="ResourceExhausted"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        !text.contains("Health"),
+        "health checks are not counted: {text}"
+    );
+    assert!(!text.contains(r#"rpc="Check""#), "{text}");
 }

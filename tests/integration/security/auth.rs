@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use streamgate::auth::config::digest_hex;
-use streamgate::config::ServeConfig;
+use streamgate::config::Settings;
 use streamgate::pb::{self, event_stream_client::EventStreamClient};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -54,7 +54,7 @@ allow = [ {{ streams = "*", permissions = ["admin"] }} ]
 }
 
 /// Writes `text` as the auth config of `config`.
-fn with_auth_file(mut config: ServeConfig, dir: &tempfile::TempDir, text: &str) -> ServeConfig {
+fn with_auth_file(mut config: Settings, dir: &tempfile::TempDir, text: &str) -> Settings {
     let path: PathBuf = dir.path().join("auth.toml");
     std::fs::write(&path, text).unwrap();
     config.auth_config = Some(path);

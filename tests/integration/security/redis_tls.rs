@@ -70,7 +70,7 @@ fn tls_redis() -> TlsRedis {
 impl TlsRedis {
     /// Gateway settings for `rediss://user:password@127.0.0.1:<tls port>`
     /// with the CA and a client certificate.
-    fn config(&self, user_password: &str) -> streamgate::config::ServeConfig {
+    fn config(&self, user_password: &str) -> streamgate::config::Settings {
         let client = self.ca.client("gateway");
         let mut config = config(&self.redis);
         config.redis_url = format!("rediss://{user_password}@127.0.0.1:{}", self.tls_port);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use streamgate::config::ServeConfig;
+use streamgate::config::Settings;
 use streamgate::pb::event_stream_client::EventStreamClient;
 use streamgate::server::{self, Gateway};
 use tokio::runtime::Runtime;
@@ -172,11 +172,13 @@ impl Rig {
 
 impl Embedded {
     fn start(redis_url: &str, args: &Args) -> Fallible<Embedded> {
-        let mut config = ServeConfig::defaults();
-        config.listen = "127.0.0.1:0".parse()?;
-        config.redis_url = redis_url.to_owned();
-        config.key_prefix = args.key_prefix.clone();
-        config.max_len = args.max_len;
+        let config = Settings {
+            listen: "127.0.0.1:0".parse()?,
+            redis_url: redis_url.to_owned(),
+            key_prefix: args.key_prefix.clone(),
+            max_len: args.max_len,
+            ..Settings::default()
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(GATEWAY_THREADS)

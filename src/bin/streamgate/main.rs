@@ -1,12 +1,16 @@
 //! The `streamgate` binary: parses the command line and runs the gateway
-//! until SIGINT or SIGTERM.
+//! until SIGINT or SIGTERM. The only place that knows about flags,
+//! environment variables and stdout.
+
+mod args;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use args::{Cli, Command, ServeArgs};
 use clap::Parser;
-use streamgate::config::{Cli, Command, ServeConfig};
+use streamgate::config::Settings;
 use streamgate::server;
 use tracing_subscriber::EnvFilter;
 
@@ -30,8 +34,10 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: ServeConfig) -> ExitCode {
-    let gateway = match server::start(&config).await {
+async fn serve(args: ServeArgs) -> ExitCode {
+    let grace = Duration::from_millis(args.shutdown_grace_ms);
+    let settings = Settings::from(args);
+    let gateway = match server::start(&settings).await {
         Ok(gateway) => gateway,
         Err(e) => {
             eprintln!("streamgate: {e}");
@@ -51,7 +57,6 @@ async fn serve(config: ServeConfig) -> ExitCode {
     }
     tracing::info!("shutting down");
     gateway.shutdown();
-    let grace = Duration::from_millis(config.shutdown_grace_ms);
     match tokio::time::timeout(grace, gateway.wait()).await {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
