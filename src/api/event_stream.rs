@@ -18,6 +18,7 @@ use crate::ids::{GroupStart, IdRange, StreamId};
 use crate::limits::Slot;
 use crate::metrics::OpenGuard;
 use crate::model::Push;
+use crate::namespace;
 use crate::pb::{
     self, event_stream_server::EventStream, subscribe_response, tail_response, trim_request,
 };
@@ -39,6 +40,32 @@ const DEFAULT_REPLAY_PAGE_SIZE: u32 = 100;
 #[derive(Clone)]
 pub struct EventStreamService {
     ctx: Context,
+}
+
+/// The dead-letter stream of a Subscribe: the requested one, or
+/// `<stream>:dlq`. A stream name may be as long as any, so the suffix can
+/// take the default over the length limit: that is refused when the
+/// request reclaims (only reclaim rounds write dead letters), with a
+/// message the client can act on, since it never named the default.
+fn dead_letter_stream(stream: &str, requested: String, reclaiming: bool) -> Result<String> {
+    const FIELD: &str = "dead_letter_stream";
+    if !requested.is_empty() {
+        namespace::stream_name(FIELD, &requested)?;
+        return Ok(requested);
+    }
+    let default = format!("{stream}:dlq");
+    if reclaiming && namespace::stream_name(FIELD, &default).is_err() {
+        return Err(Error::invalid(
+            FIELD,
+            format!(
+                "is empty and the default `<stream>:dlq` would be {} bytes long, over the \
+                 limit of {} for stream names: set dead_letter_stream to a shorter name",
+                default.len(),
+                namespace::MAX_STREAM_NAME_BYTES
+            ),
+        ));
+    }
+    Ok(default)
 }
 
 impl EventStreamService {
@@ -169,6 +196,7 @@ impl EventStream for EventStreamService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let (caller, req) = Caller::split(request);
         let settings = &self.ctx.settings;
+        let reclaiming = req.reclaim.is_some();
         let spec = SubscribeSpec {
             stream: self.ctx.stream(&req.stream)?.to_owned(),
             group: required("group", &req.group)?.to_owned(),
@@ -184,13 +212,11 @@ impl EventStream for EventStreamService {
             pending_first: req.pending_first,
             reclaim: reclaim_options(req.reclaim)?,
             max_deliveries: req.max_deliveries,
-            // The default `<stream>:dlq` is valid whenever the stream is.
-            dead_letter_stream: if req.dead_letter_stream.is_empty() {
-                format!("{}:dlq", req.stream)
-            } else {
-                crate::namespace::stream_name("dead_letter_stream", &req.dead_letter_stream)?;
-                req.dead_letter_stream
-            },
+            dead_letter_stream: dead_letter_stream(
+                &req.stream,
+                req.dead_letter_stream,
+                reclaiming,
+            )?,
             max_in_flight: req.max_in_flight,
             heartbeat: interval(req.heartbeat_ms, settings.default_heartbeat),
         };

@@ -66,6 +66,54 @@ async fn the_dead_letter_stream_is_validated_like_any_stream() {
     assert!(all_keys(&redis).is_empty());
 }
 
+/// A stream name may be 256 bytes long, so `<stream>:dlq` may not fit: a
+/// reclaiming Subscribe that relies on that default is told to name its
+/// dead-letter stream, and one that names it is served.
+#[tokio::test]
+async fn a_default_dead_letter_stream_over_the_limit_must_be_named() {
+    let (redis, mut gw) = crate::common::setup().await;
+    let reclaiming = |stream: &str, dead_letter_stream: &str| {
+        let mut req = sub(stream, "g", "c");
+        req.reclaim = Some(pb::Reclaim {
+            min_idle_ms: 60_000,
+            interval_ms: 0,
+        });
+        req.dead_letter_stream = dead_letter_stream.to_owned();
+        req
+    };
+    for len in [253, 256] {
+        let status = gw
+            .events
+            .subscribe(reclaiming(&"s".repeat(len), ""))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{len}: {status:?}");
+        let message = status.message();
+        assert!(
+            message.starts_with("invalid dead_letter_stream")
+                && message.contains(&format!("would be {} bytes long", len + 4))
+                && message.contains("set dead_letter_stream"),
+            "{message}"
+        );
+    }
+    assert!(all_keys(&redis).is_empty(), "{:?}", all_keys(&redis));
+
+    let longest = "s".repeat(256);
+    for req in [
+        reclaiming(&longest, "dead"),
+        // The default fits exactly.
+        reclaiming(&"s".repeat(252), ""),
+        // Without reclaim nothing is dead-lettered: the default is unused.
+        sub(&longest, "g2", "c"),
+    ] {
+        let stream = req.stream.len();
+        gw.events
+            .subscribe(req)
+            .await
+            .unwrap_or_else(|e| panic!("a {stream}-byte stream: {e:?}"));
+    }
+}
+
 /// Exercises every kind of key the gateway writes (stream, idempotency
 /// key, Nack schedule, dead letters, groups) under a prefix and checks
 /// that every key in Redis starts with it.
