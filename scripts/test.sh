@@ -12,9 +12,9 @@ command -v node >/dev/null && command -v npm >/dev/null || ensure_apt npm npm
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "==> cargo clippy" >&2
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --all-targets --all-features --quiet -- -D warnings
 echo "==> cargo test" >&2
-cargo test --all-targets 2>&1
+cargo test --all-targets --all-features 2>&1
 echo "==> client suites (Python, Node, grpcurl) against the real binary" >&2
 cargo build --quiet --bin streamgate
 clients/test.sh

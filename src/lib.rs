@@ -11,8 +11,8 @@
 //!
 //! Knowledge flows one way, from the wire to Redis:
 //!
-//! - `main.rs`: the command line; thin.
-//! - [`config`]: flags and environment variables.
+//! - `bin/streamgate`: the command line and environment (clap); thin.
+//! - [`config`]: the gateway's settings, plain values with defaults.
 //! - [`server`]: tonic wiring: services, reflection, health, shutdown.
 //! - [`api`]: one file per proto service; each handler validates,
 //!   authorizes, calls the broker and converts. Knows nothing of RESP.
@@ -30,7 +30,8 @@
 //!   riding ([`outage`]), shutdown. [`subscription`] and [`tail`] are its
 //!   readers; [`replay`] is a plain paging loop. [`delivery`] is the
 //!   bounded hand-off from a reading task to a response stream.
-//! - [`metrics`]: the Prometheus registry, `/metrics` and the group poller.
+//! - [`metrics`]: the Prometheus registry, the per-RPC metrics layer,
+//!   `/metrics` and the group poller.
 //! - [`ids`], [`model`]: stream IDs and the event/entry data model.
 //! - [`error`]: the one error enum and the one mapping to gRPC status.
 //! - [`shutdown`]: the signal every long-lived task watches.

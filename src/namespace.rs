@@ -1,7 +1,7 @@
 //! Which client stream names are safe to turn into Redis keys.
 //!
 //! Every key the gateway touches is built from `--key-prefix` and a client
-//! stream name (DESIGN.md, Keys): the stream is `<prefix><stream>` and its
+//! stream name: the stream is `<prefix><stream>` and its
 //! bookkeeping keys are `<prefix>{<prefix><stream>}:<what>`. Both start
 //! with the prefix whatever the name, so the prefix alone keeps a request
 //! out of other applications' keys. What it does not prevent is a stream

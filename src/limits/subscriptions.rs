@@ -1,9 +1,10 @@
 //! How many long-lived streams (Subscribe and Tail) may be open at once,
 //! per client connection and on the whole gateway.
 //!
-//! Each open subscription holds a Redis connection and a task, so without
-//! a cap one client could exhaust Redis' `maxclients` for everyone. A
-//! connection is identified by the peer's address and port, which is
+//! Each open subscription costs a task, a hand-off buffer, a place in the
+//! doorbell's watch list and its share of the reads on the shared Redis
+//! connection, so without a cap one client could take the gateway's
+//! capacity from everyone. A connection is identified by the peer's address and port, which is
 //! unique among the gateway's open TCP connections.
 
 use std::collections::HashMap;

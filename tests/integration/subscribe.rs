@@ -57,7 +57,7 @@ async fn two_consumers_in_one_group_split_the_work_without_overlap() {
     req_b.batch_size = 3;
     let mut a = subscribe(&mut gw, req_a).await;
     let mut b = subscribe(&mut gw, req_b).await;
-    // Both consumers are blocked in XREADGROUP before anything is produced.
+    // Both subscriptions are set up (and idle) before anything is produced.
     let produced = produce(&mut gw, "orders", orders(60)).await;
 
     let mut seen_a = Vec::new();

@@ -232,3 +232,113 @@ impl From<ServeArgs> for Settings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn every_flag_has_its_environment_variable() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        for arg in serve.get_arguments().filter(|a| a.get_long().is_some()) {
+            let long = arg.get_long().unwrap();
+            if long == "help" {
+                continue;
+            }
+            let env = format!("STREAMGATE_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(env.as_str()),
+                "--{long}"
+            );
+        }
+    }
+
+    /// Every flag set on the command line (which wins over the
+    /// environment, so this holds in any shell) lands in its field.
+    #[test]
+    fn every_flag_reaches_its_setting() {
+        let argv = [
+            "streamgate",
+            "serve",
+            "--listen=127.0.0.1:1",
+            "--redis-url=redis://r:2",
+            "--key-prefix=p:",
+            "--max-len=3",
+            "--block-ms=4",
+            "--batch-size=5",
+            "--max-batch-size=6",
+            "--max-produce-events=7",
+            "--redis-timeout-ms=8",
+            "--dedup-window-ms=9",
+            "--heartbeat-ms=10",
+            "--health-interval-ms=11",
+            "--metrics-listen=127.0.0.1:12",
+            "--metrics-poll-ms=130",
+            "--redis-outage-grace-ms=14",
+            "--client-stall-timeout-ms=15",
+            "--shutdown-grace-ms=16",
+            "--tls-cert=c",
+            "--tls-key=k",
+            "--tls-client-ca=ca",
+            "--redis-ca=rca",
+            "--redis-client-cert=rc",
+            "--redis-client-key=rk",
+            "--auth-config=a.toml",
+            "--allow-anonymous",
+            "--max-event-fields=17",
+            "--max-field-bytes=18",
+            "--max-message-bytes=1900",
+            "--max-subscriptions=20",
+            "--max-subscriptions-per-connection=21",
+        ];
+        let Command::Serve(args) = Cli::try_parse_from(argv).expect("parses").command;
+        assert_eq!(args.shutdown_grace_ms, 16);
+        let s = Settings::from(args);
+        let path = |p: &str| Some(PathBuf::from(p));
+        assert_eq!(s.listen, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:12".parse().unwrap()));
+        assert_eq!(
+            (s.redis_url.as_str(), s.key_prefix.as_str()),
+            ("redis://r:2", "p:")
+        );
+        assert_eq!(
+            [
+                s.max_len,
+                s.block_ms,
+                s.max_produce_events,
+                s.redis_timeout_ms
+            ],
+            [3, 4, 7, 8]
+        );
+        assert_eq!([s.batch_size, s.max_batch_size, s.heartbeat_ms], [5, 6, 10]);
+        assert_eq!(
+            [s.dedup_window_ms, s.health_interval_ms, s.metrics_poll_ms],
+            [9, 11, 130]
+        );
+        assert_eq!(
+            [s.redis_outage_grace_ms, s.client_stall_timeout_ms],
+            [14, 15]
+        );
+        assert_eq!(
+            [s.tls_cert, s.tls_key, s.tls_client_ca],
+            [path("c"), path("k"), path("ca")]
+        );
+        assert_eq!(
+            [s.redis_ca, s.redis_client_cert, s.redis_client_key],
+            [path("rca"), path("rc"), path("rk")]
+        );
+        assert_eq!((s.auth_config, s.allow_anonymous), (path("a.toml"), true));
+        assert_eq!(
+            [s.max_event_fields, s.max_field_bytes, s.max_message_bytes],
+            [17, 18, 1900]
+        );
+        assert_eq!(
+            [s.max_subscriptions, s.max_subscriptions_per_connection],
+            [20, 21]
+        );
+    }
+}

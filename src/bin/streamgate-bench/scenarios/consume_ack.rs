@@ -5,7 +5,9 @@
 //! an Ack per received batch. The gateway reads the next batch while the
 //! client acks the previous one (its hand-off buffers one batch). Direct
 //! side: two tasks, each on its own connection, looping `XREADGROUP COUNT
-//! 100 BLOCK 1000` then `XACK`, which is what the gateway does for them.
+//! 100 BLOCK 1000` then `XACK`: the plain client loop that the gateway
+//! replaces (it reads without BLOCK on its shared connection and waits on
+//! its doorbell instead).
 //! Filling the stream is not timed; the clock runs from the first
 //! Subscribe (or read) until every entry is acked.
 

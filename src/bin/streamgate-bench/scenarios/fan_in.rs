@@ -6,8 +6,8 @@
 //! topic, and the one where the gateway's cost per subscription shows,
 //! since no two subscriptions can share a read. The target is memory and
 //! Redis connections: the gateway should wake idle subscriptions from a
-//! few shared blocking reads (DESIGN.md, Scaling Subscribe), so the direct
-//! side does exactly that: one `XREADGROUP ... BLOCK` per 100 streams
+//! few shared blocking reads (its doorbell, `src/doorbell.rs`), so the
+//! direct side does exactly that: one `XREADGROUP ... BLOCK` per 100 streams
 //! (`--streams-per-reader`).
 
 use serde_json::json;
