@@ -37,9 +37,10 @@ pub struct Settings {
     /// disables it.
     pub max_len: u64,
 
-    /// Longest block of the doorbell's XREAD and longest wait of an idle
-    /// read loop, in milliseconds: a cancelled subscription stops within
-    /// about this long.
+    /// Longest block of the doorbell's XREAD, and longest wait of an idle
+    /// live stream before it reads again although nothing rang (acks
+    /// through other gateways), in milliseconds. Timers, cancellation and
+    /// shutdown do not wait for it.
     pub block_ms: u64,
 
     /// Subscribe batch size when the request sets none.

@@ -175,7 +175,7 @@ fn wait_for_ping(child: &mut Child, port: u16) -> bool {
 }
 
 /// Gateway settings for tests: a free port, the given Redis, short blocks
-/// so that tests of cancellation finish quickly. Built in code, so nothing
+/// and health checks so that tests finish quickly. Built in code, so nothing
 /// in the developer's environment (`STREAMGATE_*`) leaks in.
 pub fn config(redis: &RedisServer) -> Settings {
     Settings {

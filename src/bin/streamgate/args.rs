@@ -52,9 +52,10 @@ pub struct ServeArgs {
     #[arg(long, env = "STREAMGATE_MAX_LEN", default_value_t = defaults().max_len)]
     pub max_len: u64,
 
-    /// Longest block of the doorbell's XREAD and longest wait of an idle
-    /// read loop, in milliseconds: a cancelled subscription stops within
-    /// about this long.
+    /// Longest block of the doorbell's XREAD, and longest wait of an idle
+    /// live stream before it reads again although nothing rang (acks
+    /// through other gateways), in milliseconds. Timers, cancellation and
+    /// shutdown do not wait for it.
     #[arg(long, env = "STREAMGATE_BLOCK_MS", default_value_t = defaults().block_ms,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub block_ms: u64,
