@@ -68,6 +68,7 @@ pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod consume;
 pub mod delivery;
 pub mod doorbell;
 pub mod driver;

@@ -27,7 +27,7 @@ use crate::subscription::{self, ReclaimOptions, SubscribeSpec};
 use crate::tail::{self, TailSpec};
 
 /// A server stream as tonic wants it.
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(super) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Default entries examined per XAUTOCLAIM page.
 const DEFAULT_REAP_PAGE_COUNT: u32 = 100;
@@ -39,7 +39,7 @@ const DEFAULT_REPLAY_PAGE_SIZE: u32 = 100;
 /// Implements the EventStream service.
 #[derive(Clone)]
 pub struct EventStreamService {
-    ctx: Context,
+    pub(super) ctx: Context,
 }
 
 /// The dead-letter stream of a Subscribe: the requested one, or
@@ -76,7 +76,7 @@ impl EventStreamService {
 }
 
 /// Parses every ID of a request list, naming the bad one by index.
-fn id_list(field: &str, ids: &[String]) -> Result<Vec<StreamId>> {
+pub(super) fn id_list(field: &str, ids: &[String]) -> Result<Vec<StreamId>> {
     if ids.is_empty() {
         return Err(Error::invalid(field, "at least one ID is required"));
     }
@@ -86,9 +86,34 @@ fn id_list(field: &str, ids: &[String]) -> Result<Vec<StreamId>> {
         .collect()
 }
 
-/// Turns a long-lived read loop's pushes into a response stream; `guard`
-/// lives (and keeps its gauge up) as long as the stream, `delivered`
-/// counts the entries sent.
+/// A push as the proto messages carry it.
+pub(super) enum Message {
+    /// Entries.
+    Batch(pb::Batch),
+    /// A heartbeat.
+    Heartbeat(pb::Heartbeat),
+}
+
+/// Converts a push; `delivered` counts the entries sent.
+pub(super) fn message(push: Push, delivered: Option<&Counter>) -> Message {
+    match push {
+        Push::Entries(entries) => {
+            if let Some(counter) = delivered {
+                counter.inc_by(entries.len() as u64);
+            }
+            Message::Batch(pb::Batch {
+                entries: convert::entries(entries),
+            })
+        }
+        Push::Heartbeat => Message::Heartbeat(pb::Heartbeat {
+            server_time_ms: now_ms(),
+        }),
+    }
+}
+
+/// Turns a live stream's pushes into a response stream; `guard` lives (and
+/// keeps its gauge up) as long as the stream, `delivered` counts the
+/// entries sent.
 fn push_stream<T: Send + 'static>(
     delivery: Delivery<Push>,
     guard: OpenGuard,
@@ -98,25 +123,19 @@ fn push_stream<T: Send + 'static>(
 ) -> ResponseStream<T> {
     Box::pin(delivery.map(move |item| {
         let _open = &guard;
-        match item.map_err(Status::from)? {
-            Push::Entries(entries) => {
-                if let Some(counter) = &delivered {
-                    counter.inc_by(entries.len() as u64);
-                }
-                Ok(batch(pb::Batch {
-                    entries: convert::entries(entries),
-                }))
-            }
-            Push::Heartbeat => Ok(heartbeat(pb::Heartbeat {
-                server_time_ms: now_ms(),
-            })),
-        }
+        Ok(match message(item?, delivered.as_ref()) {
+            Message::Batch(b) => batch(b),
+            Message::Heartbeat(h) => heartbeat(h),
+        })
     }))
 }
 
 /// Keeps a subscription's `slot` (its place under the subscription limits)
 /// taken for exactly as long as its response stream lives.
-fn holding<T: Send + 'static>(stream: ResponseStream<T>, slot: Slot) -> ResponseStream<T> {
+pub(super) fn holding<T: Send + 'static>(
+    stream: ResponseStream<T>,
+    slot: Slot,
+) -> ResponseStream<T> {
     Box::pin(stream.map(move |item| {
         let _slot = &slot;
         item
@@ -147,25 +166,25 @@ fn reclaim_options(reclaim: Option<pb::Reclaim>) -> Result<Option<ReclaimOptions
     }))
 }
 
-#[tonic::async_trait]
-impl EventStream for EventStreamService {
-    async fn produce(
+impl EventStreamService {
+    /// Validates and authorizes one Produce request and appends its events;
+    /// shared by Produce and ProduceStream. Returns the IDs in order.
+    pub(super) async fn produce_one(
         &self,
-        request: Request<pb::ProduceRequest>,
-    ) -> Result<Response<pb::ProduceResponse>, Status> {
-        let (caller, req) = Caller::split(request);
+        caller: &Caller,
+        req: pb::ProduceRequest,
+    ) -> Result<Vec<String>> {
         let settings = &self.ctx.settings;
         let stream = self.ctx.stream(&req.stream)?;
         if req.events.is_empty() {
-            return Err(Error::invalid("events", "at least one event is required").into());
+            return Err(Error::invalid("events", "at least one event is required"));
         }
         if req.events.len() > settings.max_produce_events {
             return Err(Error::LimitExceeded(format!(
                 "{} events exceed the limit of {} per Produce (--max-produce-events)",
                 req.events.len(),
                 settings.max_produce_events
-            ))
-            .into());
+            )));
         }
         let max_len = redis_int("max_len", req.max_len.unwrap_or(settings.default_max_len))?;
         let cap = (max_len > 0).then_some(Cap {
@@ -182,19 +201,19 @@ impl EventStream for EventStreamService {
                 Ok(event)
             })
             .collect::<Result<Vec<_>>>()?;
-        self.ctx.authorize(&caller, Permission::Produce, stream)?;
+        self.ctx.authorize(caller, Permission::Produce, stream)?;
         let ids = self.ctx.broker.produce(stream, &events, cap).await?;
         self.ctx.metrics.produced.inc_by(ids.len() as u64);
-        Ok(Response::new(pb::ProduceResponse { ids }))
+        Ok(ids)
     }
 
-    type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
-
-    async fn subscribe(
+    /// Validates and authorizes a Subscribe request (also the `open` of a
+    /// Consume stream).
+    pub(super) fn subscribe_spec(
         &self,
-        request: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let (caller, req) = Caller::split(request);
+        caller: &Caller,
+        req: pb::SubscribeRequest,
+    ) -> Result<SubscribeSpec> {
         let settings = &self.ctx.settings;
         let reclaiming = req.reclaim.is_some();
         let spec = SubscribeSpec {
@@ -221,13 +240,37 @@ impl EventStream for EventStreamService {
             heartbeat: interval(req.heartbeat_ms, settings.default_heartbeat),
         };
         self.ctx
-            .authorize(&caller, Permission::Consume, &spec.stream)?;
+            .authorize(caller, Permission::Consume, &spec.stream)?;
         // Only reclaim rounds write dead letters: appending to the
         // dead-letter stream is a produce there.
         if spec.reclaim.is_some() {
             self.ctx
-                .authorize(&caller, Permission::Produce, &spec.dead_letter_stream)?;
+                .authorize(caller, Permission::Produce, &spec.dead_letter_stream)?;
         }
+        Ok(spec)
+    }
+}
+
+#[tonic::async_trait]
+impl EventStream for EventStreamService {
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let (caller, req) = Caller::split(request);
+        let ids = self.produce_one(&caller, req).await?;
+        Ok(Response::new(pb::ProduceResponse { ids }))
+    }
+
+    type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let (caller, req) = Caller::split(request);
+        let settings = &self.ctx.settings;
+        let spec = self.subscribe_spec(&caller, req)?;
         let slot = self.ctx.subscriptions.acquire(caller.peer)?;
         let delivery = subscription::start(
             self.ctx.broker.clone(),
@@ -451,5 +494,23 @@ impl EventStream for EventStreamService {
             },
         );
         Ok(Response::new(holding(stream, slot)))
+    }
+
+    type ProduceStreamStream = ResponseStream<pb::ProduceStreamResponse>;
+
+    async fn produce_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        Ok(Response::new(self.produce_stream_answers(request)))
+    }
+
+    type ConsumeStream = ResponseStream<pb::ConsumeResponse>;
+
+    async fn consume(
+        &self,
+        request: Request<tonic::Streaming<pb::ConsumeRequest>>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        Ok(Response::new(self.consume_session(request).await?))
     }
 }

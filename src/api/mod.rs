@@ -14,6 +14,7 @@ mod caller;
 mod convert;
 mod event_stream;
 mod stream_admin;
+mod streaming;
 
 use std::sync::Arc;
 use std::time::Duration;
