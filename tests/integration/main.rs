@@ -15,5 +15,6 @@ mod metrics;
 mod produce;
 mod replay_trim;
 mod security;
+mod servers;
 mod subscribe;
 mod tail;
