@@ -48,10 +48,10 @@ pub struct LaunchError {
 
 impl LaunchError {
     /// Whether the binary was built without TLS: it refuses `--tls-port`
-    /// ("Failed finding TLS support" from Valkey and Redis 7.2+, "TLS is
-    /// not supported" from older Redis builds).
+    /// with "Failed finding TLS support" (Valkey, and Redis from 7.2).
+    /// Any other refusal stays a failure that shows the log.
     pub fn lacks_tls(&self) -> bool {
-        self.log.contains("Failed finding TLS support") || self.log.contains("TLS not supported")
+        self.log.contains("Failed finding TLS support")
     }
 }
 

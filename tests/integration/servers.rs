@@ -3,7 +3,8 @@
 //! Valkey). Run with `STREAMGATE_TEST_REDIS_SERVER` set, this checks each
 //! server of the test matrix; refusing an older server is decided by unit
 //! tests on INFO samples (`src/broker/server_info.rs`), as no such server
-//! exists here.
+//! exists here. The harness itself is checked too: the server it starts is
+//! the binary it names.
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -121,4 +122,24 @@ async fn a_user_that_may_not_run_info_is_served_with_a_warning() {
     assert!(line.contains("version is not checked"), "{line}");
     assert!(line.contains("no permissions"), "{line}");
     gateway.produce_one().await;
+}
+
+#[tokio::test]
+async fn the_harness_runs_the_server_binary_it_was_told_to() {
+    // `<binary> --version` prints e.g. `Valkey server v=8.1.8 sha=...`.
+    let output = Command::new(server_binary())
+        .arg("--version")
+        .output()
+        .expect("run the server binary");
+    let banner = String::from_utf8_lossy(&output.stdout);
+    let version = banner
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("v="))
+        .unwrap_or_else(|| panic!("no v= in {banner:?}"));
+    let server = RedisServer::start().info();
+    assert_eq!(server.version, version, "{banner}");
+    assert!(
+        banner.to_lowercase().starts_with(&server.name),
+        "{banner} vs {server:?}"
+    );
 }
