@@ -88,6 +88,10 @@ pub enum Error {
         .0.as_millis()
     )]
     ClientStalled(std::time::Duration),
+    /// The Redis server is too old (or otherwise unfit) to serve from; the
+    /// message names the server and version found and what is required.
+    #[error("{0}")]
+    UnsupportedServer(String),
     /// The gateway is shutting down; reconnect to another instance.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -160,7 +164,9 @@ impl Error {
             Error::GroupNotFound { .. }
             | Error::StreamNotFound { .. }
             | Error::ConsumerNotFound { .. } => Code::NotFound,
-            Error::WrongType { .. } | Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::WrongType { .. }
+            | Error::FailedPrecondition(_)
+            | Error::UnsupportedServer(_) => Code::FailedPrecondition,
             Error::Unavailable(_) | Error::ShuttingDown => Code::Unavailable,
             Error::Timeout(_) => Code::DeadlineExceeded,
             Error::RedisPermission(_) | Error::PermissionDenied { .. } => Code::PermissionDenied,

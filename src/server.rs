@@ -192,7 +192,9 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
 }
 
 /// Keeps `grpc.health.v1` in step with Redis: SERVING only while Redis
-/// answers a PING, NOT_SERVING from the moment shutdown starts.
+/// answers a PING (a server the gateway refuses, see
+/// [`crate::broker::server_info`], fails it), NOT_SERVING from the moment
+/// shutdown starts.
 async fn watch_health(
     broker: Broker,
     reporter: HealthReporter,
@@ -211,7 +213,7 @@ async fn watch_health(
             Ok(Ok(())) => ServingStatus::Serving,
             Ok(Err(e)) => {
                 if last != Some(ServingStatus::NotServing) {
-                    tracing::warn!(error = %e, "Redis does not answer; health is NOT_SERVING");
+                    tracing::warn!(error = %e, "Redis cannot serve; health is NOT_SERVING");
                 }
                 ServingStatus::NotServing
             }

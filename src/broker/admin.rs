@@ -95,7 +95,7 @@ impl Broker {
         if mkstream {
             cmd.arg("MKSTREAM");
         }
-        match cmd.query_async::<Value>(&mut self.conn.clone()).await {
+        match cmd.query_async::<Value>(&mut self.conn().await?).await {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
             Err(e) => Err(Error::from_redis(&e, stream, Some(group))),
@@ -224,7 +224,7 @@ impl Broker {
             .arg(group)
             .arg(consumer)
             .arg(handover_to.unwrap_or(""))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn().await?)
             .await;
         let value = match result {
             Ok(v) => v,

@@ -16,9 +16,11 @@ mod reads;
 mod recovery;
 mod reply;
 mod scripts;
+pub mod server_info;
 mod waiter;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -102,6 +104,7 @@ pub struct Broker {
     client: Client,
     conn: ConnectionManager,
     options: BrokerOptions,
+    server: Arc<server_info::ServerCheck>,
 }
 
 impl Broker {
@@ -121,7 +124,17 @@ impl Broker {
             client,
             conn,
             options,
+            server: Arc::default(),
         })
+    }
+
+    /// The shared connection, once the server has been found fit to serve
+    /// from (see [`server_info`]): every command goes through here, so an
+    /// unsupported server fails every request (and the health check) with
+    /// FAILED_PRECONDITION naming it.
+    async fn conn(&self) -> Result<ConnectionManager> {
+        self.server.ensure(&self.conn).await?;
+        Ok(self.conn.clone())
     }
 
     /// The Redis key of a client stream name.
@@ -142,7 +155,7 @@ impl Broker {
 
     /// Runs one command on the shared connection.
     async fn query(&self, cmd: &redis::Cmd, stream: &str, group: Option<&str>) -> Result<Value> {
-        cmd.query_async(&mut self.conn.clone())
+        cmd.query_async(&mut self.conn().await?)
             .await
             .map_err(|e| Error::from_redis(&e, stream, group))
     }
@@ -154,7 +167,7 @@ impl Broker {
         stream: &str,
         group: Option<&str>,
     ) -> Result<Value> {
-        call.invoke_async(&mut self.conn.clone())
+        call.invoke_async(&mut self.conn().await?)
             .await
             .map_err(|e| Error::from_redis(&e, stream, group))
     }
@@ -168,7 +181,7 @@ impl Broker {
         group: Option<&str>,
     ) -> Result<Vec<Value>> {
         let replies: Vec<Value> = pipe
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn().await?)
             .await
             .map_err(|e| Error::from_redis(&e, stream, group))?;
         replies

@@ -18,12 +18,41 @@ use tonic::{Status, Streaming};
 /// How long a test waits for a condition before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
+/// Names the server binary the harness starts (default `redis-server`),
+/// so that the same suite runs against Redis and Valkey builds.
+pub const SERVER_ENV: &str = "STREAMGATE_TEST_REDIS_SERVER";
+
+/// The server binary the harness starts: `$STREAMGATE_TEST_REDIS_SERVER`
+/// or `redis-server` from the `PATH`.
+pub fn server_binary() -> String {
+    std::env::var(SERVER_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "redis-server".to_owned())
+}
+
 /// A private redis-server.
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+}
+
+/// Why a server did not come up: what its log says.
+#[derive(Debug)]
+pub struct LaunchError {
+    /// The end of the server's log.
+    pub log: String,
+}
+
+impl LaunchError {
+    /// Whether the binary was built without TLS: it refuses `--tls-port`
+    /// with "Failed finding TLS support" (Valkey, and Redis from 7.2).
+    /// Any other refusal stays a failure that shows the log.
+    pub fn lacks_tls(&self) -> bool {
+        self.log.contains("Failed finding TLS support")
+    }
 }
 
 impl RedisServer {
@@ -34,6 +63,18 @@ impl RedisServer {
 
     /// Starts a redis-server with extra command-line arguments.
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::try_start_with(extra).unwrap_or_else(|e| {
+            panic!(
+                "{} did not come up; the end of its log:\n{}",
+                server_binary(),
+                e.log
+            )
+        })
+    }
+
+    /// Starts a redis-server with extra command-line arguments, or says
+    /// why the server refused to start (e.g. an option the build lacks).
+    pub fn try_start_with(extra: &[&str]) -> Result<RedisServer, LaunchError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = RedisServer {
             child: None,
@@ -41,8 +82,8 @@ impl RedisServer {
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        server.launch(None);
-        server
+        server.launch(None)?;
+        Ok(server)
     }
 
     /// Starts a redis-server on a given port (e.g. one a gateway already
@@ -55,16 +96,20 @@ impl RedisServer {
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        server.launch(Some(port));
+        server.relaunch();
         server
     }
 
     /// Launches the process, on `port` or a free one, and waits until it
-    /// answers PING.
-    fn launch(&mut self, port: Option<u16>) {
+    /// answers PING. A free port may be taken by someone else before the
+    /// server binds it: then the server exits and another port is tried.
+    fn launch(&mut self, port: Option<u16>) -> Result<(), LaunchError> {
+        let log = self.dir.path().join("server.log");
+        let mut last = LaunchError { log: String::new() };
         for _ in 0..20 {
             let port = port.unwrap_or_else(free_port);
-            let child = Command::new("redis-server")
+            let _ = std::fs::remove_file(&log);
+            let child = Command::new(server_binary())
                 .args([
                     "--port",
                     &port.to_string(),
@@ -75,6 +120,8 @@ impl RedisServer {
                 ])
                 .args(["--appendonly", "no", "--dir"])
                 .arg(self.dir.path())
+                .arg("--logfile")
+                .arg(&log)
                 .args(&self.extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -82,20 +129,43 @@ impl RedisServer {
             let mut child = match child {
                 Ok(child) => child,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                    "redis-server is not installed: run `apt-get install -y redis-server` \
-                     (scripts/test.sh does this when run as root)"
+                    "{} is not installed: run `apt-get install -y redis-server`, or point \
+                     {SERVER_ENV} at a server binary (scripts/test.sh does both)",
+                    server_binary()
                 ),
-                Err(e) => panic!("cannot start redis-server: {e}"),
+                Err(e) => panic!("cannot start {}: {e}", server_binary()),
             };
             if wait_for_ping(&mut child, port) {
                 self.child = Some(child);
                 self.port = port;
-                return;
+                return Ok(());
             }
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
             let _ = child.kill();
             let _ = child.wait();
+            last = LaunchError {
+                log: log_tail(&log),
+            };
+            if exited && !last.log.contains("already in use") {
+                // It refused to start, not for a port race: trying again
+                // would fail the same way.
+                break;
+            }
         }
-        panic!("redis-server did not come up");
+        Err(last)
+    }
+
+    /// Launches on the port this server had (or was given), panicking with
+    /// the server's log if it does not come up.
+    fn relaunch(&mut self) {
+        if let Err(e) = self.launch(Some(self.port)) {
+            panic!(
+                "{} did not come up on port {}; the end of its log:\n{}",
+                server_binary(),
+                self.port,
+                e.log
+            );
+        }
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -111,6 +181,16 @@ impl RedisServer {
             .expect("direct Redis connection")
     }
 
+    /// What the server says it is (INFO server), read with a parser of
+    /// the test's own so that the gateway's parser is checked against it.
+    pub fn info(&self) -> ServerIdentity {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut self.conn())
+            .expect("INFO server");
+        ServerIdentity::from_info(&info)
+    }
+
     /// Kills the server (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -122,7 +202,7 @@ impl RedisServer {
     /// Restarts a killed server on the same port.
     pub fn restart(&mut self) {
         self.kill();
-        self.launch(Some(self.port));
+        self.relaunch();
     }
 
     /// Sends a signal (e.g. `STOP`, `CONT`) to the server process.
@@ -146,6 +226,58 @@ impl Drop for RedisServer {
         }
         self.kill();
     }
+}
+
+/// The server product and versions from INFO server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerIdentity {
+    /// `redis` or `valkey` (`server_name`, absent from Redis).
+    pub name: String,
+    /// The product's own version: `valkey_version` or `redis_version`.
+    pub version: String,
+    /// The Redis version the server is compatible with: `redis_version`
+    /// (Valkey reports 7.2.4, the Redis release it forked from).
+    pub redis_version: (u32, u32, u32),
+}
+
+impl ServerIdentity {
+    fn from_info(info: &str) -> ServerIdentity {
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+        };
+        let redis_version = field("redis_version").expect("INFO server has redis_version");
+        let mut parts = redis_version.split('.').map(|p| p.parse::<u32>().unwrap());
+        let mut next = || parts.next().unwrap_or(0);
+        let name = field("server_name").unwrap_or_else(|| "redis".to_owned());
+        ServerIdentity {
+            version: field(&format!("{name}_version")).unwrap_or_else(|| redis_version.clone()),
+            name,
+            redis_version: (next(), next(), next()),
+        }
+    }
+
+    /// XINFO CONSUMERS reports `inactive` from Redis 7.2 on; Valkey forked
+    /// from 7.2.4 and reports it in every release.
+    pub fn reports_inactive(&self) -> bool {
+        self.redis_version >= (7, 2, 0)
+    }
+}
+
+/// Says something about the test run on the terminal even when the test
+/// passes: libtest captures `println!`/`eprintln!` of passing tests, not
+/// direct writes to stderr. For a check the server at hand cannot do.
+pub fn announce(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\nNOTE [{}]: {message}", server_binary());
+}
+
+/// The last lines of a server log, for failure messages.
+fn log_tail(path: &std::path::Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
 /// A port that was free a moment ago.

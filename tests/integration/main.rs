@@ -17,5 +17,6 @@ mod produce;
 mod produce_stream;
 mod replay_trim;
 mod security;
+mod servers;
 mod subscribe;
 mod tail;

@@ -37,12 +37,19 @@ class Collector {
     this.consumer = consumer;
     /** @type {any[]} */ this.entries = [];
     /** @type {unknown} */ this.error = undefined;
+    // The handling of the current entry: stop() closes the consumer (and
+    // its channel) only once it settled, never under an ack in flight.
+    /** @type {Promise<unknown> | undefined} */ this.handling = undefined;
+    this.stopped = false;
     this.done = (async () => {
       try {
         for await (const entry of consumer) {
+          if (this.stopped) return; // arrived as stop() closed the consumer
           this.entries.push(entry);
-          if (handle) await handle(entry);
-          else if (shouldAck(entry)) await consumer.ack(entry);
+          if (handle) this.handling = handle(entry);
+          else if (shouldAck(entry)) this.handling = consumer.ack(entry);
+          await this.handling;
+          this.handling = undefined;
         }
       } catch (err) {
         this.error = err;
@@ -61,6 +68,8 @@ class Collector {
   }
 
   async stop() {
+    this.stopped = true;
+    await Promise.allSettled([this.handling]); // a failure is recorded by the loop
     this.consumer.close();
     await this.done;
   }

@@ -43,18 +43,25 @@ class Collector:
         self.entries: list[Entry] = []
         self.error: Optional[BaseException] = None
         self._lock = threading.Lock()
+        # Held while an entry is handled: stop() closes the consumer (and its
+        # channel) only between entries, never under an ack in flight.
+        self._handling = threading.Lock()
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
             for entry in self.consumer:
-                with self._lock:
-                    self.entries.append(entry)
-                if self.handle is not None:
-                    self.handle(entry)
-                elif self.should_ack(entry):
-                    self.consumer.ack(entry)
+                with self._handling:
+                    if self._stopped:
+                        return  # arrived as stop() closed the consumer
+                    with self._lock:
+                        self.entries.append(entry)
+                    if self.handle is not None:
+                        self.handle(entry)
+                    elif self.should_ack(entry):
+                        self.consumer.ack(entry)
         except BaseException as err:  # surfaced by received()/stop()
             self.error = err
 
@@ -76,7 +83,9 @@ class Collector:
         return wait_until(f"{n} entries for {self.consumer.consumer}", enough, timeout)
 
     def stop(self) -> None:
-        self.consumer.close()
+        with self._handling:
+            self._stopped = True
+            self.consumer.close()
         self._thread.join(timeout=15)
         assert not self._thread.is_alive(), "consumer thread did not stop after close()"
 
