@@ -16,6 +16,7 @@ mod reads;
 mod recovery;
 mod reply;
 mod scripts;
+mod streams;
 mod waiter;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use redis::{Client, RedisError, Value};
 pub use admin::{ConsumerInfo, GroupInfo, PendingEntry, PendingFilter, StreamInfo};
 pub use reads::PendingPage;
 pub use recovery::{Outcome, ReclaimSpec, Reclaimed};
+pub use streams::{ScanStep, StreamSummary};
 pub use waiter::Waiter;
 
 use crate::error::{Error, Result};
