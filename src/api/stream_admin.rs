@@ -183,9 +183,9 @@ impl StreamAdmin for StreamAdminService {
         let (caller, req) = Caller::split(request);
         let mut cursor: u64 = match req.cursor.as_str() {
             "" => 0,
-            text => text.parse().map_err(|_| {
-                Error::invalid("cursor", "is not a cursor returned by ListStreams")
-            })?,
+            text => text
+                .parse()
+                .map_err(|_| Error::invalid("cursor", "is not a cursor returned by ListStreams"))?,
         };
         let limit = bounded(
             "limit",
