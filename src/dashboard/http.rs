@@ -20,7 +20,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -144,21 +144,15 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// A refused or failed call answers like gRPC itself does: HTTP 200 with
+/// the status in the answer (the JSON body and a `grpc-status` header).
+/// The page shows it to the person; an HTTP error status would instead
+/// make the browser log a failed resource load for an ordinary answer
+/// such as PERMISSION_DENIED.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match self.0.code() {
-            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Code::PermissionDenied => StatusCode::FORBIDDEN,
-            Code::NotFound => StatusCode::NOT_FOUND,
-            Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        (status, axum::Json(error_json(&self.0))).into_response()
+        let code = HeaderValue::from(self.0.code() as i32);
+        ([("grpc-status", code)], axum::Json(error_json(&self.0))).into_response()
     }
 }
 

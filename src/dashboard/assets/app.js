@@ -99,8 +99,10 @@ async function api(method, path, body) {
     headers: headers(body ? { 'Content-Type': 'application/json' } : {}),
     body: body ? JSON.stringify(body) : undefined,
   });
-  const data = await res.json();
-  if (!res.ok) throw data.error || { status: 'UNKNOWN', message: res.statusText };
+  const data = await res.json().catch(() => ({}));
+  // Like gRPC, a refused call is an answer: the status is in the body.
+  if (data.error) throw data.error;
+  if (!res.ok) throw { status: 'UNKNOWN', message: res.status + ' ' + res.statusText };
   return data;
 }
 
