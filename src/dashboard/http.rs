@@ -433,38 +433,29 @@ struct ConsumerBody {
 }
 
 /// `Add consumer`. In the demo, on the demo stream, a new demo worker that
-/// subscribes (and so appears in Redis once it reads). Elsewhere the page
-/// cannot run a worker, so it registers the name the one way the API
-/// allows without taking entries: a Reap for that consumer that can claim
-/// nothing (XAUTOCLAIM creates the consumer). Needs `consume`, like
-/// joining a group.
+/// subscribes, processes and acks like the others. Elsewhere the page runs
+/// no workers, and the API has no way to make a consumer appear without
+/// it taking entries (a consumer exists in Redis once it reads; a Reap
+/// that claims nothing does not create it), so the answer says how a
+/// consumer joins instead of pretending.
 async fn add_consumer(
     State(app): State<Arc<App>>,
     Who(who): Who,
     body: Result<axum::Json<ConsumerBody>, JsonRejection>,
 ) -> ApiResult {
     let axum::Json(body) = body?;
-    if let Some(demo) = app.demo.as_ref().filter(|d| d.stream() == body.stream) {
-        demo.add_consumer(&app.local, &who, &body.group, &body.consumer)
-            .await?;
-        return Ok(axum::Json(json!({
-            "message": format!("demo consumer {} joined group {}", body.consumer, body.group),
-        })));
-    }
-    app.local
-        .events()
-        .reap(who.request(pb::ReapRequest {
-            stream: body.stream,
-            group: body.group.clone(),
-            consumer: body.consumer.clone(),
-            min_idle_ms: i64::MAX as u64,
-            page_count: 1,
-            max_pages: 1,
-            start_id: String::new(),
-        }))
+    let Some(demo) = app.demo.as_ref().filter(|d| d.stream() == body.stream) else {
+        return Err(Status::failed_precondition(format!(
+            "a consumer joins group {:?} by subscribing as {:?} (Subscribe); the dashboard \
+             runs consumers only for the demo stream of `streamgate demo`",
+            body.group, body.consumer
+        ))
+        .into());
+    };
+    demo.add_consumer(&app.local, &who, &body.group, &body.consumer)
         .await?;
     Ok(axum::Json(json!({
-        "message": format!("consumer {} added to group {}", body.consumer, body.group),
+        "message": format!("demo consumer {} joined group {}", body.consumer, body.group),
     })))
 }
 
