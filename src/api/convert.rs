@@ -95,7 +95,7 @@ impl From<StreamSummary> for pb::StreamSummary {
         pb::StreamSummary {
             name: s.name,
             length: s.length,
-            last_entry_id: s.last_entry_id,
+            last_entry_id: id_or_empty(s.last_entry_id),
             group_count: s.group_count,
         }
     }

@@ -9,8 +9,10 @@
 
 use redis::Value;
 
-use super::{Broker, reply};
+use super::Broker;
+use super::reply::{self, Cursor};
 use crate::error::{Error, Result};
+use crate::ids::StreamId;
 
 /// One stream as a listing shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,8 +21,8 @@ pub struct StreamSummary {
     pub name: String,
     /// Number of entries.
     pub length: u64,
-    /// Newest entry's ID; empty when the stream is empty.
-    pub last_entry_id: String,
+    /// Newest entry's ID; `None` when the stream is empty.
+    pub last_entry_id: Option<StreamId>,
     /// Number of consumer groups.
     pub group_count: u64,
 }
@@ -49,16 +51,16 @@ impl Broker {
             .arg(count)
             .arg("TYPE")
             .arg("stream");
-        let mut parts = reply::array(self.query(&cmd, "", None).await?, "SCAN")?.into_iter();
-        let (Some(next), Some(keys)) = (parts.next(), parts.next()) else {
-            return Err(Error::Internal("SCAN reply is too short".to_owned()));
-        };
-        let cursor = reply::string(next, "SCAN cursor")?
+        let mut parts = Cursor::new(self.query(&cmd, "", None).await?, "SCAN")?;
+        let cursor = parts
+            .next_string()?
             .parse()
             .map_err(|_| Error::Internal("SCAN cursor is not a number".to_owned()))?;
-        let names = reply::array(keys, "SCAN keys")?
+        let names = parts
+            .next_array("SCAN keys")?
+            .map(|key| Ok(reply::string(key, "SCAN key").ok()))?
             .into_iter()
-            .filter_map(|key| reply::string(key, "SCAN key").ok())
+            .flatten()
             .filter_map(|key| key.strip_prefix(prefix.as_str()).map(str::to_owned))
             .collect();
         Ok(ScanStep { names, cursor })
@@ -101,7 +103,9 @@ fn summary(name: String, value: Value) -> Result<StreamSummary> {
         match field.as_str() {
             "length" => s.length = reply::uint(value, "length")?,
             "groups" => s.group_count = reply::uint(value, "groups")?,
-            "last-entry" if value != Value::Nil => s.last_entry_id = reply::raw_entry(value)?.0,
+            "last-entry" if value != Value::Nil => {
+                s.last_entry_id = Some(reply::raw_entry(value)?.0);
+            }
             _ => {}
         }
     }
