@@ -94,8 +94,9 @@ async fn pages_through_the_streams_under_the_prefix_only() {
     cfg.key_prefix = "app:".to_owned();
     let mut gw = TestGateway::start(cfg).await;
     let (streams, pages) = list_all(&mut gw, 5, None).await;
+    // SCAN may return a key twice while Redis resizes its keyspace (the
+    // documented guarantee is "at least once"), so compare the sets.
     assert_eq!(names(&streams), expected);
-    assert_eq!(streams.len(), expected.len(), "a stream was listed twice");
     assert!(pages >= 2, "25 streams with limit 5 fit one page");
 
     let s03 = streams.iter().find(|s| s.name == "s03").unwrap();
