@@ -124,6 +124,9 @@ async fn stream_view(
     }
     let mut last = first;
     let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
+    // A slow snapshot (Redis busy) delays the next one instead of
+    // bunching the missed ones up.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tokio::select! {

@@ -137,18 +137,37 @@ async function readLive(url, signal, handlers) {
   }
 }
 
-/** Keeps a live view open, reopening it after a dropped connection; stops
- *  on an error event (a refused call) until the token changes. */
+/** Answers that another try cannot change: the view stays closed until
+ *  the person changes the token or the URL. */
+const FINAL = ['UNAUTHENTICATED', 'PERMISSION_DENIED', 'INVALID_ARGUMENT'];
+
+/** Keeps a live view open, reopening it a second after a dropped
+ *  connection or a passing failure (Redis away: UNAVAILABLE); stops on a
+ *  refusal. */
 function startLive(url, handlers) {
   if (live) live.abort();
   const controller = new AbortController();
   live = controller;
   let refused = false;
-  const all = Object.assign({}, handlers, {
+  let failed = false; // a passing failure is on show until data flows again
+  const all = {};
+  for (const [name, handler] of Object.entries(handlers)) {
+    all[name] = (data) => {
+      if (failed) {
+        failed = false;
+        say('');
+      }
+      handler(data);
+    };
+  }
+  Object.assign(all, {
     error: (e) => {
-      refused = true;
+      failed = true;
       sayError(e.error);
-      if (handlers.refused) handlers.refused(e.error);
+      if (FINAL.includes(e.error.status)) {
+        refused = true;
+        if (handlers.refused) handlers.refused(e.error);
+      }
     },
   });
   (async () => {
