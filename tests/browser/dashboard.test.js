@@ -171,15 +171,17 @@ describe('demo dashboard', () => {
 
   test('Produce appends and the tail shows the new entries', async () => {
     const rows = page.locator('#entries tbody tr');
-    const before = await rows.count();
+    // Redis is the truth: first the page shows every entry so far.
+    const before = Number(redis('XLEN', STREAM));
+    await waitFor('every entry shown', async () => (await rows.count()) === before);
     await page.fill('#produce-form [name=count]', '2');
     await page.fill('#produce-form [name=type]', 'order.test');
     await page.getByRole('button', { name: 'Produce', exact: true }).click();
     await waitFor('produced 2 entries', async () =>
       (await status(page).textContent()) === 'produced 2 entries');
+    assert.equal(Number(redis('XLEN', STREAM)), before + 2);
     await waitFor('two more rows', async () => (await rows.count()) === before + 2);
     assert.equal(await page.locator('#entries tbody tr td:nth-child(2)', { hasText: 'order.test' }).count(), 2);
-    assert.equal(Number(redis('XLEN', STREAM)), before + 2);
   });
 
   test('an entry produced elsewhere appears without a reload', async () => {
