@@ -320,3 +320,131 @@ async fn the_live_view_pushes_new_entries_without_polling_by_the_page() {
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
 }
+
+/// `streamgate demo`'s controls through the dashboard: a crashed consumer's
+/// entries stay pending until `Reclaim` hands them to a consumer that
+/// processes them, with delivery count 2.
+#[tokio::test]
+async fn the_demo_crash_and_reclaim_story() {
+    let redis = RedisServer::start();
+    let gw = TestGateway::start(config(&redis)).await;
+    let demo = streamgate::config::DemoConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        redis_url: redis.url(),
+        no_reset: false,
+        stream_key: "demo:events:orders".into(),
+        claim_min_idle_ms: 100,
+    };
+    let http_addr = streamgate::demo::start(gw.gateway.as_ref().unwrap(), &demo)
+        .await
+        .expect("the demo starts");
+    let info = json(http_addr, "GET", "/api/info", None, None).await;
+    assert_eq!(info["demo"]["stream"], "demo:events:orders");
+
+    let crash = json(
+        http_addr,
+        "POST",
+        "/api/demo/crash",
+        None,
+        Some(r#"{"consumer":"worker-c"}"#),
+    )
+    .await;
+    assert_eq!(crash["message"], "worker-c will drop its next 3 deliveries");
+    let produced = json(
+        http_addr,
+        "POST",
+        "/api/produce",
+        None,
+        Some(r#"{"stream":"demo:events:orders","count":3}"#),
+    )
+    .await;
+    let ids: Vec<String> = produced["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let pending = crate::common::eventually("3 pending for worker-c", || async {
+        let view = json(
+            http_addr,
+            "GET",
+            "/api/stream?stream=demo:events:orders",
+            None,
+            None,
+        )
+        .await;
+        let group = view["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "analytics")
+            .cloned()?;
+        (group["pending"] == 3).then_some(group)
+    })
+    .await;
+    for entry in pending["pending_entries"].as_array().unwrap() {
+        assert_eq!(entry["consumer"], "worker-c");
+        assert_eq!(entry["delivery_count"], 1);
+    }
+    // The notifications group processed all three meanwhile.
+    crate::common::eventually("notifications done", || async {
+        let view = json(
+            http_addr,
+            "GET",
+            "/api/stream?stream=demo:events:orders",
+            None,
+            None,
+        )
+        .await;
+        let group = view["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "notifications")
+            .cloned()?;
+        (group["pending"] == 0 && group["last_delivered_id"] == ids[2].as_str()).then_some(())
+    })
+    .await;
+
+    let reclaim = r#"{"stream":"demo:events:orders","group":"analytics","consumer":"worker-c","min_idle_ms":100}"#;
+    crate::common::eventually("the reclaim of 3", || async {
+        let answer = json(http_addr, "POST", "/api/reclaim", None, Some(reclaim)).await;
+        (answer["claimed"].as_array().unwrap().len() == 3).then_some(())
+    })
+    .await;
+    crate::common::eventually("processed with delivery count 2", || async {
+        let view = json(
+            http_addr,
+            "GET",
+            "/api/stream?stream=demo:events:orders",
+            None,
+            None,
+        )
+        .await;
+        let worker = view["demo"]["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["consumer"] == "worker-c")
+            .cloned()?;
+        let redelivered: Vec<&str> = worker["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["delivery_count"] == 2 && r["outcome"] == "processed")
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        let analytics = view["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "analytics")
+            .cloned()?;
+        (redelivered.len() == 3
+            && ids.iter().all(|id| redelivered.contains(&id.as_str()))
+            && analytics["pending"] == 0)
+            .then_some(())
+    })
+    .await;
+}
