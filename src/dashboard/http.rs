@@ -552,6 +552,9 @@ fn demo_of(app: &App) -> Result<&Arc<Demo>, ApiError> {
 
 #[derive(Deserialize)]
 struct CrashBody {
+    /// The consumer's group; any group when absent.
+    #[serde(default)]
+    group: Option<String>,
     consumer: String,
 }
 
@@ -562,7 +565,7 @@ async fn demo_crash(
     body: Result<axum::Json<CrashBody>, JsonRejection>,
 ) -> ApiResult {
     let axum::Json(body) = body?;
-    demo_of(&app)?.crash_next(&body.consumer, 3)?;
+    demo_of(&app)?.crash_next(body.group.as_deref(), &body.consumer, 3)?;
     Ok(axum::Json(json!({
         "message": format!("{} will drop its next 3 deliveries", body.consumer),
     })))

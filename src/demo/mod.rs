@@ -320,12 +320,13 @@ impl Demo {
         }
     }
 
-    /// Arms `Crash next N` on the demo consumer named `consumer`.
-    pub fn crash_next(&self, consumer: &str, n: u32) -> Result<(), Status> {
+    /// Arms `Crash next N` on the demo consumer named `consumer` (in
+    /// `group`, when given).
+    pub fn crash_next(&self, group: Option<&str>, consumer: &str, n: u32) -> Result<(), Status> {
         let workers = self.lock();
         let worker = workers
             .iter()
-            .find(|w| w.consumer == consumer)
+            .find(|w| w.consumer == consumer && group.is_none_or(|g| g == w.group))
             .ok_or_else(|| Status::not_found(format!("no demo consumer {consumer:?} runs")))?;
         worker::lock(&worker.stats).crash_left += n;
         Ok(())

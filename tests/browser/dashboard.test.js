@@ -284,6 +284,24 @@ describe('demo dashboard', () => {
   });
 });
 
+describe('stream list', () => {
+  test('lists the streams under the prefix live, and opens one', async () => {
+    const page = await newPage();
+    await page.goto(demoUrl + '/?stream=' + encodeURIComponent(STREAM));
+    await page.getByRole('link', { name: 'Streams' }).click();
+    const link = page.locator('#streams a', { hasText: STREAM });
+    await link.waitFor();
+    const row = page.locator('#streams tr', { has: link });
+    const length = () => row.locator('td').nth(1).textContent();
+    await waitFor('the length', async () => (await length()) === redis('XLEN', STREAM));
+    redis('XADD', 'list.new', '*', 'type', 'x', 'ts_ms', '1');
+    await page.locator('#streams a', { hasText: 'list.new' }).waitFor();
+    await link.click();
+    await page.locator('[data-group="analytics"]').waitFor();
+    await page.close();
+  });
+});
+
 describe('token rule (--auth-config)', () => {
   before(() => {
     redis('XADD', 'secure.orders', '*', 'type', 'order.placed', 'ts_ms', '1', 'order_id', 'sec-1');

@@ -253,7 +253,7 @@ function showStream(name) {
   $('#list-view').hidden = true;
   $('#stream-view').hidden = false;
   $('#stream-name').textContent = name;
-  $('#crumbs').replaceChildren(el('a', { href: '/' }, 'Streams'), ' / ', name);
+  $('#crumbs').replaceChildren(el('a', { href: '/?streams' }, 'Streams'), ' / ', name);
   document.title = name + ' · streamgate';
   if (info.demo) $('#reclaim-form [name=min_idle_ms]').value = info.demo.claim_min_idle_ms;
   clearStreamData();
@@ -342,7 +342,7 @@ function renderDemo(demo) {
       c.error ? el('span', { class: 'error' }, ' ' + c.error) : null),
     el('td', {}, el('button', {
       type: 'button', class: 'crash',
-      onclick: () => act('/api/demo/crash', { consumer: c.consumer }),
+      onclick: () => act('/api/demo/crash', { group: c.group, consumer: c.consumer }),
     }, 'Crash next 3')))));
 }
 
