@@ -289,13 +289,13 @@ describe('stream list', () => {
     const page = await newPage();
     await page.goto(demoUrl + '/?stream=' + encodeURIComponent(STREAM));
     await page.getByRole('link', { name: 'Streams' }).click();
-    const link = page.locator('#streams a', { hasText: STREAM });
+    const link = page.locator('#streams').getByRole('link', { name: STREAM, exact: true });
     await link.waitFor();
-    const row = page.locator('#streams tr', { has: link });
-    const length = () => row.locator('td').nth(1).textContent();
+    const row = page.locator('#streams tbody tr', { has: page.getByRole('link', { name: STREAM, exact: true }) });
+    const length = () => row.locator('td').nth(1).textContent({ timeout: 1000 });
     await waitFor('the length', async () => (await length()) === redis('XLEN', STREAM));
     redis('XADD', 'list.new', '*', 'type', 'x', 'ts_ms', '1');
-    await page.locator('#streams a', { hasText: 'list.new' }).waitFor();
+    await page.locator('#streams').getByRole('link', { name: 'list.new', exact: true }).waitFor();
     await link.click();
     await page.locator('[data-group="analytics"]').waitFor();
     await page.close();
