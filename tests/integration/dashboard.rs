@@ -328,13 +328,11 @@ async fn the_live_view_pushes_new_entries_without_polling_by_the_page() {
 async fn the_demo_crash_and_reclaim_story() {
     let redis = RedisServer::start();
     let gw = TestGateway::start(config(&redis)).await;
-    let demo = streamgate::config::DemoConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
+    // The gateway is already running: only the demo's own settings count.
+    let demo = streamgate::demo::DemoSettings {
         http_listen: "127.0.0.1:0".parse().unwrap(),
-        redis_url: redis.url(),
-        no_reset: false,
-        stream_key: "demo:events:orders".into(),
         claim_min_idle_ms: 100,
+        ..Default::default()
     };
     let http_addr = streamgate::demo::start(gw.gateway.as_ref().unwrap(), &demo)
         .await
