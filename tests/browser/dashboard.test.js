@@ -34,6 +34,8 @@ let context;
 /** Every problem the page reported, and every request it made. */
 const consoleErrors = [];
 const requests = [];
+/** Open pages, for the status history in a timeout message. */
+const watched = [];
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -58,7 +60,13 @@ async function waitFor(what, check) {
     } catch {
       // not yet
     }
-    if (Date.now() - start > DEADLINE) throw new Error('timed out waiting for ' + what);
+    if (Date.now() - start > DEADLINE) {
+      const seen = [];
+      for (const page of watched.filter((p) => !p.isClosed())) {
+        seen.push(await page.evaluate(() => (window.__statusLog || []).slice(-8)).catch(() => []));
+      }
+      throw new Error(`timed out waiting for ${what}; status lines shown: ${JSON.stringify(seen)}`);
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -126,6 +134,17 @@ after(async () => {
 });
 
 function watch(page) {
+  watched.push(page);
+  // Every text the status line showed, so a timed-out wait can say what
+  // the person saw instead.
+  page.addInitScript(() => {
+    window.__statusLog = [];
+    document.addEventListener('DOMContentLoaded', () => {
+      const line = document.querySelector('#status');
+      new MutationObserver(() => window.__statusLog.push(line.textContent))
+        .observe(line, { childList: true, characterData: true, subtree: true });
+    });
+  });
   page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
   page.on('pageerror', (e) => consoleErrors.push(String(e)));
   page.on('request', (r) => requests.push({
