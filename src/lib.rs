@@ -32,6 +32,9 @@
 //!   bounded hand-off from a reading task to a response stream.
 //! - [`metrics`]: the Prometheus registry, the per-RPC metrics layer,
 //!   `/metrics` and the group poller.
+//! - [`dashboard`]: the live web page (`--http-listen`), a thin face over
+//!   the gateway's own services called in-process; [`demo`]: `streamgate
+//!   demo`'s consumers, clients of the public API.
 //! - [`ids`], [`model`]: stream IDs and the event/entry data model.
 //! - [`error`]: the one error enum and the one mapping to gRPC status.
 //! - [`shutdown`]: the signal every long-lived task watches.
@@ -69,7 +72,9 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod consume;
+pub mod dashboard;
 pub mod delivery;
+pub mod demo;
 pub mod doorbell;
 pub mod driver;
 pub mod error;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
+use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -18,6 +19,7 @@ use crate::api::{Context, EventStreamService, StreamAdminService};
 use crate::auth::{self, Authenticate};
 use crate::broker::Broker;
 use crate::config::Settings;
+use crate::dashboard::{self, LocalGrpc};
 use crate::doorbell::Doorbell;
 use crate::limits::MessageSizeLayer;
 use crate::metrics::{self, Metrics, RpcMetricsLayer};
@@ -33,6 +35,9 @@ pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Gateway {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    auth_enabled: bool,
+    local: LocalGrpc,
     shutdown: Shutdown,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     /// The background tasks (health watcher, metrics poller and endpoint,
@@ -50,6 +55,35 @@ impl Gateway {
     /// The address of the `/metrics` endpoint, when enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The address of the dashboard, when enabled (`http_listen`).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The gateway's own gRPC services, callable in-process with the full
+    /// request path (metrics, limits, authentication, handlers) but no
+    /// network.
+    pub fn local(&self) -> LocalGrpc {
+        self.local.clone()
+    }
+
+    /// Whether callers need a token (`auth_config`).
+    pub fn auth_enabled(&self) -> bool {
+        self.auth_enabled
+    }
+
+    /// The signal that ends the gateway; other long-lived parts (the
+    /// dashboard, the demo's consumers) watch it too.
+    pub fn shutdown_signal(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// The tracker of the gateway's background tasks: [`Gateway::wait`]
+    /// waits for what is spawned on it.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 
     /// Starts a graceful shutdown: no new connections, open streams end
@@ -148,22 +182,18 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
             "authentication is off (no --auth-config): every caller may use every stream"
         );
     }
+    let auth_enabled = auth.is_enabled();
     let authenticate = Authenticate::new(auth);
     let max_message = config.max_message_bytes();
     let mut builder = Server::builder();
     if let Some(tls) = server_tls {
         builder = builder.tls_config(tls)?;
     }
-    let router = builder
-        // Detect dead peers on long-lived, otherwise silent streams.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // Outermost, so that it counts what the layers and interceptors
-        // inside refuse as well as what the handlers answer.
-        .layer(RpcMetricsLayer::new(metrics))
-        .layer(MessageSizeLayer::new(max_message))
-        // Health and reflection need no token.
-        .add_service(health)
+    // One set of routes serves both the network listener and the in-process
+    // callers (the dashboard), behind the same layers, so both get the same
+    // metrics, limits, authentication and handlers.
+    // Health and reflection need no token.
+    let routes = Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(InterceptedService::new(
@@ -174,6 +204,37 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
             StreamAdminServer::new(admin).max_decoding_message_size(max_message),
             authenticate,
         ));
+    let local = LocalGrpc::new(
+        routes.clone(),
+        RpcMetricsLayer::new(metrics.clone()),
+        MessageSizeLayer::new(max_message),
+    );
+    let router = builder
+        // Detect dead peers on long-lived, otherwise silent streams.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Outermost, so that it counts what the layers and interceptors
+        // inside refuse as well as what the handlers answer.
+        .layer(RpcMetricsLayer::new(metrics))
+        .layer(MessageSizeLayer::new(max_message))
+        .add_routes(routes);
+    let http_addr = match config.http_listen {
+        Some(http) => Some(
+            dashboard::serve(
+                http,
+                dashboard::Options {
+                    local: local.clone(),
+                    auth_enabled,
+                    demo: None,
+                },
+                shutdown.clone(),
+                &tasks,
+            )
+            .await
+            .map_err(|e| format!("cannot serve the dashboard on {http}: {e}"))?,
+        ),
+        None => None,
+    };
     let signal = shutdown.clone();
     let task = tokio::spawn(async move {
         router
@@ -185,6 +246,9 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
     Ok(Gateway {
         addr,
         metrics_addr,
+        http_addr,
+        auth_enabled,
+        local,
         shutdown,
         task,
         tasks,

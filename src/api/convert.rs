@@ -1,7 +1,7 @@
 //! Conversions between proto messages and domain types, done once at the
 //! API boundary.
 
-use crate::broker::{ConsumerInfo, GroupInfo, PendingEntry, StreamInfo};
+use crate::broker::{ConsumerInfo, GroupInfo, PendingEntry, StreamInfo, StreamSummary};
 use crate::error::Result;
 use crate::ids::StreamId;
 use crate::model::{Entry, Event};
@@ -86,6 +86,17 @@ impl From<PendingEntry> for pb::PendingEntry {
             consumer: p.consumer,
             idle_ms: p.idle_ms,
             delivery_count: p.delivery_count,
+        }
+    }
+}
+
+impl From<StreamSummary> for pb::StreamSummary {
+    fn from(s: StreamSummary) -> Self {
+        pb::StreamSummary {
+            name: s.name,
+            length: s.length,
+            last_entry_id: id_or_empty(s.last_entry_id),
+            group_count: s.group_count,
         }
     }
 }

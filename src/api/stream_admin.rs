@@ -11,6 +11,12 @@ use crate::pb::{self, stream_admin_server::StreamAdmin};
 
 /// Default rows of ListPending.
 const DEFAULT_PENDING_COUNT: u32 = 100;
+/// Default streams per ListStreams page.
+const DEFAULT_LIST_STREAMS_LIMIT: u32 = 100;
+/// SCAN steps one ListStreams call may take: bounds the Redis work of a
+/// call on a keyspace where few keys are streams (the caller continues
+/// with the cursor).
+const MAX_SCAN_STEPS: usize = 16;
 
 /// Implements the StreamAdmin service.
 #[derive(Clone)]
@@ -163,6 +169,53 @@ impl StreamAdmin for StreamAdminService {
         Ok(Response::new(pb::RemoveConsumerResponse {
             removed: true,
             handed_over,
+        }))
+    }
+
+    /// Lists only what the caller could inspect anyway: a stream appears if
+    /// the caller holds `admin` on it (the permission of DescribeStream),
+    /// so a listing never reveals names a caller could not otherwise learn.
+    /// Names the API cannot address ([`crate::namespace`]) are left out too.
+    async fn list_streams(
+        &self,
+        request: Request<pb::ListStreamsRequest>,
+    ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        let (caller, req) = Caller::split(request);
+        let mut cursor: u64 = match req.cursor.as_str() {
+            "" => 0,
+            text => text
+                .parse()
+                .map_err(|_| Error::invalid("cursor", "is not a cursor returned by ListStreams"))?,
+        };
+        let limit = bounded(
+            "limit",
+            req.limit,
+            DEFAULT_LIST_STREAMS_LIMIT,
+            self.ctx.settings.max_batch_size,
+        )?;
+        let Some(principal) = &caller.principal else {
+            return Err(Error::Unauthenticated("the request was not authenticated".into()).into());
+        };
+        let mut names = Vec::new();
+        for _ in 0..MAX_SCAN_STEPS {
+            let step = self.ctx.broker.scan_streams(cursor, limit).await?;
+            cursor = step.cursor;
+            names.extend(step.names.into_iter().filter(|name| {
+                crate::namespace::stream_name("stream", name).is_ok()
+                    && principal.allows(Permission::Admin, name)
+            }));
+            if cursor == 0 || names.len() >= limit as usize {
+                break;
+            }
+        }
+        let streams = self.ctx.broker.stream_summaries(names).await?;
+        Ok(Response::new(pb::ListStreamsResponse {
+            streams: streams.into_iter().map(Into::into).collect(),
+            next_cursor: if cursor == 0 {
+                String::new()
+            } else {
+                cursor.to_string()
+            },
         }))
     }
 }

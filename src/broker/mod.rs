@@ -17,6 +17,7 @@ mod recovery;
 mod reply;
 mod scripts;
 pub mod server_info;
+mod streams;
 mod waiter;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use redis::{Client, RedisError, Value};
 pub use admin::{ConsumerInfo, GroupInfo, PendingEntry, PendingFilter, StreamInfo};
 pub use reads::PendingPage;
 pub use recovery::{Outcome, ReclaimSpec, Reclaimed};
+pub use streams::{ScanStep, StreamSummary};
 pub use waiter::Waiter;
 
 use crate::error::{Error, Result};

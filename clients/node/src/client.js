@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 
 import { StreamgateError } from './errors.js';
-import { toConsumerInfo, toEntry, toGroupInfo, toPendingEntry, toStreamInfo } from './model.js';
+import { toConsumerInfo, toEntry, toGroupInfo, toPendingEntry, toStreamInfo, toStreamSummary } from './model.js';
 import { loadServices } from './proto.js';
 import { Tail } from './tail.js';
 
@@ -17,6 +17,7 @@ export { StreamgateError };
 /** @typedef {import('./model.js').Event} Event */
 /** @typedef {import('./model.js').ReapResult} ReapResult */
 /** @typedef {import('./model.js').StreamInfo} StreamInfo */
+/** @typedef {import('./model.js').StreamSummary} StreamSummary */
 /** @typedef {import('./model.js').GroupInfo} GroupInfo */
 /** @typedef {import('./model.js').ConsumerInfo} ConsumerInfo */
 /** @typedef {import('./model.js').PendingEntry} PendingEntry */
@@ -274,6 +275,24 @@ export class Client {
    */
   async describeStream(stream) {
     return toStreamInfo(await this.unary(this.admin, 'DescribeStream', { stream }));
+  }
+
+  /**
+   * Every stream under the gateway's key prefix that this caller may inspect
+   * (`admin`), unsorted; follows ListStreams' pages (`pageLimit` streams per
+   * call, 0 = the gateway's default).
+   * @param {{ pageLimit?: number }} [options] @returns {Promise<StreamSummary[]>}
+   */
+  async listStreams({ pageLimit = 0 } = {}) {
+    /** @type {StreamSummary[]} */
+    const streams = [];
+    let cursor = '';
+    for (;;) {
+      const reply = await this.unary(this.admin, 'ListStreams', { cursor, limit: pageLimit });
+      streams.push(...reply.streams.map(toStreamSummary));
+      if (!reply.nextCursor) return streams;
+      cursor = reply.nextCursor;
+    }
   }
 
   /**

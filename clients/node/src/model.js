@@ -68,6 +68,15 @@
  */
 
 /**
+ * A stream under the gateway's key prefix, as ListStreams reports it.
+ * @typedef {object} StreamSummary
+ * @property {string} name
+ * @property {number} length
+ * @property {string} lastEntryId Empty when the stream is empty.
+ * @property {number} groupCount
+ */
+
+/**
  * A consumer group. `lag` (entries not yet delivered to the group) and
  * `entriesRead` are null when Redis cannot tell.
  * @typedef {object} GroupInfo
@@ -145,6 +154,16 @@ export function toConsumerInfo(m) {
 /** @param {any} m @returns {PendingEntry} */
 export function toPendingEntry(m) {
   return { id: m.id, consumer: m.consumer, idleMs: m.idleMs, deliveryCount: m.deliveryCount };
+}
+
+/** @param {any} m @returns {StreamSummary} */
+export function toStreamSummary(m) {
+  return {
+    name: m.name,
+    length: m.length,
+    lastEntryId: m.lastEntryId,
+    groupCount: m.groupCount,
+  };
 }
 
 /** @param {any} m @returns {StreamInfo} */

@@ -243,6 +243,8 @@ test('admin views and RemoveConsumer', async () => {
 
   const info = await client.describeStream(stream);
   assert.deepEqual([info.length, info.groupCount, info.lastEntryId], [4, 1, ids[3]]);
+  const listed = (await client.listStreams({ pageLimit: 2 })).filter((s) => s.name === stream);
+  assert.deepEqual(listed, [{ name: stream, length: 4, lastEntryId: ids[3], groupCount: 1 }]);
   const [group] = await client.listGroups(stream);
   assert.deepEqual([group.name, group.consumers, group.pending, group.lastDeliveredId, group.lag], ['g', 1, 4, ids[3], 0]);
   assert.deepEqual((await client.listConsumers(stream, 'g')).map((x) => [x.name, x.pending]), [['c1', 4]]);

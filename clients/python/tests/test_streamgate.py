@@ -248,6 +248,8 @@ def test_admin_views_and_remove_consumer(gateway: Gateway, client: Client, strea
 
     info = client.describe_stream(stream)
     assert (info.length, info.group_count, info.last_entry_id) == (4, 1, ids[-1])
+    [listed] = [s for s in client.list_streams(page_limit=2) if s.name == stream]
+    assert (listed.length, listed.last_entry_id, listed.group_count) == (4, ids[-1], 1)
     [group] = client.list_groups(stream)
     assert (group.name, group.consumers, group.pending, group.last_delivered_id) == ("g", 1, 4, ids[-1])
     assert group.lag == 0

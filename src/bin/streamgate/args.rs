@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use streamgate::config::Settings;
+use streamgate::demo::DemoSettings;
 
 /// streamgate: a gRPC gateway to Redis Streams consumer groups.
 #[derive(Debug, Parser)]
@@ -21,7 +22,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Run the order demo: the gateway, the dashboard and demo consumers
+    /// (`worker-a`, `worker-b` in group `notifications`, `worker-c` in
+    /// `analytics`) on one stream.
+    Demo(DemoArgs),
 }
 
 /// Everything `streamgate serve` takes; every flag also reads an
@@ -107,6 +112,12 @@ pub struct ServeArgs {
     #[arg(long, env = "STREAMGATE_METRICS_POLL_MS", default_value_t = defaults().metrics_poll_ms,
           value_parser = clap::value_parser!(u64).range(100..))]
     pub metrics_poll_ms: u64,
+
+    /// Serve the live dashboard at `http://ADDR/` (off unless set; port 0
+    /// picks a free port, printed as `dashboard on http://ADDR/`). It calls
+    /// the gateway's own services, so `--auth-config` applies to it too.
+    #[arg(long, env = "STREAMGATE_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
 
     /// How long an open Subscribe or Tail rides out a lost Redis connection
     /// (reconnecting with backoff, sending heartbeats) before it ends with
@@ -198,6 +209,54 @@ fn defaults() -> Settings {
     Settings::default()
 }
 
+/// Everything `streamgate demo` takes.
+#[derive(Clone, Debug, Args)]
+pub struct DemoArgs {
+    /// Address to serve gRPC on (the demo consumers connect to it too).
+    #[arg(long, env = "STREAMGATE_LISTEN", default_value_t = demo_defaults().listen)]
+    pub listen: SocketAddr,
+
+    /// Address of the dashboard, the page the demo is watched and steered
+    /// from.
+    #[arg(long, env = "STREAMGATE_HTTP_LISTEN", default_value_t = demo_defaults().http_listen)]
+    pub http_listen: SocketAddr,
+
+    /// Redis to run the demo on.
+    #[arg(long, env = "STREAMGATE_REDIS_URL", default_value_t = demo_defaults().redis_url)]
+    pub redis_url: String,
+
+    /// Keep the stream and groups as they are instead of starting from an
+    /// empty stream.
+    #[arg(long)]
+    pub no_reset: bool,
+
+    /// The demo stream.
+    #[arg(long, default_value_t = demo_defaults().stream_key)]
+    pub stream_key: String,
+
+    /// `Reclaim` takes entries idle at least this long, in milliseconds.
+    #[arg(long, default_value_t = demo_defaults().claim_min_idle_ms)]
+    pub claim_min_idle_ms: u64,
+}
+
+/// The demo's defaults.
+fn demo_defaults() -> DemoSettings {
+    DemoSettings::default()
+}
+
+impl From<DemoArgs> for DemoSettings {
+    fn from(args: DemoArgs) -> DemoSettings {
+        DemoSettings {
+            listen: args.listen,
+            http_listen: args.http_listen,
+            redis_url: args.redis_url,
+            no_reset: args.no_reset,
+            stream_key: args.stream_key,
+            claim_min_idle_ms: args.claim_min_idle_ms,
+        }
+    }
+}
+
 impl From<ServeArgs> for Settings {
     fn from(args: ServeArgs) -> Settings {
         Settings {
@@ -215,6 +274,7 @@ impl From<ServeArgs> for Settings {
             health_interval_ms: args.health_interval_ms,
             metrics_listen: args.metrics_listen,
             metrics_poll_ms: args.metrics_poll_ms,
+            http_listen: args.http_listen,
             redis_outage_grace_ms: args.redis_outage_grace_ms,
             client_stall_timeout_ms: args.client_stall_timeout_ms,
             tls_cert: args.tls_cert,
@@ -279,6 +339,7 @@ mod tests {
             "--health-interval-ms=11",
             "--metrics-listen=127.0.0.1:12",
             "--metrics-poll-ms=130",
+            "--http-listen=127.0.0.1:22",
             "--redis-outage-grace-ms=14",
             "--client-stall-timeout-ms=15",
             "--shutdown-grace-ms=16",
@@ -296,12 +357,15 @@ mod tests {
             "--max-subscriptions=20",
             "--max-subscriptions-per-connection=21",
         ];
-        let Command::Serve(args) = Cli::try_parse_from(argv).expect("parses").command;
+        let Command::Serve(args) = Cli::try_parse_from(argv).expect("parses").command else {
+            panic!("parsed `serve`");
+        };
         assert_eq!(args.shutdown_grace_ms, 16);
-        let s = Settings::from(args);
+        let s = Settings::from(*args);
         let path = |p: &str| Some(PathBuf::from(p));
         assert_eq!(s.listen, "127.0.0.1:1".parse().unwrap());
         assert_eq!(s.metrics_listen, Some("127.0.0.1:12".parse().unwrap()));
+        assert_eq!(s.http_listen, Some("127.0.0.1:22".parse().unwrap()));
         assert_eq!(
             (s.redis_url.as_str(), s.key_prefix.as_str()),
             ("redis://r:2", "p:")
@@ -341,5 +405,41 @@ mod tests {
             [s.max_subscriptions, s.max_subscriptions_per_connection],
             [20, 21]
         );
+    }
+
+    #[test]
+    fn demo_flags_reach_the_demo_settings() {
+        let argv = [
+            "streamgate",
+            "demo",
+            "--listen=127.0.0.1:1",
+            "--http-listen=127.0.0.1:2",
+            "--redis-url=redis://r:3",
+            "--no-reset",
+            "--stream-key=s",
+            "--claim-min-idle-ms=4",
+        ];
+        let Command::Demo(args) = Cli::try_parse_from(argv).expect("parses").command else {
+            panic!("parsed `demo`");
+        };
+        let d = DemoSettings::from(args);
+        assert_eq!(d.listen, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(d.http_listen, "127.0.0.1:2".parse().unwrap());
+        assert_eq!(
+            (d.redis_url.as_str(), d.stream_key.as_str()),
+            ("redis://r:3", "s")
+        );
+        assert_eq!((d.no_reset, d.claim_min_idle_ms), (true, 4));
+        let Command::Demo(args) = Cli::try_parse_from(["streamgate", "demo"])
+            .expect("parses")
+            .command
+        else {
+            panic!("parsed `demo`");
+        };
+        let d = DemoSettings::from(args);
+        assert_eq!(d.http_listen, "127.0.0.1:8083".parse().unwrap());
+        assert_eq!(d.stream_key, "demo:events:orders");
+        assert_eq!(d.claim_min_idle_ms, 5000);
+        assert_eq!(d.gateway_settings().max_len, 2000);
     }
 }

@@ -8,9 +8,10 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use args::{Cli, Command, ServeArgs};
+use args::{Cli, Command};
 use clap::Parser;
 use streamgate::config::Settings;
+use streamgate::demo::DemoSettings;
 use streamgate::server;
 use tracing_subscriber::EnvFilter;
 
@@ -30,13 +31,30 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
-        Command::Serve(config) => serve(config).await,
+        Command::Serve(args) => {
+            let grace = Duration::from_millis(args.shutdown_grace_ms);
+            serve(Settings::from(*args), grace, None).await
+        }
+        Command::Demo(args) => {
+            let demo = DemoSettings::from(args);
+            let settings = demo.gateway_settings();
+            let grace = Duration::from_millis(10_000);
+            serve(settings, grace, Some(demo)).await
+        }
     }
 }
 
-async fn serve(args: ServeArgs) -> ExitCode {
-    let grace = Duration::from_millis(args.shutdown_grace_ms);
-    let settings = Settings::from(args);
+async fn serve(settings: Settings, grace: Duration, demo: Option<DemoSettings>) -> ExitCode {
+    // Watch the signals before anything is announced: a script that stops
+    // the gateway as soon as it printed its address must get the graceful
+    // shutdown, not the default action of SIGTERM.
+    let stop = match stop_signal() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("streamgate: cannot watch signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let gateway = match server::start(&settings).await {
         Ok(gateway) => gateway,
         Err(e) => {
@@ -49,12 +67,23 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if let Some(addr) = gateway.metrics_addr() {
         println!("metrics on {addr}");
     }
+    let dashboard = match &demo {
+        Some(demo) => match streamgate::demo::start(&gateway, demo).await {
+            Ok(addr) => Some(addr),
+            Err(e) => {
+                eprintln!("streamgate: {e}");
+                gateway.shutdown();
+                return ExitCode::FAILURE;
+            }
+        },
+        None => gateway.http_addr(),
+    };
+    if let Some(addr) = dashboard {
+        println!("dashboard on http://{addr}/");
+    }
     let _ = std::io::stdout().flush();
 
-    if let Err(e) = stop_signal().await {
-        eprintln!("streamgate: cannot watch signals: {e}");
-        return ExitCode::FAILURE;
-    }
+    stop.await;
     tracing::info!("shutting down");
     gateway.shutdown();
     match tokio::time::timeout(grace, gateway.wait()).await {
@@ -73,14 +102,16 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn stop_signal() -> std::io::Result<()> {
+/// A future that completes on SIGINT or SIGTERM; the handlers are in place
+/// as soon as this returns.
+fn stop_signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

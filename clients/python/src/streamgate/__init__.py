@@ -29,6 +29,7 @@ from .model import (
     Reclaim,
     RemovedConsumer,
     StreamInfo,
+    StreamSummary,
 )
 from .tail import Tail
 
@@ -47,6 +48,7 @@ __all__ = [
     "Reclaim",
     "RemovedConsumer",
     "StreamInfo",
+    "StreamSummary",
     "StreamgateError",
     "Tail",
     "channel_options",

@@ -26,6 +26,7 @@ from .model import (
     ReapResult,
     RemovedConsumer,
     StreamInfo,
+    StreamSummary,
 )
 from .tail import Tail
 
@@ -291,6 +292,22 @@ class Client:
                 sa.DescribeStreamRequest(stream=stream), timeout=self.timeout
             )
         return StreamInfo.from_pb(reply)
+
+    def list_streams(self, *, page_limit: int = 0) -> list[StreamSummary]:
+        """Every stream under the gateway's key prefix that this caller may
+        inspect (``admin``), unsorted; follows ListStreams' pages
+        (``page_limit`` streams per call, 0 = the gateway's default)."""
+        streams: list[StreamSummary] = []
+        cursor = ""
+        while True:
+            with translated():
+                reply = self.admin.ListStreams(
+                    sa.ListStreamsRequest(cursor=cursor, limit=page_limit), timeout=self.timeout
+                )
+            streams.extend(StreamSummary.from_pb(s) for s in reply.streams)
+            if not reply.next_cursor:
+                return streams
+            cursor = reply.next_cursor
 
     def list_groups(self, stream: str) -> list[GroupInfo]:
         """The stream's consumer groups with pending counts and lag."""

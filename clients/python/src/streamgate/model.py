@@ -144,6 +144,26 @@ class StreamInfo:
 
 
 @dataclass(frozen=True)
+class StreamSummary:
+    """A stream under the gateway's key prefix, as ListStreams reports it.
+    ``last_entry_id`` is empty when the stream is empty."""
+
+    name: str
+    length: int
+    last_entry_id: str
+    group_count: int
+
+    @classmethod
+    def from_pb(cls, m: stream_admin_pb2.StreamSummary) -> StreamSummary:
+        return cls(
+            name=m.name,
+            length=m.length,
+            last_entry_id=m.last_entry_id,
+            group_count=m.group_count,
+        )
+
+
+@dataclass(frozen=True)
 class GroupInfo:
     """A consumer group. ``lag`` (entries not yet delivered to the group) and
     ``entries_read`` are None when Redis cannot tell."""

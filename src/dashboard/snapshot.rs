@@ -1,0 +1,173 @@
+//! What the page shows of a stream, read through the gateway's own RPCs
+//! and turned into JSON.
+
+use serde_json::{Value, json};
+use tonic::{Code, Status};
+
+use super::local::{LocalGrpc, OnBehalf};
+use crate::demo::Demo;
+use crate::pb;
+
+/// Pending entries shown per group.
+const PENDING_SHOWN: u32 = 50;
+
+/// An entry as the page shows it.
+pub(super) fn entry_json(e: &pb::Entry) -> Value {
+    let binary: Vec<&String> = e.binary_fields.keys().collect();
+    json!({
+        "id": e.id,
+        "type": e.r#type,
+        "ts_ms": e.ts_ms,
+        "fields": e.fields,
+        "binary_fields": binary,
+        "delivery_count": e.delivery_count,
+    })
+}
+
+/// A ListStreams page.
+pub(super) fn streams_json(page: &pb::ListStreamsResponse) -> Value {
+    let streams: Vec<Value> = page
+        .streams
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "length": s.length,
+                "last_entry_id": s.last_entry_id,
+                "group_count": s.group_count,
+            })
+        })
+        .collect();
+    json!({ "streams": streams, "next_cursor": page.next_cursor })
+}
+
+/// Everything the stream view shows: the stream (DescribeStream), its
+/// groups (ListGroups) with their consumers (ListConsumers) and pending
+/// entries (ListPending), and its dead-letter stream's length. All calls
+/// need `admin` on the stream, as with grpcurl. A stream that does not
+/// exist (yet) is shown as such rather than as an error.
+pub(super) async fn stream(
+    local: &LocalGrpc,
+    who: &OnBehalf,
+    name: &str,
+    demo: Option<&Demo>,
+) -> Result<Value, Status> {
+    let mut admin = local.admin();
+    let info = match admin
+        .describe_stream(who.request(pb::DescribeStreamRequest {
+            stream: name.to_owned(),
+        }))
+        .await
+    {
+        Ok(info) => Some(info.into_inner()),
+        Err(status) if status.code() == Code::NotFound => None,
+        Err(status) => return Err(status),
+    };
+    let mut groups = Vec::new();
+    if info.is_some() {
+        let listed = admin
+            .list_groups(who.request(pb::ListGroupsRequest {
+                stream: name.to_owned(),
+            }))
+            .await?
+            .into_inner()
+            .groups;
+        for g in listed {
+            groups.push(group(local, who, name, g).await?);
+        }
+    }
+    let dead_letter = format!("{name}:dlq");
+    let dlq = match admin
+        .describe_stream(who.request(pb::DescribeStreamRequest {
+            stream: dead_letter.clone(),
+        }))
+        .await
+    {
+        Ok(info) => json!({ "stream": dead_letter, "length": info.into_inner().length }),
+        Err(status) if status.code() == Code::NotFound => {
+            json!({ "stream": dead_letter, "length": 0 })
+        }
+        Err(status) => json!({ "stream": dead_letter, "length": null,
+                               "error": super::http::error_json(&status)["error"] }),
+    };
+    let exists = info.is_some();
+    let info = info.unwrap_or_default();
+    Ok(json!({
+        "stream": name,
+        "exists": exists,
+        "length": info.length,
+        "first_entry_id": info.first_entry_id,
+        "last_entry_id": info.last_entry_id,
+        "last_generated_id": info.last_generated_id,
+        "groups": groups,
+        "dead_letter": dlq,
+        "demo": demo.filter(|d| d.stream() == name).map(Demo::state),
+    }))
+}
+
+/// One group with its consumers and pending entries. A group deleted
+/// between the listing and these calls is shown empty.
+async fn group(
+    local: &LocalGrpc,
+    who: &OnBehalf,
+    stream: &str,
+    g: pb::GroupInfo,
+) -> Result<Value, Status> {
+    let mut admin = local.admin();
+    let consumers = match admin
+        .list_consumers(who.request(pb::ListConsumersRequest {
+            stream: stream.to_owned(),
+            group: g.name.clone(),
+        }))
+        .await
+    {
+        Ok(r) => r.into_inner().consumers,
+        Err(status) if status.code() == Code::NotFound => Vec::new(),
+        Err(status) => return Err(status),
+    };
+    let pending = match admin
+        .list_pending(who.request(pb::ListPendingRequest {
+            stream: stream.to_owned(),
+            group: g.name.clone(),
+            count: PENDING_SHOWN,
+            ..pb::ListPendingRequest::default()
+        }))
+        .await
+    {
+        Ok(r) => r.into_inner().entries,
+        Err(status) if status.code() == Code::NotFound => Vec::new(),
+        Err(status) => return Err(status),
+    };
+    let consumers: Vec<Value> = consumers
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "pending": c.pending,
+                "idle_ms": c.idle_ms,
+                "inactive_ms": c.inactive_ms,
+            })
+        })
+        .collect();
+    let pending: Vec<Value> = pending
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id,
+                "consumer": p.consumer,
+                "idle_ms": p.idle_ms,
+                "delivery_count": p.delivery_count,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "name": g.name,
+        "consumer_count": g.consumers,
+        "pending": g.pending,
+        "last_delivered_id": g.last_delivered_id,
+        "lag": g.lag,
+        "entries_read": g.entries_read,
+        "consumers": consumers,
+        "pending_entries": pending,
+    }))
+}

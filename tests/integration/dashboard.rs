@@ -1,0 +1,448 @@
+//! The dashboard's HTTP API (`--http-listen`): it answers through the
+//! gateway's own services, so tokens, permissions and error messages are
+//! the gRPC API's.
+
+use std::net::SocketAddr;
+
+use serde_json::Value;
+use streamgate::auth::config::digest_hex;
+use streamgate::pb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::Code;
+
+use crate::common::{DEADLINE, RedisServer, TestGateway, config, orders};
+
+const VIEWER: &str = "tok-dash-viewer-0123456789";
+const WRITER: &str = "tok-dash-writer-0123456789";
+
+/// A gateway with the dashboard and two tokens: `VIEWER` may inspect and
+/// read `orders.*`, `WRITER` may also produce.
+async fn dashboard() -> (RedisServer, TestGateway, SocketAddr, tempfile::TempDir) {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[tokens]]\nname = \"viewer\"\nsha256 = \"{}\"\n\
+             allow = [ {{ streams = \"orders.*\", permissions = [\"admin\", \"consume\"] }} ]\n\
+             [[tokens]]\nname = \"writer\"\nsha256 = \"{}\"\n\
+             allow = [ {{ streams = \"orders.*\", permissions = [\"admin\", \"consume\", \"produce\"] }} ]\n",
+            digest_hex(VIEWER),
+            digest_hex(WRITER)
+        ),
+    )
+    .unwrap();
+    let mut cfg = config(&redis);
+    cfg.auth_config = Some(path);
+    cfg.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    let gw = TestGateway::start(cfg).await;
+    let http = gw
+        .gateway
+        .as_ref()
+        .unwrap()
+        .http_addr()
+        .expect("dashboard address");
+    (redis, gw, http, dir)
+}
+
+/// One HTTP/1.1 exchange; returns the head and the body.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (String, String) {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request += &format!("Authorization: Bearer {token}\r\n");
+    }
+    if let Some(body) = body {
+        request += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    } else {
+        request += "\r\n";
+    }
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(DEADLINE, conn.read_to_end(&mut raw))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+async fn json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Value {
+    let (head, body) = http(addr, method, path, token, body).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// The gRPC error a dashboard answer carries.
+fn error(answer: &Value) -> (i64, &str, &str) {
+    let e = &answer["error"];
+    (
+        e["code"].as_i64().expect("an error code"),
+        e["status"].as_str().unwrap(),
+        e["message"].as_str().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn serves_the_embedded_page_and_says_a_token_is_needed() {
+    let (_redis, _gw, http_addr, _dir) = dashboard().await;
+    let (head, body) = http(http_addr, "GET", "/", None, None).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/html"),
+        "{head}"
+    );
+    assert!(body.contains("<script src=\"/app.js\""));
+    // Nothing but the gateway's own assets: no other host anywhere.
+    for asset in ["/", "/app.js", "/style.css"] {
+        let (_, body) = http(http_addr, "GET", asset, None, None).await;
+        assert!(
+            !body.contains("http://") && !body.contains("https://"),
+            "{asset} names a host"
+        );
+    }
+    let info = json(http_addr, "GET", "/api/info", None, None).await;
+    assert_eq!(info["auth"], true);
+    assert_eq!(info["demo"], Value::Null);
+}
+
+#[tokio::test]
+async fn without_a_token_no_stream_data_with_the_gateways_own_message() {
+    let (_redis, mut gw, http_addr, _dir) = dashboard().await;
+    let grpc = gw
+        .admin
+        .describe_stream(pb::DescribeStreamRequest {
+            stream: "orders.eu".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(grpc.code(), Code::Unauthenticated);
+    for path in ["/api/stream?stream=orders.eu", "/api/streams"] {
+        let (head, body) = http(http_addr, "GET", path, None, None).await;
+        assert!(head.contains("grpc-status: 16"), "{head}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(error(&answer), (16, "UNAUTHENTICATED", grpc.message()));
+    }
+    let answer = json(
+        http_addr,
+        "GET",
+        "/api/stream?stream=orders.eu",
+        Some("wrong"),
+        None,
+    )
+    .await;
+    assert_eq!(error(&answer).1, "UNAUTHENTICATED");
+    assert_eq!(error(&answer).2, "unknown token");
+}
+
+#[tokio::test]
+async fn each_action_needs_the_permission_of_its_rpc() {
+    let (redis, _gw, http_addr, _dir) = dashboard().await;
+    let body = r#"{"stream":"orders.eu","count":2,"type":"order.placed"}"#;
+    let refused = json(http_addr, "POST", "/api/produce", Some(VIEWER), Some(body)).await;
+    let (code, status, message) = error(&refused);
+    assert_eq!((code, status), (7, "PERMISSION_DENIED"));
+    assert!(
+        message.contains("viewer") && message.contains("produce") && message.contains("orders.eu"),
+        "{message}"
+    );
+    let len: u64 = redis::cmd("XLEN")
+        .arg("orders.eu")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(len, 0, "a refused action changed Redis");
+
+    let done = json(http_addr, "POST", "/api/produce", Some(WRITER), Some(body)).await;
+    assert_eq!(done["ids"].as_array().unwrap().len(), 2);
+    let len: u64 = redis::cmd("XLEN")
+        .arg("orders.eu")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(len, 2);
+
+    // Streams outside the grants are refused like over gRPC.
+    let outside = json(
+        http_addr,
+        "GET",
+        "/api/stream?stream=payments",
+        Some(WRITER),
+        None,
+    )
+    .await;
+    assert_eq!(error(&outside).1, "PERMISSION_DENIED");
+
+    // The view shows what the admin RPCs report.
+    let _: String = redis::cmd("XADD")
+        .arg("orders.eu")
+        .arg("*")
+        .arg("a")
+        .arg("1")
+        .query(&mut redis.conn())
+        .unwrap();
+    let view = json(
+        http_addr,
+        "GET",
+        "/api/stream?stream=orders.eu",
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(view["length"], 3);
+    assert_eq!(view["exists"], true);
+    let streams = json(http_addr, "GET", "/api/streams", Some(VIEWER), None).await;
+    assert_eq!(streams["streams"][0]["name"], "orders.eu");
+}
+
+#[tokio::test]
+async fn invalid_requests_get_the_same_status_and_message_as_over_grpc() {
+    let (_redis, mut gw, http_addr, _dir) = dashboard().await;
+    let mut request = tonic::Request::new(pb::ReplayRequest {
+        stream: "orders.eu".into(),
+        start: "bogus".into(),
+        limit: 20,
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {VIEWER}").parse().unwrap());
+    let grpc = gw.events.replay(request).await.unwrap_err();
+    assert_eq!(grpc.code(), Code::InvalidArgument);
+    let answer = json(
+        http_addr,
+        "POST",
+        "/api/replay",
+        Some(VIEWER),
+        Some(r#"{"stream":"orders.eu","start":"bogus"}"#),
+    )
+    .await;
+    assert_eq!(error(&answer), (3, "INVALID_ARGUMENT", grpc.message()));
+
+    let answer = json(
+        http_addr,
+        "POST",
+        "/api/remove-consumer",
+        Some(WRITER),
+        Some(r#"{"stream":"orders.eu","group":"nope","consumer":"c"}"#),
+    )
+    .await;
+    assert_eq!(error(&answer).1, "NOT_FOUND");
+    let answer = json(
+        http_addr,
+        "POST",
+        "/api/trim",
+        Some(WRITER),
+        Some(r#"{"stream":"orders.eu","max_len":1,"mode":"sideways"}"#),
+    )
+    .await;
+    assert_eq!(error(&answer).1, "INVALID_ARGUMENT");
+    let answer = json(
+        http_addr,
+        "POST",
+        "/api/demo/reset",
+        Some(WRITER),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(error(&answer).1, "FAILED_PRECONDITION");
+}
+
+#[tokio::test]
+async fn the_live_view_pushes_new_entries_without_polling_by_the_page() {
+    let (redis, mut gw, http_addr, _dir) = dashboard().await;
+    let _: String = redis::cmd("XADD")
+        .arg("orders.eu")
+        .arg("*")
+        .arg("a")
+        .arg("1")
+        .query(&mut redis.conn())
+        .unwrap();
+    let mut conn = TcpStream::connect(http_addr).await.unwrap();
+    conn.write_all(
+        format!(
+            "GET /api/live?stream=orders.eu HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {VIEWER}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 8192];
+    // The first snapshot and the newest entries arrive first.
+    while !(seen.contains("event: snapshot") && seen.contains("event: entries")) {
+        let n = tokio::time::timeout(DEADLINE, conn.read(&mut buf))
+            .await
+            .expect("live data")
+            .unwrap();
+        assert!(n > 0, "the live view ended: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let mut writer = tonic::Request::new(pb::ProduceRequest {
+        stream: "orders.eu".into(),
+        events: orders(1),
+        ..Default::default()
+    });
+    writer
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {WRITER}").parse().unwrap());
+    let id = gw
+        .events
+        .produce(writer)
+        .await
+        .unwrap()
+        .into_inner()
+        .ids
+        .remove(0);
+    while !seen.contains(&id) {
+        let n = tokio::time::timeout(DEADLINE, conn.read(&mut buf))
+            .await
+            .expect("the new entry")
+            .unwrap();
+        assert!(n > 0, "the live view ended: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+/// `streamgate demo`'s controls through the dashboard: a crashed consumer's
+/// entries stay pending until `Reclaim` hands them to a consumer that
+/// processes them, with delivery count 2.
+#[tokio::test]
+async fn the_demo_crash_and_reclaim_story() {
+    let redis = RedisServer::start();
+    let gw = TestGateway::start(config(&redis)).await;
+    // The gateway is already running: only the demo's own settings count.
+    let demo = streamgate::demo::DemoSettings {
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        claim_min_idle_ms: 100,
+        ..Default::default()
+    };
+    let http_addr = streamgate::demo::start(gw.gateway.as_ref().unwrap(), &demo)
+        .await
+        .expect("the demo starts");
+    let info = json(http_addr, "GET", "/api/info", None, None).await;
+    assert_eq!(info["demo"]["stream"], "demo:events:orders");
+
+    let crash = json(
+        http_addr,
+        "POST",
+        "/api/demo/crash",
+        None,
+        Some(r#"{"consumer":"worker-c"}"#),
+    )
+    .await;
+    assert_eq!(crash["message"], "worker-c will drop its next 3 deliveries");
+    let produced = json(
+        http_addr,
+        "POST",
+        "/api/produce",
+        None,
+        Some(r#"{"stream":"demo:events:orders","count":3}"#),
+    )
+    .await;
+    let ids: Vec<String> = produced["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let pending = crate::common::eventually("3 pending for worker-c", || async {
+        let view = json(
+            http_addr,
+            "GET",
+            "/api/stream?stream=demo:events:orders",
+            None,
+            None,
+        )
+        .await;
+        let group = view["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "analytics")
+            .cloned()?;
+        (group["pending"] == 3).then_some(group)
+    })
+    .await;
+    for entry in pending["pending_entries"].as_array().unwrap() {
+        assert_eq!(entry["consumer"], "worker-c");
+        assert_eq!(entry["delivery_count"], 1);
+    }
+    // The notifications group processed all three meanwhile.
+    crate::common::eventually("notifications done", || async {
+        let view = json(
+            http_addr,
+            "GET",
+            "/api/stream?stream=demo:events:orders",
+            None,
+            None,
+        )
+        .await;
+        let group = view["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "notifications")
+            .cloned()?;
+        (group["pending"] == 0 && group["last_delivered_id"] == ids[2].as_str()).then_some(())
+    })
+    .await;
+
+    let reclaim = r#"{"stream":"demo:events:orders","group":"analytics","consumer":"worker-c","min_idle_ms":100}"#;
+    crate::common::eventually("the reclaim of 3", || async {
+        let answer = json(http_addr, "POST", "/api/reclaim", None, Some(reclaim)).await;
+        (answer["claimed"].as_array().unwrap().len() == 3).then_some(())
+    })
+    .await;
+    crate::common::eventually("processed with delivery count 2", || async {
+        let view = json(
+            http_addr,
+            "GET",
+            "/api/stream?stream=demo:events:orders",
+            None,
+            None,
+        )
+        .await;
+        let worker = view["demo"]["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["consumer"] == "worker-c")
+            .cloned()?;
+        let redelivered: Vec<&str> = worker["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["delivery_count"] == 2 && r["outcome"] == "processed")
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        let analytics = view["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "analytics")
+            .cloned()?;
+        (redelivered.len() == 3
+            && ids.iter().all(|id| redelivered.contains(&id.as_str()))
+            && analytics["pending"] == 0)
+            .then_some(())
+    })
+    .await;
+}
