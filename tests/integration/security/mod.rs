@@ -14,6 +14,7 @@ use std::collections::HashSet;
 
 use streamgate::pb::{self, event_stream_client::EventStreamClient};
 use streamgate::pb::{stream_admin_client::StreamAdminClient, trim_request};
+use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
@@ -55,10 +56,12 @@ pub enum Rpc {
     ListConsumers,
     ListPending,
     RemoveConsumer,
+    ProduceStream,
+    Consume,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 17] = [
+    pub const ALL: [Rpc; 19] = [
         Rpc::Produce,
         Rpc::Subscribe,
         Rpc::Ack,
@@ -76,13 +79,16 @@ impl Rpc {
         Rpc::ListConsumers,
         Rpc::ListPending,
         Rpc::RemoveConsumer,
+        Rpc::ProduceStream,
+        Rpc::Consume,
     ];
 
     /// The permission the contract says this RPC needs.
     pub fn permission(self) -> &'static str {
         match self {
-            Rpc::Produce => "produce",
+            Rpc::Produce | Rpc::ProduceStream => "produce",
             Rpc::Subscribe
+            | Rpc::Consume
             | Rpc::Ack
             | Rpc::Nack
             | Rpc::Extend
@@ -94,7 +100,9 @@ impl Rpc {
     }
 
     /// Calls this RPC on `stream` with the given `authorization` value.
-    /// Streaming RPCs return once the stream is set up (or refused).
+    /// Streaming RPCs return once the stream is set up (or refused);
+    /// ProduceStream once its one request is answered, a refusal in band
+    /// becoming the status.
     pub async fn call(
         self,
         channel: &Channel,
@@ -274,6 +282,37 @@ impl Rpc {
                 ))
                 .await
                 .map(drop),
+            Rpc::ProduceStream => {
+                let request = pb::ProduceRequest {
+                    stream: s,
+                    events: vec![crate::common::event("t", &[("k", "v")])],
+                    ..Default::default()
+                };
+                let requests = tokio_stream::iter([request]);
+                let mut answers = events
+                    .produce_stream(with_auth(requests, auth))
+                    .await?
+                    .into_inner();
+                let answer = answers.message().await?.expect("one answer");
+                match answer.code {
+                    0 => Ok(()),
+                    code => Err(Status::new(
+                        tonic::Code::from_i32(code as i32),
+                        answer.message,
+                    )),
+                }
+            }
+            Rpc::Consume => {
+                let open = pb::ConsumeRequest {
+                    kind: Some(pb::consume_request::Kind::Open(crate::common::sub(
+                        &s, &g, &c,
+                    ))),
+                };
+                // The request side stays open: a half-close would end the
+                // stream before the test looks at it.
+                let requests = tokio_stream::iter([open]).chain(tokio_stream::pending());
+                events.consume(with_auth(requests, auth)).await.map(drop)
+            }
         }
     }
 }
