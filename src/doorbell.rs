@@ -18,9 +18,11 @@
 //! non-blocking read, and after an empty read waits for a version newer
 //! than that one, so an entry that arrived in between has already moved
 //! the version on. The doorbell watches each stream from its newest entry
-//! at the time the stream was first watched, and after every ring jumps to
-//! the stream's newest entry again, so a busy stream rings once per round
-//! rather than once per entry.
+//! at the time the stream was first watched. A ring goes out as soon as the
+//! blocking read returns, and only then does the doorbell jump the stream's
+//! position to its newest entry (so a busy stream rings once per round
+//! rather than once per entry): the wake-up costs readers no extra round
+//! trip (see [`Shard::ring`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -166,11 +168,39 @@ impl Shard {
         (names, keys, after)
     }
 
-    /// Moves a rung stream's position to its newest entry and rings.
-    async fn ring(&self, stream: &str, at_least: StreamId) {
-        let newest = self.broker.last_entry_id(stream).await.unwrap_or(at_least);
+    /// Rings the streams the blocking read saw entries on, at once, then
+    /// moves their positions up to their newest entries (one pipelined
+    /// round trip for all of them) so that a busy stream rings once per
+    /// round, not once per entry. `rung` pairs a stream with the first new
+    /// entry the read saw.
+    ///
+    /// Ringing before the position update keeps that round trip out of the
+    /// delivery path. It cannot lose a wake-up: a stream whose newest entry
+    /// turns out to be beyond the one the read saw is rung a second time
+    /// after the update, so a reader that read between the two rings reads
+    /// again; anything appended after the update is after the new position
+    /// and wakes the next blocking read.
+    async fn ring(&self, rung: Vec<(String, StreamId)>) {
+        for (stream, seen) in &rung {
+            self.bump(stream, *seen);
+        }
+        let streams: Vec<&str> = rung.iter().map(|(s, _)| s.as_str()).collect();
+        let Ok(newest) = self.broker.last_entry_ids(&streams).await else {
+            // The next blocking read starts at what was seen and returns at
+            // once if there is more: nothing is missed, only coalescing.
+            return;
+        };
+        for ((stream, seen), newest) in rung.iter().zip(newest) {
+            if newest > *seen {
+                self.bump(stream, newest);
+            }
+        }
+    }
+
+    /// Moves a stream's position to at least `to` and rings its bell.
+    fn bump(&self, stream: &str, to: StreamId) {
         if let Some(watched) = self.lock().get_mut(stream) {
-            watched.after = watched.after.max(newest);
+            watched.after = watched.after.max(to);
             watched.bell.send_modify(|v| *v = v.wrapping_add(1));
         }
     }
@@ -210,9 +240,11 @@ impl Shard {
             match conn.wait(&keys, &after).await {
                 Ok(rung) => {
                     backoff = Backoff::default();
-                    for i in rung {
-                        self.ring(&names[i], after[i]).await;
-                    }
+                    let rung = rung
+                        .into_iter()
+                        .map(|(i, seen)| (names[i].clone(), seen))
+                        .collect();
+                    self.ring(rung).await;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "doorbell read failed; reconnecting");

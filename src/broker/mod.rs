@@ -406,8 +406,26 @@ impl Broker {
             .arg("-")
             .arg("COUNT")
             .arg(1);
-        let newest = reply::raw_entries(self.query(&cmd, stream, None).await?)?;
-        Ok(newest.first().map_or(StreamId::MIN, |(id, _)| *id))
+        newest_id(self.query(&cmd, stream, None).await?)
+    }
+
+    /// The newest entry ID of each stream (as [`Broker::last_entry_id`]),
+    /// in one pipelined round trip.
+    pub async fn last_entry_ids(&self, streams: &[&str]) -> Result<Vec<StreamId>> {
+        let mut pipe = redis::pipe();
+        for stream in streams {
+            pipe.cmd("XREVRANGE")
+                .arg(self.key(stream))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        self.query_pipeline(&pipe, "(doorbell)", None)
+            .await?
+            .into_iter()
+            .map(newest_id)
+            .collect()
     }
 
     /// Trims a stream, but never below the lowest entry some group still
@@ -462,6 +480,12 @@ impl Broker {
         }
         reply::uint(self.query(&cmd, stream, None).await?, "XTRIM count")
     }
+}
+
+/// The ID in an `XREVRANGE ... COUNT 1` reply; `0-0` for none.
+fn newest_id(reply: Value) -> Result<StreamId> {
+    let newest = reply::raw_entries(reply)?;
+    Ok(newest.first().map_or(StreamId::MIN, |(id, _)| *id))
 }
 
 /// Unix time in milliseconds.

@@ -59,8 +59,13 @@ impl Broker {
 impl Waiter {
     /// Blocks until one of the streams (`keys`: their Redis keys) has an
     /// entry after its position in `after`, or the block time passes.
-    /// Returns the indexes of the streams that have.
-    pub async fn wait(&mut self, keys: &[String], after: &[StreamId]) -> Result<Vec<usize>> {
+    /// Returns the indexes of the streams that have, each with the ID of the
+    /// first such entry.
+    pub async fn wait(
+        &mut self,
+        keys: &[String],
+        after: &[StreamId],
+    ) -> Result<Vec<(usize, StreamId)>> {
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
             .arg(1)
@@ -79,9 +84,16 @@ impl Waiter {
             .map_err(|e| Error::from_redis(&e, "(doorbell)", None))?;
         let mut rung = Vec::new();
         for stream in Cursor::new(value, "XREAD reply")?.rows("XREAD stream") {
-            let key = stream?.next_bytes()?;
-            if let Some(i) = keys.iter().position(|k| k.as_bytes() == key.as_slice()) {
-                rung.push(i);
+            let mut stream = stream?;
+            let key = stream.next_bytes()?;
+            let first = reply::raw_entries(stream.next_value()?)?
+                .first()
+                .map(|(id, _)| *id);
+            if let (Some(i), Some(first)) = (
+                keys.iter().position(|k| k.as_bytes() == key.as_slice()),
+                first,
+            ) {
+                rung.push((i, first));
             }
         }
         Ok(rung)
