@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
-    /// Run only these scenarios (S1..S5; repeat the flag or separate with
+    /// Run only these scenarios (S1..S7; repeat the flag or separate with
     /// commas).
     #[arg(long, value_delimiter = ',', ignore_case = true)]
     pub scenario: Vec<ScenarioId>,
@@ -116,10 +116,16 @@ pub enum ScenarioId {
     /// fan-in
     #[value(name = "S5")]
     S5,
+    /// produce-stream
+    #[value(name = "S6")]
+    S6,
+    /// consume (bidirectional, acks in band)
+    #[value(name = "S7")]
+    S7,
 }
 
 impl ScenarioId {
-    /// `S1`..`S5`.
+    /// `S1`..`S7`.
     pub fn as_str(self) -> &'static str {
         match self {
             ScenarioId::S1 => "S1",
@@ -127,6 +133,8 @@ impl ScenarioId {
             ScenarioId::S3 => "S3",
             ScenarioId::S4 => "S4",
             ScenarioId::S5 => "S5",
+            ScenarioId::S6 => "S6",
+            ScenarioId::S7 => "S7",
         }
     }
 }

@@ -1,5 +1,8 @@
 //! S3 consume-ack: drain a pre-filled stream with two consumers of one
 //! group, acknowledging each batch with one call before taking the next.
+//! S7 consume: the same work on two Consume streams, each batch acked in
+//! band (without waiting for its Confirm before taking the next batch);
+//! the direct side is S3's.
 //!
 //! Gateway side: two clients, each with a Subscribe (batch size 100) and
 //! an Ack per received batch. The gateway reads the next batch while the
@@ -18,8 +21,13 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 use serde_json::json;
-use streamgate::pb::{self, event_stream_client::EventStreamClient, subscribe_response::Kind};
+use streamgate::pb::{
+    self, consume_request, consume_response, event_stream_client::EventStreamClient,
+    subscribe_response::Kind,
+};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tonic::transport::Channel;
@@ -64,6 +72,31 @@ pub async fn run(ctx: &Ctx<'_>) -> Fallible<Report> {
     );
     let ratio = report.ratio;
     Ok(report.target(Target::at_least("gateway/direct throughput", ratio, 0.6)))
+}
+
+/// Runs both sides of S7.
+pub async fn run_consume(ctx: &Ctx<'_>) -> Fallible<Report> {
+    let gateway = gateway_consume_side(ctx).await?;
+    let direct = direct_side(ctx).await?;
+    let params = json!({
+        "entries": ctx.plan.consume_entries,
+        "consumers": CONSUMERS,
+        "batch_size": BATCH,
+        "gateway": "per consumer: one Consume stream, each batch acked in band",
+        "direct": "per consumer: own connection, XREADGROUP COUNT 100 BLOCK 1000 then XACK",
+    });
+    let report = Report::new(
+        "S7",
+        "consume",
+        "entries/s",
+        "one consumer cycle: receive a batch, send its ack",
+        "throughput",
+        gateway,
+        direct,
+        params,
+    );
+    let ratio = report.ratio;
+    Ok(report.target(Target::at_least("gateway/direct throughput", ratio, 0.9)))
 }
 
 /// Shared progress of the consumers of one side.
@@ -215,6 +248,80 @@ async fn consume_via_gateway(
         cycle = Instant::now();
         out.entries += n;
         progress.add(n);
+    }
+    Ok(out)
+}
+
+async fn gateway_consume_side(ctx: &Ctx<'_>) -> Fallible<Side> {
+    let stream = ctx.stream(ScenarioId::S7, SideKind::Gateway, 0);
+    let key = ctx.key(SideKind::Gateway, &stream);
+    fill(ctx, &key).await?;
+    let mut clients = Vec::with_capacity(CONSUMERS);
+    for _ in 0..CONSUMERS {
+        clients.push(ctx.rig.events().await?);
+    }
+    let progress = Progress::new(ctx.plan.consume_entries);
+    let cpu = ctx.rig.cpu().await;
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for (i, mut client) in clients.into_iter().enumerate() {
+        let (requests, rx) = mpsc::channel(16);
+        let open = pb::SubscribeRequest {
+            stream: stream.clone(),
+            group: GROUP.to_owned(),
+            consumer: format!("c{i}"),
+            batch_size: BATCH,
+            ..Default::default()
+        };
+        requests
+            .send(pb::ConsumeRequest {
+                kind: Some(consume_request::Kind::Open(open)),
+            })
+            .await?;
+        let responses = client.consume(ReceiverStream::new(rx)).await?.into_inner();
+        tasks.spawn(consume_in_band(requests, responses, progress.clone()));
+    }
+    let (side, usage) = finish(ctx, &progress, start, cpu, tasks, key).await?;
+    Ok(side.gateway_usage(usage))
+}
+
+/// One Consume stream: ack every batch in band, count the confirms.
+async fn consume_in_band(
+    requests: mpsc::Sender<pb::ConsumeRequest>,
+    mut responses: Streaming<pb::ConsumeResponse>,
+    progress: Arc<Progress>,
+) -> Fallible<Consumed> {
+    let mut out = Consumed {
+        entries: 0,
+        acked: 0,
+        cycles: Latency::new(),
+    };
+    let mut cycle = Instant::now();
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = progress.done.cancelled() => break,
+            message = responses.message() => message?,
+        };
+        match message.and_then(|m| m.kind) {
+            Some(consume_response::Kind::Batch(batch)) => {
+                let ids: Vec<String> = batch.entries.into_iter().map(|e| e.id).collect();
+                out.entries += ids.len() as u64;
+                let ack = consume_request::Kind::Ack(pb::AckIds { ids });
+                requests
+                    .send(pb::ConsumeRequest { kind: Some(ack) })
+                    .await?;
+                out.cycles.record(cycle.elapsed());
+                cycle = Instant::now();
+            }
+            Some(consume_response::Kind::Confirm(confirm)) => {
+                let n = confirm.done.len() as u64;
+                out.acked += n;
+                progress.add(n);
+            }
+            Some(consume_response::Kind::Heartbeat(_)) => {}
+            None => break,
+        }
     }
     Ok(out)
 }

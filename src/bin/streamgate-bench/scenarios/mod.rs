@@ -1,10 +1,11 @@
-//! The five scenarios. Each runs its gateway side, cleans up, runs its
+//! The seven scenarios. Each runs its gateway side, cleans up, runs its
 //! direct side with the same shape of work, and returns a [`Report`].
 
 mod consume_ack;
 mod fan_in;
 mod latency;
 mod produce;
+mod produce_stream;
 
 use std::time::Duration;
 
@@ -84,6 +85,8 @@ pub async fn run(id: ScenarioId, ctx: &Ctx<'_>) -> Fallible<Report> {
         ScenarioId::S3 => consume_ack::run(ctx).await?,
         ScenarioId::S4 => latency::run(ctx).await?,
         ScenarioId::S5 => fan_in::run(ctx).await?,
+        ScenarioId::S6 => produce::run(ctx, produce::Shape::STREAM).await?,
+        ScenarioId::S7 => consume_ack::run_consume(ctx).await?,
     };
     report.rss_scope = ctx.rig.rss_scope.clone();
     Ok(report)

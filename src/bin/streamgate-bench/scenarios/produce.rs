@@ -24,16 +24,16 @@ use crate::stats::{Latency, Side};
 /// The shape of a produce scenario.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
-    id: ScenarioId,
-    name: &'static str,
+    pub id: ScenarioId,
+    pub name: &'static str,
     /// Gateway connections (clients).
-    channels: usize,
+    pub channels: usize,
     /// Concurrent callers, each with one call in flight.
-    tasks: usize,
+    pub tasks: usize,
     /// Events per call.
-    batch: u64,
+    pub batch: u64,
     /// Target: at least this fraction of direct throughput.
-    target_ratio: f64,
+    pub target_ratio: f64,
 }
 
 impl Shape {
@@ -45,6 +45,17 @@ impl Shape {
         tasks: 4,
         batch: 100,
         target_ratio: 0.6,
+    };
+
+    /// S6: 64 single-event requests in flight on one ProduceStream (its
+    /// direct side is S2's: 64 single XADDs in flight).
+    pub const STREAM: Shape = Shape {
+        id: ScenarioId::S6,
+        name: "produce-stream",
+        channels: 1,
+        tasks: 64,
+        batch: 1,
+        target_ratio: 0.5,
     };
 
     /// S2: 64 calls of one event in flight on one client connection.
@@ -60,12 +71,21 @@ impl Shape {
 
 /// Runs both sides of a produce scenario.
 pub async fn run(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Report> {
-    let gateway = gateway_side(ctx, shape).await?;
+    let gateway = if shape.id == ScenarioId::S6 {
+        super::produce_stream::gateway_side(ctx, shape).await?
+    } else {
+        gateway_side(ctx, shape).await?
+    };
     let direct = direct_side(ctx, shape).await?;
     let params = json!({
         "clients": shape.channels,
         "in_flight": shape.tasks,
         "events_per_call": shape.batch,
+        "gateway_calls": if shape.id == ScenarioId::S6 {
+            "requests on one ProduceStream"
+        } else {
+            "unary Produce calls"
+        },
         "max_len": ctx.rig.max_len,
         "secs_per_side": ctx.plan.produce_for.as_secs_f64(),
         "direct": "one shared multiplexed connection; a batch is one pipeline",
