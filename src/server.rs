@@ -28,6 +28,38 @@ use crate::pb::{
 };
 use crate::shutdown::Shutdown;
 
+/// HTTP/2 receive window of a whole client connection, in bytes.
+///
+/// h2 guards against floods of tiny DATA frames with a budget per
+/// connection of half this window: every small frame received counts
+/// against it until the handler has read it. A connection that carries many
+/// calls with small messages (a service fleet's subscriptions, unary
+/// Produce at a high rate, a ProduceStream) can have thousands of them
+/// read off the socket in one burst when the client or the gateway briefly
+/// falls behind; with hyper's 1 MiB default the budget ran out at ~3,000
+/// and h2 closed the whole connection with `GOAWAY ENHANCE_YOUR_CALM
+/// (too_many_data_frames)`, taking every subscription on it down. 16 MiB
+/// makes that budget ~50,000 frames, far beyond what flow control lets one
+/// stream queue (its window stays at the 1 MiB default), at no memory cost
+/// unless a client really sends that much unread data.
+const HTTP2_CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// Streams one client connection may have open at once, beyond its
+/// long-lived subscriptions: room for that many calls in flight.
+const CALLS_PER_CONNECTION: u32 = 1024;
+
+/// SETTINGS_MAX_CONCURRENT_STREAMS: every subscription a connection may
+/// hold plus [`CALLS_PER_CONNECTION`]. Unbounded (tonic's default), a client
+/// starting 10,000 calls at once had them all accepted, each with a small
+/// DATA frame waiting for its handler, enough to exhaust the small-frame
+/// budget above; bounded, a client's excess calls wait on its side for a
+/// free stream instead of costing every call on the connection.
+fn max_concurrent_streams(config: &Settings) -> u32 {
+    u32::try_from(config.max_subscriptions_per_connection)
+        .unwrap_or(u32::MAX)
+        .saturating_add(CALLS_PER_CONNECTION)
+}
+
 /// Why the gateway could not start or stopped with an error.
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -210,6 +242,8 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
         MessageSizeLayer::new(max_message),
     );
     let router = builder
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+        .max_concurrent_streams(max_concurrent_streams(config))
         // Detect dead peers on long-lived, otherwise silent streams.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 5] = ["S1", "S2", "S3", "S4", "S5"];
+const SCENARIOS: [&str; 7] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7"];
 
 #[test]
 fn quick_run_reports_every_scenario_once() {

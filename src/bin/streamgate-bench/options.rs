@@ -56,7 +56,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub max_len: u64,
 
-    /// S5: number of idle subscriptions (default 1000, 50 with --quick).
+    /// S5: number of idle subscriptions (default 10000, 50 with --quick).
     #[arg(long)]
     pub subs: Option<usize>,
 
@@ -175,7 +175,7 @@ impl Plan {
             consume_deadline: Duration::from_secs(120),
             latency_for: Duration::from_secs(10),
             rate: 1000,
-            fan_in_subs: 1000,
+            fan_in_subs: 10_000,
             streams_per_reader: 100,
             drain: Duration::from_secs(5),
             setup_deadline: Duration::from_secs(60),

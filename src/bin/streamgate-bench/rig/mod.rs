@@ -177,6 +177,9 @@ impl Embedded {
             redis_url: redis_url.to_owned(),
             key_prefix: args.key_prefix.clone(),
             max_len: args.max_len,
+            // S5 holds 10,000 subscriptions over 10 client connections.
+            max_subscriptions: 20_000,
+            max_subscriptions_per_connection: 1_000,
             ..Settings::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
