@@ -582,3 +582,109 @@ def test_public_api_is_typed() -> None:
     import importlib.resources
 
     assert importlib.resources.files(streamgate).joinpath("py.typed").is_file()
+
+
+# -- Producer.publish: batching over one ProduceStream -------------------------
+
+def produce_streams(gateway: Gateway) -> float:
+    """ProduceStream calls the gateway has set up so far."""
+    return gateway.metric('streamgate_rpc_requests_total{rpc="ProduceStream",code="Ok"}')
+
+
+def unary_produces(gateway: Gateway) -> float:
+    return gateway.metric('streamgate_rpc_requests_total{rpc="Produce",code="Ok"}')
+
+
+def id_key(id: str) -> tuple[int, ...]:
+    return tuple(map(int, id.split("-")))
+
+
+def test_publish_batches_events_over_one_stream(gateway: Gateway, client: Client, stream: str) -> None:
+    streams_before, produces_before = produce_streams(gateway), unary_produces(gateway)
+    # A linger far beyond the test: only max_events ships a batch.
+    settings = streamgate.BatchSettings(max_events=10, linger_ms=600_000)
+    with Producer(gateway.addr, batch_settings=settings) as producer:
+        futures = [producer.publish(stream, "job", {"n": str(i)}) for i in range(25)]
+        ids = [f.result(timeout=15) for f in futures[:20]]  # two full batches
+        assert not any(f.done() for f in futures[20:]), "a partial batch went out before its linger"
+        assert producer.publisher.requests_sent == 2
+        assert producer.flush(timeout=15)
+        ids += [f.result(timeout=0) for f in futures[20:]]
+        assert producer.publisher.requests_sent == 3
+        # More publishes later go over the same stream.
+        later = producer.publish(stream, "job", {"n": "25"})
+        assert producer.flush(timeout=15)
+        ids.append(later.result(timeout=0))
+        assert producer.publisher.streams_opened == 1
+    assert len(set(ids)) == 26 and ids == sorted(ids, key=id_key)
+    assert [(e.id, e.fields["n"]) for e in client.replay(stream)] == [(id, str(n)) for n, id in enumerate(ids)]
+    assert produce_streams(gateway) - streams_before == 1
+    assert unary_produces(gateway) == produces_before
+
+
+def test_publish_linger_sends_a_partial_batch(gateway: Gateway, stream: str) -> None:
+    settings = streamgate.BatchSettings(max_events=1000, linger_ms=50)
+    with Producer(gateway.addr, batch_settings=settings) as producer:
+        futures = [producer.publish(stream, "job", {"n": str(i)}) for i in range(3)]
+        # No flush, no full batch: only the linger can send these.
+        ids = [f.result(timeout=15) for f in futures]
+        assert producer.publisher.requests_sent == 1
+    assert ids == sorted(ids, key=id_key) and len(set(ids)) == 3
+
+
+def test_publish_max_bytes_ships_a_batch(gateway: Gateway, stream: str) -> None:
+    settings = streamgate.BatchSettings(max_events=1000, max_bytes=3000, linger_ms=600_000)
+    with Producer(gateway.addr, batch_settings=settings) as producer:
+        futures = [producer.publish(stream, "blob", {"data": "x" * 1000}) for _ in range(4)]
+        # The third event would pass 3000 bytes: the first two went alone.
+        futures[0].result(timeout=15)
+        assert producer.publisher.requests_sent == 1
+        assert not futures[2].done()
+        assert producer.flush(timeout=15)
+        assert producer.publisher.requests_sent == 2
+
+
+def test_a_refused_batch_fails_only_its_own_publishes(gateway: Gateway, client: Client, stream: str) -> None:
+    settings = streamgate.BatchSettings(linger_ms=600_000)
+    bad_stream = f"{stream}-bad"
+    with Producer(gateway.addr, batch_settings=settings) as producer:
+        good = [producer.publish(stream, "ok", {"n": str(i)}) for i in range(3)]
+        bad = [producer.publish(bad_stream, "ok", {"n": "0"}),
+               producer.publish(bad_stream, "x", {"ts_ms": "1"})]  # reserved field
+        assert producer.flush(timeout=15)
+        later = producer.publish(stream, "ok", {"n": "3"})
+        assert producer.flush(timeout=15)
+        for future in bad:
+            err = future.exception(timeout=0)
+            assert isinstance(err, StreamgateError), err
+            assert err.code == grpc.StatusCode.INVALID_ARGUMENT and "ts_ms" in err.details
+        ids = [f.result(timeout=0) for f in [*good, later]]
+        assert producer.publisher.streams_opened == 1  # the stream went on
+    assert [e.id for e in client.replay(stream)] == ids
+    assert list(client.replay(bad_stream)) == []
+
+
+def test_publish_passes_idempotency_keys(gateway: Gateway, client: Client, stream: str) -> None:
+    with Producer(gateway.addr) as producer:
+        first = producer.publish(stream, Event("pay", {"n": "1"}, idempotency_key="k1")).result(timeout=15)
+        again = producer.publish(stream, "pay", {"n": "1"}, idempotency_key="k1").result(timeout=15)
+    assert again == first
+    assert [e.id for e in client.replay(stream)] == [first]
+
+
+def test_publish_resends_after_a_gateway_restart(redis_server: RedisServer, client: Client, stream: str) -> None:
+    gw = Gateway(redis_server.url)
+    addr = gw.addr
+    producer = Producer(addr, batch_settings=streamgate.BatchSettings(linger_ms=0))
+    try:
+        first = producer.publish(stream, "e", {"n": "0"}, idempotency_key="e0").result(timeout=15)
+        gw.terminate()  # ends the stream with UNAVAILABLE
+        pending = [producer.publish(stream, "e", {"n": str(i)}, idempotency_key=f"e{i}")
+                   for i in range(1, 4)]
+        gw = Gateway(redis_server.url, listen=addr)
+        ids = [first, *(f.result(timeout=30) for f in pending)]
+        assert producer.publisher.streams_opened >= 2
+    finally:
+        producer.close()
+        gw.terminate()
+    assert [(e.id, e.fields["n"]) for e in client.replay(stream)] == [(id, str(n)) for n, id in enumerate(ids)]

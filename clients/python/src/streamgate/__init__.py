@@ -15,8 +15,9 @@ generated stubs live in ``streamgate.v1`` (built from the repository's
 protos, never edited by hand).
 """
 
+from .backoff import Backoff
 from .client import Client, Producer, channel_options
-from .consumer import Backoff, Consumer
+from .consumer import Consumer
 from .errors import StreamgateError
 from .model import (
     ConsumerInfo,
@@ -31,10 +32,12 @@ from .model import (
     StreamInfo,
     StreamSummary,
 )
+from .publisher import BatchSettings
 from .tail import Tail
 
 __all__ = [
     "Backoff",
+    "BatchSettings",
     "Client",
     "Consumer",
     "ConsumerInfo",

@@ -29,38 +29,12 @@ from typing import Callable, Generator, Iterable, Iterator, Optional, Union
 import grpc
 
 from ._pb import event_stream_pb2 as es
+from .backoff import RECONNECT_CODES, Backoff
 from .client import Client
 from .errors import StreamgateError
 from .model import Entry, Heartbeat, ReapResult, Reclaim
 
 log = logging.getLogger("streamgate")
-
-#: Codes that end a subscription for a reason that a retry can fix: the
-#: gateway shut down or is unreachable (UNAVAILABLE), or its Redis timed out
-#: (DEADLINE_EXCEEDED: Subscribe itself never carries a client deadline).
-RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential backoff with jitter, in seconds.
-
-    Jitter spreads the reconnects of many consumers after a gateway restart
-    so that they do not all arrive in the same instant.
-    """
-
-    initial: float = 0.1
-    maximum: float = 5.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
-
-    def delays(self) -> Iterator[float]:
-        """The successive waits: initial, initial*multiplier, ... up to maximum."""
-        delay = self.initial
-        while True:
-            yield delay * (1 - self.jitter * random.random())
-            delay = min(delay * self.multiplier, self.maximum)
-
 
 EntryOrId = Union[Entry, str]
 
