@@ -546,3 +546,133 @@ test('trim with ackedByAllGroups keeps what a group still needs', async () => {
   assert.equal(await client.trim(stream, { maxLen: 1, exact: true, ackedByAllGroups: true }), 2);
   assert.deepEqual(await remaining(), ids.slice(4));
 });
+
+// -- Producer.publish: batching over one ProduceStream ------------------------
+
+/** @param {Gateway} gw @param {string} rpc */
+const okCalls = (gw, rpc) => gw.metric(`streamgate_rpc_requests_total{rpc="${rpc}",code="Ok"}`);
+
+/** @param {string} id */
+const idKey = (id) => id.split('-').map(Number);
+/** @param {string[]} ids */
+const inOrder = (ids) => ids.every((id, i) => i === 0 || idKey(ids[i - 1])[0] < idKey(id)[0] || (idKey(ids[i - 1])[0] === idKey(id)[0] && idKey(ids[i - 1])[1] < idKey(id)[1]));
+
+/** Tracks whether a promise settled yet. @param {Promise<unknown>} p */
+function tracked(p) {
+  const t = { settled: false, promise: p };
+  p.then(() => { t.settled = true; }, () => { t.settled = true; });
+  return t;
+}
+
+test('publish batches events over one ProduceStream', async () => {
+  const stream = uniqueStream('publish');
+  const [streamsBefore, producesBefore] = [await okCalls(gateway, 'ProduceStream'), await okCalls(gateway, 'Produce')];
+  // A linger far beyond the test: only maxEvents ships a batch.
+  const producer = new Producer(gateway.addr, { batch: { maxEvents: 10, lingerMs: 600_000 } });
+  const published = Array.from({ length: 25 }, (_, n) => tracked(producer.publish(stream, { type: 'job', fields: { n: String(n) } })));
+  const ids = await Promise.all(published.slice(0, 20).map((t) => t.promise)); // two full batches
+  assert.ok(!published.slice(20).some((t) => t.settled), 'a partial batch went out before its linger');
+  assert.equal(producer.publisher.requestsSent, 2);
+  await producer.flush();
+  ids.push(...(await Promise.all(published.slice(20).map((t) => t.promise))));
+  assert.equal(producer.publisher.requestsSent, 3);
+  const later = producer.publish(stream, { type: 'job', fields: { n: '25' } });
+  await producer.flush();
+  ids.push(await later);
+  assert.equal(producer.publisher.streamsOpened, 1);
+  await producer.close();
+  assert.equal(new Set(ids).size, 26);
+  assert.ok(inOrder(ids), `ids out of order: ${ids}`);
+  assert.deepEqual((await replayAll(stream)).map((e) => [e.id, e.fields.n]), ids.map((id, n) => [id, String(n)]));
+  assert.equal((await okCalls(gateway, 'ProduceStream')) - streamsBefore, 1);
+  assert.equal(await okCalls(gateway, 'Produce'), producesBefore);
+});
+
+test('publish linger sends a partial batch', async () => {
+  const stream = uniqueStream('linger');
+  const producer = new Producer(gateway.addr, { batch: { maxEvents: 1000, lingerMs: 50 } });
+  // No flush, no full batch: only the linger can send these.
+  const ids = await Promise.all([0, 1, 2].map((n) => producer.publish(stream, { type: 'job', fields: { n: String(n) } })));
+  assert.equal(producer.publisher.requestsSent, 1);
+  await producer.close();
+  assert.equal(new Set(ids).size, 3);
+  assert.ok(inOrder(ids));
+});
+
+test('publish maxBytes ships a batch', async () => {
+  const stream = uniqueStream('bytes');
+  const producer = new Producer(gateway.addr, { batch: { maxEvents: 1000, maxBytes: 3000, lingerMs: 600_000 } });
+  const published = [0, 1, 2, 3].map(() => tracked(producer.publish(stream, { type: 'blob', fields: { data: 'x'.repeat(1000) } })));
+  // The third event would pass 3000 bytes: the first two went alone.
+  await published[0].promise;
+  assert.equal(producer.publisher.requestsSent, 1);
+  assert.equal(published[2].settled, false);
+  await producer.flush();
+  assert.equal(producer.publisher.requestsSent, 2);
+  await producer.close();
+});
+
+test('a refused batch fails only its own publishes', async () => {
+  const stream = uniqueStream('refused');
+  const badStream = `${stream}-bad`;
+  const producer = new Producer(gateway.addr, { batch: { lingerMs: 600_000 } });
+  const good = [0, 1, 2].map((n) => producer.publish(stream, { type: 'ok', fields: { n: String(n) } }));
+  const bad = [
+    producer.publish(badStream, { type: 'ok', fields: { n: '0' } }),
+    producer.publish(badStream, { type: 'x', fields: { ts_ms: '1' } }), // reserved field
+  ];
+  const outcomes = Promise.allSettled([...good, ...bad]);
+  await producer.flush();
+  const later = producer.publish(stream, { type: 'ok', fields: { n: '3' } });
+  await producer.flush();
+  const settled = await outcomes;
+  for (const s of settled.slice(3)) {
+    assert.equal(s.status, 'rejected');
+    const err = /** @type {PromiseRejectedResult} */ (s).reason;
+    assert.ok(err instanceof StreamgateError);
+    assert.equal(err.code, status.INVALID_ARGUMENT);
+    assert.match(err.details, /ts_ms/);
+  }
+  const ids = [...settled.slice(0, 3).map((s) => /** @type {PromiseFulfilledResult<string>} */ (s).value), await later];
+  assert.equal(producer.publisher.streamsOpened, 1); // the stream went on
+  await producer.close();
+  assert.deepEqual((await replayAll(stream)).map((e) => e.id), ids);
+  assert.deepEqual(await replayAll(badStream), []);
+});
+
+test('publish passes idempotency keys', async () => {
+  const stream = uniqueStream('idem-publish');
+  const producer = new Producer(gateway.addr);
+  const first = await producer.publish(stream, { type: 'pay', fields: { n: '1' }, idempotencyKey: 'k1' });
+  const again = await producer.publish(stream, { type: 'pay', fields: { n: '1' }, idempotencyKey: 'k1' });
+  await producer.close();
+  assert.equal(again, first);
+  assert.deepEqual((await replayAll(stream)).map((e) => e.id), [first]);
+});
+
+test('publish resends after a gateway restart', async () => {
+  const stream = uniqueStream('publish-restart');
+  let gw = await Gateway.start(redis.url);
+  const addr = gw.addr;
+  const producer = new Producer(addr, { batch: { lingerMs: 0 } });
+  try {
+    const first = await producer.publish(stream, { type: 'e', fields: { n: '0' }, idempotencyKey: 'e0' });
+    await gw.terminate(); // ends the stream with UNAVAILABLE
+    const pending = [1, 2, 3].map((n) => producer.publish(stream, { type: 'e', fields: { n: String(n) }, idempotencyKey: `e${n}` }));
+    pending.forEach((p) => p.catch(() => {})); // awaited below
+    gw = await Gateway.start(redis.url, addr);
+    const ids = [first, ...(await Promise.all(pending))];
+    assert.ok(producer.publisher.streamsOpened >= 2);
+    assert.deepEqual((await replayAll(stream)).map((e) => [e.id, e.fields.n]), ids.map((id, n) => [id, String(n)]));
+  } finally {
+    await producer.close();
+    await gw.terminate();
+  }
+});
+
+/** @param {string} stream */
+async function replayAll(stream) {
+  const entries = [];
+  for await (const e of client.replay(stream)) entries.push(e);
+  return entries;
+}
