@@ -302,7 +302,11 @@ test('consumer resumes after the gateway restarts', async () => {
     assert.deepEqual(got.map((e) => e.deliveryCount), [1, 1, 2, 1]);
     assert.deepEqual(got.map((e) => e.redelivered), [false, false, true, false]);
     assert.ok(c.consumer.reconnects >= 1);
-    const pending = await client.listPending(stream, 'g');
+    // The last ack is batched in band: wait for it to take effect.
+    const pending = await waitUntil('the fresh entry acknowledged', async () => {
+      const p = await client.listPending(stream, 'g');
+      return p.length === 1 && p;
+    });
     assert.deepEqual(pending.map((p) => [p.id, p.deliveryCount]), [[kept, 2]]);
   } finally {
     await c.stop();
@@ -676,3 +680,108 @@ async function replayAll(stream) {
   for await (const e of client.replay(stream)) entries.push(e);
   return entries;
 }
+
+// -- Consumer over Consume: in-band acks and lease extension ------------------
+
+test('acks go in band in batches', async () => {
+  const stream = uniqueStream('inband');
+  const ids = await client.produceBatch(stream, Array.from({ length: 15 }, (_, n) => ({ type: 'job', fields: { n: String(n) } })));
+  const [acksBefore, consumesBefore] = [await okCalls(gateway, 'Ack'), await okCalls(gateway, 'Consume')];
+  // A long delay: only ackBatchSize (or close) sends acks.
+  const c = consumer(gateway.addr, stream, 'g', 'w1', { batchSize: 20, ackBatchSize: 10, ackDelayMs: 600_000 });
+  /** @type {ReturnType<typeof tracked>[]} */ const acks = [];
+  /** @type {Promise<number> | undefined} */ let again;
+  try {
+    for await (const entry of c) {
+      acks.push(tracked(c.ack(entry)));
+      if (acks.length === 10) {
+        // Ten acks make one message; its Confirm resolves all ten.
+        assert.deepEqual(await Promise.all(acks.map((t) => t.promise)), Array(10).fill(1));
+        assert.deepEqual(await pendingOf(stream, 'g', 'w1'), ids.slice(10));
+      }
+      if (acks.length === ids.length) {
+        // Five more acks, below the batch size, then IDs acked before: all
+        // wait for close().
+        assert.ok(!acks.slice(10).some((t) => t.settled), 'acks sent before their batch was full');
+        again = c.ack(ids.slice(0, 2));
+        break;
+      }
+    }
+  } finally {
+    await c.close();
+  }
+  assert.deepEqual(await Promise.all(acks.map((t) => t.promise)), Array(ids.length).fill(1));
+  assert.equal(await again, 0); // not pending any more: confirmed as not_pending
+  assert.deepEqual(await client.listPending(stream, 'g'), []);
+  assert.equal(await okCalls(gateway, 'Ack'), acksBefore); // all in band
+  assert.equal((await okCalls(gateway, 'Consume')) - consumesBefore, 1);
+});
+
+test('nack and extend go in band', async () => {
+  const stream = uniqueStream('inband-nack');
+  const [first, second] = await client.produceBatch(stream, [{ type: 'job' }, { type: 'job' }]);
+  const before = (await okCalls(gateway, 'Nack')) + (await okCalls(gateway, 'Extend'));
+  const c = consumer(gateway.addr, stream, 'g', 'w1', { reclaim: NACK_ONLY });
+  /** @type {Array<[string, boolean]>} */ const seen = [];
+  try {
+    for await (const entry of c) {
+      seen.push([entry.id, entry.redelivered]);
+      if (entry.id === first && !entry.redelivered) {
+        assert.equal(await c.extend(entry), 1);
+        assert.equal(await c.extend('0-1'), 0); // never delivered
+        assert.equal(await c.nack(entry), 1);
+      } else {
+        assert.equal(await c.ack(entry), 1);
+      }
+      if (seen.length === 3) break;
+    }
+  } finally {
+    await c.close();
+  }
+  assert.deepEqual(seen, [[first, false], [second, false], [first, true]]);
+  assert.equal((await okCalls(gateway, 'Nack')) + (await okCalls(gateway, 'Extend')), before);
+  assert.deepEqual(await client.listPending(stream, 'g'), []);
+});
+
+test('a slow handler keeps its lease', async () => {
+  // A handler slower than the group's reclaim threshold (1 s): with lease
+  // extension the reclaiming peer never takes the entry; without it, it does.
+  const thresholdMs = 1000;
+  for (const [leaseMs, expectTaken] of /** @type {Array<[number, boolean]>} */ ([[thresholdMs, false], [0, true]])) {
+    const stream = uniqueStream(`lease-${leaseMs}`);
+    const [id] = await client.produceBatch(stream, [{ type: 'slow' }]);
+    /** @type {() => void} */ let release = () => {};
+    const released = new Promise((resolve) => { release = () => resolve(undefined); });
+    /** @type {string[]} */ const handled = [];
+    const slowConsumer = consumer(gateway.addr, stream, 'g', 'slow', { leaseMs });
+    const slow = new Collector(slowConsumer, undefined, async (entry) => {
+      await released;
+      handled.push(entry.id);
+      return slowConsumer.ack(entry);
+    });
+    await slow.waitFor(1);
+    const started = Date.now();
+    const peer = new Collector(consumer(gateway.addr, stream, 'g', 'peer', {
+      heartbeatMs: 50, reclaim: { minIdleMs: thresholdMs, intervalMs: 100 },
+    }));
+    try {
+      if (expectTaken) {
+        assert.deepEqual((await peer.waitFor(1)).map((e) => e.id), [id]);
+      } else {
+        // Three reclaim thresholds of work while the peer reclaims.
+        await waitUntil('3 s of slow work', () => Date.now() - started > 3 * thresholdMs, 10_000);
+        assert.deepEqual(peer.ids(), []);
+        assert.ok(slowConsumer.extensionsSent >= 3, `${slowConsumer.extensionsSent} extensions`);
+      }
+      release();
+      await waitUntil('the entry acknowledged', async () => (await client.listPending(stream, 'g')).length === 0);
+    } finally {
+      release();
+      await slow.stop();
+      await peer.stop();
+    }
+    assert.deepEqual(handled, [id]);
+    assert.deepEqual(slow.ids(), [id]);
+    if (!expectTaken) assert.deepEqual(peer.ids(), []);
+  }
+});
