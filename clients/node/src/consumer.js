@@ -350,9 +350,16 @@ export class Consumer {
   /**
    * Half-closes a call once queued acks are written, waits (up to
    * `timeoutMs`) for the gateway to confirm them and end it, then cancels.
-   * @param {any} call @param {number} [timeoutMs]
+   * @param {any} call @param {number} [timeoutMs] @returns {Promise<void>}
    */
-  async endCall(call, timeoutMs = 10_000) {
+  endCall(call, timeoutMs = 10_000) {
+    // close() and the iteration may both end the same call: one wait.
+    if (!call.ending) call.ending = this.endCallOnce(call, timeoutMs);
+    return call.ending;
+  }
+
+  /** @param {any} call @param {number} timeoutMs */
+  async endCallOnce(call, timeoutMs) {
     if (this.call === call && !call.halfClosed) {
       this.flushAcks();
       call.halfClosed = true;

@@ -1,11 +1,12 @@
 """Python client for streamgate, the gRPC gateway to Redis Streams.
 
-- ``Producer(addr).produce(stream, type, fields)`` appends events.
-- ``Consumer(addr, stream, group, consumer)`` is a consumer-group member:
-  iterate it for entries, ``ack`` them once processed (or ``nack`` them for
-  re-delivery, ``extend`` them during long work); it reconnects by itself
-  when a gateway restarts, and with ``reclaim=Reclaim(...)`` recovers the
-  work of crashed peers.
+- ``Producer(addr).publish(stream, type, fields)`` appends events, batched
+  over one ProduceStream (a future of the ID); ``produce`` is the unary call.
+- ``Consumer(addr, stream, group, consumer)`` is a consumer-group member over
+  one Consume stream: iterate it for entries, ``ack`` them once processed
+  (or ``nack`` them for re-delivery), in band and batched; it extends the
+  lease of entries it holds, reconnects by itself when a gateway restarts,
+  and with ``reclaim=Reclaim(...)`` recovers the work of crashed peers.
 - ``Client(addr)`` exposes every RPC (nack, extend, reap, replay, tail,
   trim, admin) as a typed method returning the dataclasses of
   ``streamgate.model``.
