@@ -9,6 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { StreamgateError } from './errors.js';
 import { toConsumerInfo, toEntry, toGroupInfo, toPendingEntry, toStreamInfo, toStreamSummary } from './model.js';
 import { loadServices } from './proto.js';
+import { Publisher } from './publisher.js';
 import { Tail } from './tail.js';
 
 export { StreamgateError };
@@ -22,6 +23,8 @@ export { StreamgateError };
 /** @typedef {import('./model.js').ConsumerInfo} ConsumerInfo */
 /** @typedef {import('./model.js').PendingEntry} PendingEntry */
 /** @typedef {import('./model.js').Heartbeat} Heartbeat */
+/** @typedef {import('./publisher.js').BatchSettings} BatchSettings */
+/** @typedef {import('./backoff.js').Backoff} Backoff */
 
 /**
  * gRPC channel options for long-lived subscriptions. grpc's reconnect
@@ -338,15 +341,55 @@ export class Client {
 }
 
 /**
- * Appends events: `await new Producer(addr).produce(stream, type, fields)`.
+ * Appends events to streams.
+ *
+ * `publish(stream, event)` is the fast path: it resolves to the event's ID
+ * and batches events over one long-lived ProduceStream (`batch`: by default
+ * a request per 100 events, 1 MiB or 10 ms, whichever comes first).
+ * `flush()` sends what is buffered and waits for the answers; `close()`
+ * flushes too. `produce` and `produceBatch` are plain unary calls.
+ *
+ * A publish rejects with a StreamgateError carrying the gateway's code and
+ * message when the request it was batched into is refused: one bad event
+ * fails the events batched with it, not the others. A broken stream
+ * (gateway restart) is reopened with `backoff` and the unanswered requests
+ * are sent again; events without an `idempotencyKey` may then be appended
+ * twice (at-least-once).
+ *
  * Takes an address or a shared Client; everything else a producer may need
  * (`trim`, `describeStream`) is on `producer.client`.
  */
 export class Producer {
-  /** @param {string | Client} addr */
-  constructor(addr) {
+  /**
+   * @param {string | Client} addr
+   * @param {{ batch?: BatchSettings, backoff?: Backoff, closeTimeoutMs?: number }} [options]
+   *   `closeTimeoutMs` (default 30000): how long `close()` waits for answers.
+   */
+  constructor(addr, { batch = {}, backoff = {}, closeTimeoutMs = 30_000 } = {}) {
     this.ownsClient = !(addr instanceof Client);
     this.client = addr instanceof Client ? addr : new Client(addr);
+    this.closeTimeoutMs = closeTimeoutMs;
+    /** The batching ProduceStream behind `publish` (`requestsSent`, `streamsOpened` count what it did). */
+    this.publisher = new Publisher(this.client.events, batch, backoff);
+  }
+
+  /**
+   * Queues one event for `stream`; resolves to its ID once the batch it
+   * joined is appended. IDs of one stream come in publish order.
+   * @param {string} stream @param {Event} event
+   * @returns {Promise<string>}
+   */
+  publish(stream, event) {
+    return this.publisher.publish(stream, eventMessage(event));
+  }
+
+  /**
+   * Sends every buffered event now; resolves once all publishes so far are
+   * answered (failed publishes reject their own promises, not this one).
+   * @returns {Promise<void>}
+   */
+  flush() {
+    return this.publisher.flush();
   }
 
   /**
@@ -367,8 +410,14 @@ export class Producer {
     return this.client.produceBatch(stream, events, options);
   }
 
-  /** Closes the connection unless the client was shared. */
-  close() {
+  /**
+   * Flushes (waiting up to `closeTimeoutMs` for the answers; what is still
+   * unanswered then fails with UNAVAILABLE), ends the stream and closes the
+   * connection unless the client was shared.
+   * @returns {Promise<void>}
+   */
+  async close() {
+    await this.publisher.close(this.closeTimeoutMs);
     if (this.ownsClient) this.client.close();
   }
 }

@@ -2,12 +2,13 @@
 /**
  * Node.js client for streamgate, the gRPC gateway to Redis Streams.
  *
- * - `new Producer(addr).produce(stream, type, fields)` appends events.
- * - `new Consumer(addr, stream, group, consumer)` is a consumer-group member:
- *   `for await` its entries, `ack` them once processed (or `nack` them for
- *   re-delivery, `extend` them during long work); it reconnects by itself
- *   when a gateway restarts, and with `reclaim` recovers the work of crashed
- *   peers.
+ * - `new Producer(addr).publish(stream, event)` appends events, batched over
+ *   one ProduceStream; `produce` is the unary call.
+ * - `new Consumer(addr, stream, group, consumer)` is a consumer-group member
+ *   over one Consume stream: `for await` its entries, `ack` them once
+ *   processed (or `nack` them for re-delivery), in band and batched; it
+ *   extends the lease of entries it holds, reconnects by itself when a
+ *   gateway restarts, and with `reclaim` recovers the work of crashed peers.
  * - `new Client(addr)` exposes every RPC (nack, extend, reap, replay, tail,
  *   trim, admin).
  *

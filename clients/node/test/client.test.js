@@ -302,7 +302,11 @@ test('consumer resumes after the gateway restarts', async () => {
     assert.deepEqual(got.map((e) => e.deliveryCount), [1, 1, 2, 1]);
     assert.deepEqual(got.map((e) => e.redelivered), [false, false, true, false]);
     assert.ok(c.consumer.reconnects >= 1);
-    const pending = await client.listPending(stream, 'g');
+    // The last ack is batched in band: wait for it to take effect.
+    const pending = await waitUntil('the fresh entry acknowledged', async () => {
+      const p = await client.listPending(stream, 'g');
+      return p.length === 1 && p;
+    });
     assert.deepEqual(pending.map((p) => [p.id, p.deliveryCount]), [[kept, 2]]);
   } finally {
     await c.stop();
@@ -545,4 +549,239 @@ test('trim with ackedByAllGroups keeps what a group still needs', async () => {
   // needs ids[4] (its oldest pending entry).
   assert.equal(await client.trim(stream, { maxLen: 1, exact: true, ackedByAllGroups: true }), 2);
   assert.deepEqual(await remaining(), ids.slice(4));
+});
+
+// -- Producer.publish: batching over one ProduceStream ------------------------
+
+/** @param {Gateway} gw @param {string} rpc */
+const okCalls = (gw, rpc) => gw.metric(`streamgate_rpc_requests_total{rpc="${rpc}",code="Ok"}`);
+
+/** @param {string} id */
+const idKey = (id) => id.split('-').map(Number);
+/** @param {string[]} ids */
+const inOrder = (ids) => ids.every((id, i) => i === 0 || idKey(ids[i - 1])[0] < idKey(id)[0] || (idKey(ids[i - 1])[0] === idKey(id)[0] && idKey(ids[i - 1])[1] < idKey(id)[1]));
+
+/** Tracks whether a promise settled yet. @param {Promise<unknown>} p */
+function tracked(p) {
+  const t = { settled: false, promise: p };
+  p.then(() => { t.settled = true; }, () => { t.settled = true; });
+  return t;
+}
+
+test('publish batches events over one ProduceStream', async () => {
+  const stream = uniqueStream('publish');
+  const [streamsBefore, producesBefore] = [await okCalls(gateway, 'ProduceStream'), await okCalls(gateway, 'Produce')];
+  // A linger far beyond the test: only maxEvents ships a batch.
+  const producer = new Producer(gateway.addr, { batch: { maxEvents: 10, lingerMs: 600_000 } });
+  const published = Array.from({ length: 25 }, (_, n) => tracked(producer.publish(stream, { type: 'job', fields: { n: String(n) } })));
+  const ids = await Promise.all(published.slice(0, 20).map((t) => t.promise)); // two full batches
+  assert.ok(!published.slice(20).some((t) => t.settled), 'a partial batch went out before its linger');
+  assert.equal(producer.publisher.requestsSent, 2);
+  await producer.flush();
+  ids.push(...(await Promise.all(published.slice(20).map((t) => t.promise))));
+  assert.equal(producer.publisher.requestsSent, 3);
+  const later = producer.publish(stream, { type: 'job', fields: { n: '25' } });
+  await producer.flush();
+  ids.push(await later);
+  assert.equal(producer.publisher.streamsOpened, 1);
+  await producer.close();
+  assert.equal(new Set(ids).size, 26);
+  assert.ok(inOrder(ids), `ids out of order: ${ids}`);
+  assert.deepEqual((await replayAll(stream)).map((e) => [e.id, e.fields.n]), ids.map((id, n) => [id, String(n)]));
+  assert.equal((await okCalls(gateway, 'ProduceStream')) - streamsBefore, 1);
+  assert.equal(await okCalls(gateway, 'Produce'), producesBefore);
+});
+
+test('publish linger sends a partial batch', async () => {
+  const stream = uniqueStream('linger');
+  const producer = new Producer(gateway.addr, { batch: { maxEvents: 1000, lingerMs: 50 } });
+  // No flush, no full batch: only the linger can send these.
+  const ids = await Promise.all([0, 1, 2].map((n) => producer.publish(stream, { type: 'job', fields: { n: String(n) } })));
+  assert.equal(producer.publisher.requestsSent, 1);
+  await producer.close();
+  assert.equal(new Set(ids).size, 3);
+  assert.ok(inOrder(ids));
+});
+
+test('publish maxBytes ships a batch', async () => {
+  const stream = uniqueStream('bytes');
+  const producer = new Producer(gateway.addr, { batch: { maxEvents: 1000, maxBytes: 3000, lingerMs: 600_000 } });
+  const published = [0, 1, 2, 3].map(() => tracked(producer.publish(stream, { type: 'blob', fields: { data: 'x'.repeat(1000) } })));
+  // The third event would pass 3000 bytes: the first two went alone.
+  await published[0].promise;
+  assert.equal(producer.publisher.requestsSent, 1);
+  assert.equal(published[2].settled, false);
+  await producer.flush();
+  assert.equal(producer.publisher.requestsSent, 2);
+  await producer.close();
+});
+
+test('a refused batch fails only its own publishes', async () => {
+  const stream = uniqueStream('refused');
+  const badStream = `${stream}-bad`;
+  const producer = new Producer(gateway.addr, { batch: { lingerMs: 600_000 } });
+  const good = [0, 1, 2].map((n) => producer.publish(stream, { type: 'ok', fields: { n: String(n) } }));
+  const bad = [
+    producer.publish(badStream, { type: 'ok', fields: { n: '0' } }),
+    producer.publish(badStream, { type: 'x', fields: { ts_ms: '1' } }), // reserved field
+  ];
+  const outcomes = Promise.allSettled([...good, ...bad]);
+  await producer.flush();
+  const later = producer.publish(stream, { type: 'ok', fields: { n: '3' } });
+  await producer.flush();
+  const settled = await outcomes;
+  for (const s of settled.slice(3)) {
+    assert.equal(s.status, 'rejected');
+    const err = /** @type {PromiseRejectedResult} */ (s).reason;
+    assert.ok(err instanceof StreamgateError);
+    assert.equal(err.code, status.INVALID_ARGUMENT);
+    assert.match(err.details, /ts_ms/);
+  }
+  const ids = [...settled.slice(0, 3).map((s) => /** @type {PromiseFulfilledResult<string>} */ (s).value), await later];
+  assert.equal(producer.publisher.streamsOpened, 1); // the stream went on
+  await producer.close();
+  assert.deepEqual((await replayAll(stream)).map((e) => e.id), ids);
+  assert.deepEqual(await replayAll(badStream), []);
+});
+
+test('publish passes idempotency keys', async () => {
+  const stream = uniqueStream('idem-publish');
+  const producer = new Producer(gateway.addr);
+  const first = await producer.publish(stream, { type: 'pay', fields: { n: '1' }, idempotencyKey: 'k1' });
+  const again = await producer.publish(stream, { type: 'pay', fields: { n: '1' }, idempotencyKey: 'k1' });
+  await producer.close();
+  assert.equal(again, first);
+  assert.deepEqual((await replayAll(stream)).map((e) => e.id), [first]);
+});
+
+test('publish resends after a gateway restart', async () => {
+  const stream = uniqueStream('publish-restart');
+  let gw = await Gateway.start(redis.url);
+  const addr = gw.addr;
+  const producer = new Producer(addr, { batch: { lingerMs: 0 } });
+  try {
+    const first = await producer.publish(stream, { type: 'e', fields: { n: '0' }, idempotencyKey: 'e0' });
+    await gw.terminate(); // ends the stream with UNAVAILABLE
+    const pending = [1, 2, 3].map((n) => producer.publish(stream, { type: 'e', fields: { n: String(n) }, idempotencyKey: `e${n}` }));
+    pending.forEach((p) => p.catch(() => {})); // awaited below
+    gw = await Gateway.start(redis.url, addr);
+    const ids = [first, ...(await Promise.all(pending))];
+    assert.ok(producer.publisher.streamsOpened >= 2);
+    assert.deepEqual((await replayAll(stream)).map((e) => [e.id, e.fields.n]), ids.map((id, n) => [id, String(n)]));
+  } finally {
+    await producer.close();
+    await gw.terminate();
+  }
+});
+
+/** @param {string} stream */
+async function replayAll(stream) {
+  const entries = [];
+  for await (const e of client.replay(stream)) entries.push(e);
+  return entries;
+}
+
+// -- Consumer over Consume: in-band acks and lease extension ------------------
+
+test('acks go in band in batches', async () => {
+  const stream = uniqueStream('inband');
+  const ids = await client.produceBatch(stream, Array.from({ length: 15 }, (_, n) => ({ type: 'job', fields: { n: String(n) } })));
+  const [acksBefore, consumesBefore] = [await okCalls(gateway, 'Ack'), await okCalls(gateway, 'Consume')];
+  // A long delay: only ackBatchSize (or close) sends acks.
+  const c = consumer(gateway.addr, stream, 'g', 'w1', { batchSize: 20, ackBatchSize: 10, ackDelayMs: 600_000 });
+  /** @type {ReturnType<typeof tracked>[]} */ const acks = [];
+  /** @type {Promise<number> | undefined} */ let again;
+  try {
+    for await (const entry of c) {
+      acks.push(tracked(c.ack(entry)));
+      if (acks.length === 10) {
+        // Ten acks make one message; its Confirm resolves all ten.
+        assert.deepEqual(await Promise.all(acks.map((t) => t.promise)), Array(10).fill(1));
+        assert.deepEqual(await pendingOf(stream, 'g', 'w1'), ids.slice(10));
+      }
+      if (acks.length === ids.length) {
+        // Five more acks, below the batch size, then IDs acked before: all
+        // wait for close().
+        assert.ok(!acks.slice(10).some((t) => t.settled), 'acks sent before their batch was full');
+        again = c.ack(ids.slice(0, 2));
+        break;
+      }
+    }
+  } finally {
+    await c.close();
+  }
+  assert.deepEqual(await Promise.all(acks.map((t) => t.promise)), Array(ids.length).fill(1));
+  assert.equal(await again, 0); // not pending any more: confirmed as not_pending
+  assert.deepEqual(await client.listPending(stream, 'g'), []);
+  assert.equal(await okCalls(gateway, 'Ack'), acksBefore); // all in band
+  assert.equal((await okCalls(gateway, 'Consume')) - consumesBefore, 1);
+});
+
+test('nack and extend go in band', async () => {
+  const stream = uniqueStream('inband-nack');
+  const [first, second] = await client.produceBatch(stream, [{ type: 'job' }, { type: 'job' }]);
+  const before = (await okCalls(gateway, 'Nack')) + (await okCalls(gateway, 'Extend'));
+  const c = consumer(gateway.addr, stream, 'g', 'w1', { reclaim: NACK_ONLY });
+  /** @type {Array<[string, boolean]>} */ const seen = [];
+  try {
+    for await (const entry of c) {
+      seen.push([entry.id, entry.redelivered]);
+      if (entry.id === first && !entry.redelivered) {
+        assert.equal(await c.extend(entry), 1);
+        assert.equal(await c.extend('0-1'), 0); // never delivered
+        assert.equal(await c.nack(entry), 1);
+      } else {
+        assert.equal(await c.ack(entry), 1);
+      }
+      if (seen.length === 3) break;
+    }
+  } finally {
+    await c.close();
+  }
+  assert.deepEqual(seen, [[first, false], [second, false], [first, true]]);
+  assert.equal((await okCalls(gateway, 'Nack')) + (await okCalls(gateway, 'Extend')), before);
+  assert.deepEqual(await client.listPending(stream, 'g'), []);
+});
+
+test('a slow handler keeps its lease', async () => {
+  // A handler slower than the group's reclaim threshold (1 s): with lease
+  // extension the reclaiming peer never takes the entry; without it, it does.
+  const thresholdMs = 1000;
+  for (const [leaseMs, expectTaken] of /** @type {Array<[number, boolean]>} */ ([[thresholdMs, false], [0, true]])) {
+    const stream = uniqueStream(`lease-${leaseMs}`);
+    const [id] = await client.produceBatch(stream, [{ type: 'slow' }]);
+    /** @type {() => void} */ let release = () => {};
+    const released = new Promise((resolve) => { release = () => resolve(undefined); });
+    /** @type {string[]} */ const handled = [];
+    const slowConsumer = consumer(gateway.addr, stream, 'g', 'slow', { leaseMs });
+    const slow = new Collector(slowConsumer, undefined, async (entry) => {
+      await released;
+      handled.push(entry.id);
+      return slowConsumer.ack(entry);
+    });
+    await slow.waitFor(1);
+    const started = Date.now();
+    const peer = new Collector(consumer(gateway.addr, stream, 'g', 'peer', {
+      heartbeatMs: 50, reclaim: { minIdleMs: thresholdMs, intervalMs: 100 },
+    }));
+    try {
+      if (expectTaken) {
+        assert.deepEqual((await peer.waitFor(1)).map((e) => e.id), [id]);
+      } else {
+        // Three reclaim thresholds of work while the peer reclaims.
+        await waitUntil('3 s of slow work', () => Date.now() - started > 3 * thresholdMs, 10_000);
+        assert.deepEqual(peer.ids(), []);
+        assert.ok(slowConsumer.extensionsSent >= 3, `${slowConsumer.extensionsSent} extensions`);
+      }
+      release();
+      await waitUntil('the entry acknowledged', async () => (await client.listPending(stream, 'g')).length === 0);
+    } finally {
+      release();
+      await slow.stop();
+      await peer.stop();
+    }
+    assert.deepEqual(handled, [id]);
+    assert.deepEqual(slow.ids(), [id]);
+    if (!expectTaken) assert.deepEqual(peer.ids(), []);
+  }
 });

@@ -87,18 +87,20 @@ function gatewayBinary() {
 /**
  * The streamgate binary serving `redisUrl`. `listen` defaults to port 0; the
  * bound address comes from the `listening on ADDR` line the gateway prints
- * once it accepts calls. Its log goes to a file shown when startup fails.
+ * once it accepts calls, the Prometheus endpoint's (a port of its own) from
+ * `metrics on ADDR`. Its log goes to a file shown when startup fails.
  */
 export class Gateway {
   /** @param {string} redisUrl @param {string} [listen] @returns {Promise<Gateway>} */
   static async start(redisUrl, listen = '127.0.0.1:0') {
     const log = join(tmpdir(), `streamgate-node-${process.pid}-${Date.now()}.log`);
-    const proc = spawn(gatewayBinary(), ['serve', '--listen', listen, '--redis-url', redisUrl], {
+    const proc = spawn(gatewayBinary(), ['serve', '--listen', listen, '--redis-url', redisUrl, '--metrics-listen', '127.0.0.1:0'], {
       stdio: ['ignore', 'pipe', openSync(log, 'w')],
     });
     const exited = new Promise((done) => proc.once('exit', done));
     let started = () => {};
-    const addr = await new Promise((resolveAddr, reject) => {
+    /** @type {[string, string]} */
+    const [addr, metricsAddr] = await new Promise((resolveAddr, reject) => {
       let out = '';
       const fail = (/** @type {string} */ why) => {
         proc.kill('SIGKILL');
@@ -107,22 +109,42 @@ export class Gateway {
       const timer = setTimeout(() => fail('did not report its address within 15 s'), 15_000);
       proc.stdout?.on('data', (chunk) => {
         out += chunk;
-        const match = /^listening on (\S+)\n/.exec(out);
-        if (match) { clearTimeout(timer); resolveAddr(match[1]); }
+        const listening = /^listening on (\S+)\n/m.exec(out);
+        const metrics = /^metrics on (\S+)\n/m.exec(out);
+        if (listening && metrics) { clearTimeout(timer); resolveAddr([listening[1], metrics[1]]); }
       });
       const onExit = () => { clearTimeout(timer); fail('exited'); };
       proc.once('exit', onExit);
       started = () => proc.off('exit', onExit);
     });
     started();
-    return new Gateway(addr, proc, exited);
+    return new Gateway(addr, proc, exited, metricsAddr);
   }
 
-  /** @param {string} addr @param {import('node:child_process').ChildProcess} proc @param {Promise<unknown>} exited */
-  constructor(addr, proc, exited) {
+  /**
+   * @param {string} addr @param {import('node:child_process').ChildProcess} proc @param {Promise<unknown>} exited
+   * @param {string} metricsAddr
+   */
+  constructor(addr, proc, exited, metricsAddr) {
     this.addr = addr;
+    this.metricsAddr = metricsAddr;
     this.proc = proc;
     this.exited = exited;
+  }
+
+  /**
+   * The value of one sample of the gateway's /metrics, e.g.
+   * `streamgate_rpc_requests_total{rpc="ProduceStream",code="Ok"}`; 0 when
+   * absent (a counter not incremented yet).
+   * @param {string} sample @returns {Promise<number>}
+   */
+  async metric(sample) {
+    const text = await (await fetch(`http://${this.metricsAddr}/metrics`)).text();
+    for (const line of text.split('\n')) {
+      const at = line.lastIndexOf(' ');
+      if (line.slice(0, at) === sample) return Number(line.slice(at + 1));
+    }
+    return 0;
   }
 
   /** SIGTERM (graceful shutdown) and wait for the exit. */

@@ -59,7 +59,7 @@ def read(client: Client, group: str, worker: str, count: int, *, ack: bool) -> l
         try:
             for entry in consumer:
                 received.append(entry)
-                action = "acked" if ack and consumer.ack(entry) == 1 else "NOT acked"
+                action = "acked" if ack and consumer.ack(entry).result(timeout=15) == 1 else "NOT acked"
                 print(f"  {group}/{worker} got {entry.id} {entry.type} "
                       f"{dict(entry.fields)} delivery {entry.delivery_count}: {action}")
                 if len(received) == count:
@@ -85,11 +85,11 @@ def recover(client: Client, ids: list[str]) -> list[Entry]:
                 print(f"  notifications/worker-a got {entry.id} {entry.type} delivery "
                       f"{entry.delivery_count}{' (redelivered)' if entry.redelivered else ''}")
                 if entry.id == ids[4] and entry.delivery_count == 2:
-                    print(f"    refund service down: nacked for re-delivery ({worker.nack(entry)})")
+                    print(f"    refund service down: nacked for re-delivery ({worker.nack(entry).result(timeout=15)})")
                     continue
                 if entry.id == ids[3]:
-                    print(f"    long work: extended ({worker.extend(entry)}) so nobody reclaims it")
-                print("    acked" if worker.ack(entry) == 1 else "    NOT acked")
+                    print(f"    long work: extended ({worker.extend(entry).result(timeout=15)}) so nobody reclaims it")
+                print("    acked" if worker.ack(entry).result(timeout=15) == 1 else "    NOT acked")
                 done.add(entry.id)
                 if done == set(ids):
                     break

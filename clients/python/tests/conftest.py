@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Optional, TypeVar
@@ -93,21 +94,23 @@ class Gateway:
     """The streamgate binary serving ``redis_url``.
 
     ``listen`` defaults to port 0; the bound address comes from the
-    ``listening on ADDR`` line the gateway prints once it accepts calls.
+    ``listening on ADDR`` line the gateway prints once it accepts calls, the
+    Prometheus endpoint's (on a port of its own) from ``metrics on ADDR``.
     Its log goes to a file that is shown when startup fails.
     """
 
     def __init__(self, redis_url: str, listen: str = "127.0.0.1:0", timeout: float = 15) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="streamgate-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [gateway_binary(), "serve", "--listen", listen, "--redis-url", redis_url],
+            [gateway_binary(), "serve", "--listen", listen, "--redis-url", redis_url,
+             "--metrics-listen", "127.0.0.1:0"],
             stdout=subprocess.PIPE,
             stderr=self.log,
         )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         out = b""
-        while (addr := self._address(out)) is None:
+        while (addrs := self._addresses(out)) is None:
             remaining = deadline - time.monotonic()
             ready, _, _ = select.select([self.proc.stdout], [], [], max(remaining, 0))
             chunk = self.proc.stdout.read1(256) if ready else b""  # type: ignore[attr-defined]
@@ -116,15 +119,32 @@ class Gateway:
                 log = Path(self.log.name).read_text(errors="replace")
                 pytest.fail(f"gateway did not report its address; log:\n{log}")
             out += chunk
-        self.addr = addr
+        self.addr, self.metrics_addr = addrs
 
     @staticmethod
-    def _address(out: bytes) -> Optional[str]:
-        """The address of a complete ``listening on ADDR`` line, if printed yet."""
+    def _addresses(out: bytes) -> Optional[tuple[str, str]]:
+        """The addresses of complete ``listening on`` and ``metrics on``
+        lines, once both are printed."""
+        found: dict[str, str] = {}
         for line in out.decode(errors="replace").splitlines(keepends=True):
-            if line.startswith("listening on ") and line.endswith("\n"):
-                return line.removeprefix("listening on ").strip()
-        return None
+            for prefix in ("listening on ", "metrics on "):
+                if line.startswith(prefix) and line.endswith("\n"):
+                    found[prefix] = line.removeprefix(prefix).strip()
+        if len(found) < 2:
+            return None
+        return found["listening on "], found["metrics on "]
+
+    def metric(self, sample: str) -> float:
+        """The value of one sample of the gateway's /metrics, e.g.
+        ``streamgate_rpc_requests_total{rpc="ProduceStream",code="Ok"}``;
+        0 when absent (a counter not incremented yet)."""
+        with urllib.request.urlopen(f"http://{self.metrics_addr}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == sample:
+                return float(value)
+        return 0.0
 
     def terminate(self) -> None:
         """SIGTERM (graceful shutdown) and wait for the exit."""

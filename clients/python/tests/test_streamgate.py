@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import threading
 from typing import Callable, Optional
 
@@ -120,8 +121,8 @@ def test_produce_subscribe_ack(gateway: Gateway, client: Client, stream: str) ->
     assert [p.id for p in client.list_pending(stream, "g")] == ids
     assert client.ack(stream, "g", ids[:1]) == 1
     with Consumer(client, stream, "g", "c1") as c1:  # shares the client's channel
-        assert c1.ack(got[1:]) == 2
-        assert c1.ack(got) == 0  # nothing pending any more
+        assert c1.ack(got[1:]).result(timeout=15) == 2
+        assert c1.ack(got).result(timeout=15) == 0  # nothing pending any more
     assert client.list_pending(stream, "g") == []
 
 
@@ -211,7 +212,7 @@ def test_peer_reaps_entries_of_a_crashed_consumer(gateway: Gateway, client: Clie
     assert by_name["crashy"].pending == 0 and by_name["peer"].pending == 3
 
     with Consumer(client, stream, "g", "peer") as peer:
-        assert peer.ack(ids) == 3
+        assert peer.ack(ids).result(timeout=15) == 3
 
 
 def test_replay(client: Client, stream: str) -> None:
@@ -333,7 +334,7 @@ def test_nack_redelivers_to_a_reclaiming_consumer(client: Client, stream: str) -
 
     def handle(entry: Entry) -> None:
         if entry.id == first and not entry.redelivered:
-            nacked.append(c.consumer.nack(entry))  # delay 0: at the next reclaim round
+            nacked.append(c.consumer.nack(entry).result(timeout=15))  # delay 0: at the next reclaim round
         else:
             c.consumer.ack(entry)
 
@@ -383,14 +384,14 @@ def test_extend_returns_the_count(client: Client, stream: str) -> None:
     got = c.wait_for(3)
     c.stop()
     w1 = Consumer(client, stream, "g", "w1")
-    assert w1.extend(got[0]) == 1
-    assert w1.extend(got[1:]) == 2
-    assert w1.extend([]) == 0
+    assert w1.extend(got[0]).result(timeout=15) == 1
+    assert w1.extend(got[1:]).result(timeout=15) == 2
+    assert w1.extend([]).result(timeout=15) == 0
     assert client.extend(stream, "g", "someone-else", ids) == 0  # not theirs
     # Extending resets the idle time but is not a delivery.
     assert [(p.id, p.delivery_count) for p in client.list_pending(stream, "g")] == [(i, 1) for i in ids]
-    assert w1.ack(got) == 3
-    assert w1.extend(ids) == 0  # no longer pending
+    assert w1.ack(got).result(timeout=15) == 3
+    assert w1.extend(ids).result(timeout=15) == 0  # no longer pending
 
 
 def test_poison_entry_ends_in_the_dead_letter_stream(client: Client, stream: str) -> None:
@@ -582,3 +583,206 @@ def test_public_api_is_typed() -> None:
     import importlib.resources
 
     assert importlib.resources.files(streamgate).joinpath("py.typed").is_file()
+
+
+# -- Producer.publish: batching over one ProduceStream -------------------------
+
+def produce_streams(gateway: Gateway) -> float:
+    """ProduceStream calls the gateway has set up so far."""
+    return gateway.metric('streamgate_rpc_requests_total{rpc="ProduceStream",code="Ok"}')
+
+
+def unary_produces(gateway: Gateway) -> float:
+    return gateway.metric('streamgate_rpc_requests_total{rpc="Produce",code="Ok"}')
+
+
+def id_key(id: str) -> tuple[int, ...]:
+    return tuple(map(int, id.split("-")))
+
+
+def test_publish_batches_events_over_one_stream(gateway: Gateway, client: Client, stream: str) -> None:
+    streams_before, produces_before = produce_streams(gateway), unary_produces(gateway)
+    # A linger far beyond the test: only max_events ships a batch.
+    settings = streamgate.BatchSettings(max_events=10, linger_ms=600_000)
+    with Producer(gateway.addr, batch_settings=settings) as producer:
+        futures = [producer.publish(stream, "job", {"n": str(i)}) for i in range(25)]
+        ids = [f.result(timeout=15) for f in futures[:20]]  # two full batches
+        assert not any(f.done() for f in futures[20:]), "a partial batch went out before its linger"
+        assert producer.publisher.requests_sent == 2
+        assert producer.flush(timeout=15)
+        ids += [f.result(timeout=0) for f in futures[20:]]
+        assert producer.publisher.requests_sent == 3
+        # More publishes later go over the same stream.
+        later = producer.publish(stream, "job", {"n": "25"})
+        assert producer.flush(timeout=15)
+        ids.append(later.result(timeout=0))
+        assert producer.publisher.streams_opened == 1
+    assert len(set(ids)) == 26 and ids == sorted(ids, key=id_key)
+    assert [(e.id, e.fields["n"]) for e in client.replay(stream)] == [(id, str(n)) for n, id in enumerate(ids)]
+    assert produce_streams(gateway) - streams_before == 1
+    assert unary_produces(gateway) == produces_before
+
+
+def test_publish_linger_sends_a_partial_batch(gateway: Gateway, stream: str) -> None:
+    settings = streamgate.BatchSettings(max_events=1000, linger_ms=50)
+    with Producer(gateway.addr, batch_settings=settings) as producer:
+        futures = [producer.publish(stream, "job", {"n": str(i)}) for i in range(3)]
+        # No flush, no full batch: only the linger can send these.
+        ids = [f.result(timeout=15) for f in futures]
+        assert producer.publisher.requests_sent == 1
+    assert ids == sorted(ids, key=id_key) and len(set(ids)) == 3
+
+
+def test_publish_max_bytes_ships_a_batch(gateway: Gateway, stream: str) -> None:
+    settings = streamgate.BatchSettings(max_events=1000, max_bytes=3000, linger_ms=600_000)
+    with Producer(gateway.addr, batch_settings=settings) as producer:
+        futures = [producer.publish(stream, "blob", {"data": "x" * 1000}) for _ in range(4)]
+        # The third event would pass 3000 bytes: the first two went alone.
+        futures[0].result(timeout=15)
+        assert producer.publisher.requests_sent == 1
+        assert not futures[2].done()
+        assert producer.flush(timeout=15)
+        assert producer.publisher.requests_sent == 2
+
+
+def test_a_refused_batch_fails_only_its_own_publishes(gateway: Gateway, client: Client, stream: str) -> None:
+    settings = streamgate.BatchSettings(linger_ms=600_000)
+    bad_stream = f"{stream}-bad"
+    with Producer(gateway.addr, batch_settings=settings) as producer:
+        good = [producer.publish(stream, "ok", {"n": str(i)}) for i in range(3)]
+        bad = [producer.publish(bad_stream, "ok", {"n": "0"}),
+               producer.publish(bad_stream, "x", {"ts_ms": "1"})]  # reserved field
+        assert producer.flush(timeout=15)
+        later = producer.publish(stream, "ok", {"n": "3"})
+        assert producer.flush(timeout=15)
+        for future in bad:
+            err = future.exception(timeout=0)
+            assert isinstance(err, StreamgateError), err
+            assert err.code == grpc.StatusCode.INVALID_ARGUMENT and "ts_ms" in err.details
+        ids = [f.result(timeout=0) for f in [*good, later]]
+        assert producer.publisher.streams_opened == 1  # the stream went on
+    assert [e.id for e in client.replay(stream)] == ids
+    assert list(client.replay(bad_stream)) == []
+
+
+def test_publish_passes_idempotency_keys(gateway: Gateway, client: Client, stream: str) -> None:
+    with Producer(gateway.addr) as producer:
+        first = producer.publish(stream, Event("pay", {"n": "1"}, idempotency_key="k1")).result(timeout=15)
+        again = producer.publish(stream, "pay", {"n": "1"}, idempotency_key="k1").result(timeout=15)
+    assert again == first
+    assert [e.id for e in client.replay(stream)] == [first]
+
+
+def test_publish_resends_after_a_gateway_restart(redis_server: RedisServer, client: Client, stream: str) -> None:
+    gw = Gateway(redis_server.url)
+    addr = gw.addr
+    producer = Producer(addr, batch_settings=streamgate.BatchSettings(linger_ms=0))
+    try:
+        first = producer.publish(stream, "e", {"n": "0"}, idempotency_key="e0").result(timeout=15)
+        gw.terminate()  # ends the stream with UNAVAILABLE
+        pending = [producer.publish(stream, "e", {"n": str(i)}, idempotency_key=f"e{i}")
+                   for i in range(1, 4)]
+        gw = Gateway(redis_server.url, listen=addr)
+        ids = [first, *(f.result(timeout=30) for f in pending)]
+        assert producer.publisher.streams_opened >= 2
+    finally:
+        producer.close()
+        gw.terminate()
+    assert [(e.id, e.fields["n"]) for e in client.replay(stream)] == [(id, str(n)) for n, id in enumerate(ids)]
+
+
+# -- Consumer over Consume: in-band acks and lease extension -------------------
+
+def unary_calls(gateway: Gateway, rpc: str) -> float:
+    return gateway.metric(f'streamgate_rpc_requests_total{{rpc="{rpc}",code="Ok"}}')
+
+
+def test_acks_go_in_band_in_batches(gateway: Gateway, client: Client, stream: str) -> None:
+    ids = client.produce_batch(stream, [Event("job", {"n": str(i)}) for i in range(15)])
+    acks_before = unary_calls(gateway, "Ack")
+    consumes_before = unary_calls(gateway, "Consume")
+    # A long delay: only ack_batch_size (or close) sends acks.
+    c = consumer(gateway.addr, stream, "g", "w1", batch_size=20, ack_batch_size=10,
+                 ack_delay_ms=600_000)
+    futures = []
+    try:
+        for entry in c:
+            futures.append(c.ack(entry))
+            if len(futures) == 10:
+                # Ten acks make one message; its Confirm resolves all ten.
+                assert [f.result(timeout=15) for f in futures] == [1] * 10
+                assert pending_of(client, stream, "g", "w1") == ids[10:]
+            if len(futures) == len(ids):
+                # Five more acks, below the batch size, then IDs acked before:
+                # all wait for close().
+                assert not any(f.done() for f in futures[10:]), "acks sent before their batch was full"
+                again = c.ack(ids[:2])
+                break
+    finally:
+        c.close()
+    assert [f.result(timeout=0) for f in futures] == [1] * len(ids)
+    assert again.result(timeout=0) == 0  # not pending any more: confirmed as not_pending
+    assert client.list_pending(stream, "g") == []
+    assert unary_calls(gateway, "Ack") == acks_before  # all in band
+    assert unary_calls(gateway, "Consume") - consumes_before == 1
+
+
+def test_nack_and_extend_go_in_band(gateway: Gateway, client: Client, stream: str) -> None:
+    first, second = client.produce_batch(stream, [Event("job"), Event("job")])
+    before = unary_calls(gateway, "Nack") + unary_calls(gateway, "Extend")
+    with consumer(gateway.addr, stream, "g", "w1", reclaim=NACK_ONLY) as c:
+        seen: list[tuple[str, bool]] = []
+        for entry in c:
+            seen.append((entry.id, entry.redelivered))
+            if entry.id == first and not entry.redelivered:
+                assert c.extend(entry).result(timeout=15) == 1
+                assert c.extend("0-1").result(timeout=15) == 0  # never delivered
+                assert c.nack(entry).result(timeout=15) == 1
+            else:
+                assert c.ack(entry).result(timeout=15) == 1
+            if len(seen) == 3:
+                break
+    assert seen == [(first, False), (second, False), (first, True)]
+    assert unary_calls(gateway, "Nack") + unary_calls(gateway, "Extend") == before
+    assert client.list_pending(stream, "g") == []
+
+
+def test_a_slow_handler_keeps_its_lease(client: Client, stream: str) -> None:
+    """A handler slower than the group's reclaim threshold (1 s): with lease
+    extension the reclaiming peer never takes the entry; without it, it does."""
+    threshold_ms = 1000
+    for lease_ms, expect_taken in [(threshold_ms, False), (0, True)]:
+        name = f"{stream}-{lease_ms}"
+        [id] = client.produce_batch(name, [Event("slow")])
+        release = threading.Event()
+        handled: list[str] = []
+
+        def handle(entry: Entry) -> None:
+            release.wait(30)
+            handled.append(entry.id)
+            slow.consumer.ack(entry)
+
+        slow = Collector(consumer(client, name, "g", "slow", lease_ms=lease_ms), handle=handle)
+        slow.wait_for(1)
+        started = time.monotonic()
+        peer = Collector(consumer(client, name, "g", "peer", heartbeat_ms=50,
+                                  reclaim=Reclaim(min_idle_ms=threshold_ms, interval_ms=100)))
+        try:
+            if expect_taken:
+                assert [e.id for e in peer.wait_for(1)] == [id]
+            else:
+                # Three reclaim thresholds of work while the peer reclaims.
+                wait_until("3 s of slow work", lambda: time.monotonic() - started > 3 * threshold_ms / 1000,
+                           timeout=10)
+                assert peer.received() == []
+                assert slow.consumer.extensions_sent >= 3
+            release.set()
+            wait_until("the entry acknowledged", lambda: client.list_pending(name, "g") == [])
+        finally:
+            release.set()
+            slow.stop()
+            peer.stop()
+        assert handled == [id]
+        assert [e.id for e in slow.received()] == [id]
+        if not expect_taken:
+            assert peer.received() == []

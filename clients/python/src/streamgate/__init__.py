@@ -1,11 +1,12 @@
 """Python client for streamgate, the gRPC gateway to Redis Streams.
 
-- ``Producer(addr).produce(stream, type, fields)`` appends events.
-- ``Consumer(addr, stream, group, consumer)`` is a consumer-group member:
-  iterate it for entries, ``ack`` them once processed (or ``nack`` them for
-  re-delivery, ``extend`` them during long work); it reconnects by itself
-  when a gateway restarts, and with ``reclaim=Reclaim(...)`` recovers the
-  work of crashed peers.
+- ``Producer(addr).publish(stream, type, fields)`` appends events, batched
+  over one ProduceStream (a future of the ID); ``produce`` is the unary call.
+- ``Consumer(addr, stream, group, consumer)`` is a consumer-group member over
+  one Consume stream: iterate it for entries, ``ack`` them once processed
+  (or ``nack`` them for re-delivery), in band and batched; it extends the
+  lease of entries it holds, reconnects by itself when a gateway restarts,
+  and with ``reclaim=Reclaim(...)`` recovers the work of crashed peers.
 - ``Client(addr)`` exposes every RPC (nack, extend, reap, replay, tail,
   trim, admin) as a typed method returning the dataclasses of
   ``streamgate.model``.
@@ -15,8 +16,9 @@ generated stubs live in ``streamgate.v1`` (built from the repository's
 protos, never edited by hand).
 """
 
+from .backoff import Backoff
 from .client import Client, Producer, channel_options
-from .consumer import Backoff, Consumer
+from .consumer import Consumer
 from .errors import StreamgateError
 from .model import (
     ConsumerInfo,
@@ -31,10 +33,12 @@ from .model import (
     StreamInfo,
     StreamSummary,
 )
+from .publisher import BatchSettings
 from .tail import Tail
 
 __all__ = [
     "Backoff",
+    "BatchSettings",
     "Client",
     "Consumer",
     "ConsumerInfo",

@@ -7,6 +7,7 @@ one per call.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import grpc
@@ -15,6 +16,7 @@ from ._pb import event_stream_pb2 as es
 from ._pb import event_stream_pb2_grpc as es_grpc
 from ._pb import stream_admin_pb2 as sa
 from ._pb import stream_admin_pb2_grpc as sa_grpc
+from .backoff import Backoff
 from .errors import translated
 from .model import (
     ConsumerInfo,
@@ -28,6 +30,7 @@ from .model import (
     StreamInfo,
     StreamSummary,
 )
+from .publisher import BatchSettings, Publisher
 from .tail import Tail
 
 
@@ -360,15 +363,62 @@ class Client:
 
 
 class Producer:
-    """Appends events to streams: ``Producer(addr).produce(stream, type, fields)``.
+    """Appends events to streams.
+
+    ``publish(stream, type, fields)`` is the fast path: it returns a
+    ``Future`` of the event's ID at once and batches events over one
+    long-lived ProduceStream (see ``BatchSettings``: by default a request
+    per 100 events, 1 MiB or 10 ms, whichever comes first). ``flush()`` sends
+    what is buffered and waits for the answers; ``close()`` flushes too.
+    ``produce`` and ``produce_batch`` are plain unary calls.
+
+    A publish fails (its future raises ``StreamgateError``) with the
+    gateway's code and message when the request it was batched into is
+    refused: one bad event fails the events batched with it, not the others.
+    A broken stream (gateway restart) is reopened with ``backoff`` and the
+    unanswered requests are sent again; events without an
+    ``idempotency_key`` may then be appended twice (at-least-once).
 
     Takes an address or a shared ``Client``; everything else a producer may
     need (``trim``, ``describe_stream``) is on ``producer.client``.
     """
 
-    def __init__(self, addr: str | Client, *, timeout: Optional[float] = 30.0) -> None:
+    def __init__(
+        self,
+        addr: str | Client,
+        *,
+        timeout: Optional[float] = 30.0,
+        batch_settings: BatchSettings = BatchSettings(),
+        backoff: Backoff = Backoff(),
+    ) -> None:
         self._owns_client = not isinstance(addr, Client)
         self.client = addr if isinstance(addr, Client) else Client(addr, timeout=timeout)
+        self.timeout = timeout
+        #: The batching ProduceStream behind ``publish`` (``requests_sent``,
+        #: ``streams_opened`` count what it did).
+        self.publisher = Publisher(self.client.events, batch_settings, backoff)
+
+    def publish(
+        self,
+        stream: str,
+        event: Event | str,
+        fields: Optional[Mapping[str, str]] = None,
+        *,
+        binary_fields: Optional[Mapping[str, bytes]] = None,
+        idempotency_key: str = "",
+    ) -> Future[str]:
+        """Queues one event (an ``Event``, or its type with ``fields``) for
+        ``stream``; the future resolves to its ID once the batch it joined
+        is appended. IDs of one stream come in publish order."""
+        if isinstance(event, str):
+            event = Event(event, fields or {}, binary_fields or {}, idempotency_key)
+        return self.publisher.publish(stream, event.to_pb())
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Sends every buffered event now and waits until all publishes so
+        far are answered; False if ``timeout`` seconds passed first. Failed
+        publishes are reported by their futures, not here."""
+        return self.publisher.flush(timeout)
 
     def produce(
         self,
@@ -404,7 +454,10 @@ class Producer:
         return self.client.produce_batch(stream, batch, max_len=max_len)
 
     def close(self) -> None:
-        """Closes the connection unless the client was shared."""
+        """Flushes (waiting up to ``timeout`` for the answers; what is still
+        unanswered then fails with UNAVAILABLE), ends the stream and closes
+        the connection unless the client was shared."""
+        self.publisher.close(self.timeout)
         if self._owns_client:
             self.client.close()
 

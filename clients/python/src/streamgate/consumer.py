@@ -1,13 +1,25 @@
-"""``Consumer``: a consumer-group member that survives gateway restarts.
+"""``Consumer``: a consumer-group member over one Consume stream that
+survives gateway restarts.
 
 Delivery is at-least-once. The gateway never acknowledges on the consumer's
-behalf, so an entry is pending until ``ack``. When a gateway shuts down it
-ends every subscription with UNAVAILABLE; the consumer then reconnects with
-capped exponential backoff and ``pending_first=True``, so the entries it had
-received (or the gateway had read for it) but not acknowledged come first,
-followed by new ones. Such an entry may therefore be seen twice: make
-processing idempotent, and check ``redelivered`` / ``delivery_count`` if
-that matters.
+behalf, so an entry is pending until ``ack``. Acks, nacks and extensions go
+in band on the same Consume stream that delivers the entries: acks are
+batched (one message per ``ack_batch_size`` IDs or ``ack_delay_ms``,
+whichever comes first) and every message is answered by a Confirm that
+resolves the futures ``ack``/``nack``/``extend`` returned.
+
+While entries are held (delivered and neither acked nor nacked: being
+handled, or waiting to be), the consumer extends their lease every
+``lease_ms / 2``, so a reclaiming peer whose ``min_idle_ms`` is at least
+``lease_ms`` does not take slow-but-alive work over.
+
+When a gateway shuts down it ends every stream with UNAVAILABLE; the
+consumer then reconnects with capped exponential backoff and
+``pending_first=True``, so the entries it had received (or the gateway had
+read for it) but not acknowledged come first, followed by new ones. Acks
+not yet confirmed are sent again on the new stream. Such an entry may
+therefore be seen twice: make processing idempotent, and check
+``redelivered`` / ``delivery_count`` if that matters.
 
 With ``reclaim`` the subscription also recovers the work of crashed peers
 (entries of the group idle for ``min_idle_ms``) and entries given back with
@@ -19,50 +31,65 @@ bounds how many unacknowledged entries this consumer holds.
 from __future__ import annotations
 
 import logging
-import random
+import queue
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future
 from contextlib import closing
-from dataclasses import dataclass
 from typing import Callable, Generator, Iterable, Iterator, Optional, Union
 
 import grpc
 
 from ._pb import event_stream_pb2 as es
+from .backoff import RECONNECT_CODES, Backoff
 from .client import Client
 from .errors import StreamgateError
 from .model import Entry, Heartbeat, ReapResult, Reclaim
 
+__all__ = ["Backoff", "Consumer", "RECONNECT_CODES"]
+
 log = logging.getLogger("streamgate")
 
-#: Codes that end a subscription for a reason that a retry can fix: the
-#: gateway shut down or is unreachable (UNAVAILABLE), or its Redis timed out
-#: (DEADLINE_EXCEEDED: Subscribe itself never carries a client deadline).
-RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential backoff with jitter, in seconds.
-
-    Jitter spreads the reconnects of many consumers after a gateway restart
-    so that they do not all arrive in the same instant.
-    """
-
-    initial: float = 0.1
-    maximum: float = 5.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
-
-    def delays(self) -> Iterator[float]:
-        """The successive waits: initial, initial*multiplier, ... up to maximum."""
-        delay = self.initial
-        while True:
-            yield delay * (1 - self.jitter * random.random())
-            delay = min(delay * self.multiplier, self.maximum)
-
-
 EntryOrId = Union[Entry, str]
+
+_ACK, _NACK, _EXTEND = es.CONFIRM_OP_ACK, es.CONFIRM_OP_NACK, es.CONFIRM_OP_EXTEND
+
+
+class _Op:
+    """One ack, nack or extend message, with the callers' futures: each
+    resolves to how many of its own IDs the Confirm lists as done."""
+
+    __slots__ = ("op", "ids", "delay_ms", "parts")
+
+    def __init__(self, op: int, delay_ms: int = 0) -> None:
+        self.op = op
+        self.ids: list[str] = []
+        self.delay_ms = delay_ms
+        self.parts: list[tuple[list[str], Future[int]]] = []
+
+    def add(self, ids: list[str], future: Optional[Future[int]]) -> None:
+        self.ids.extend(ids)
+        if future is not None:
+            self.parts.append((ids, future))
+
+    def to_pb(self) -> es.ConsumeRequest:
+        if self.op == _ACK:
+            return es.ConsumeRequest(ack=es.AckIds(ids=self.ids))
+        if self.op == _NACK:
+            return es.ConsumeRequest(nack=es.NackIds(ids=self.ids, delay_ms=self.delay_ms))
+        return es.ConsumeRequest(extend=es.ExtendIds(ids=self.ids))
+
+    def confirm(self, confirm: es.Confirm) -> None:
+        done = set(confirm.done)
+        for ids, future in self.parts:
+            if not future.done():  # a caller may have cancelled it
+                future.set_result(sum(1 for id in ids if id in done))
+
+    def fail(self, error: BaseException) -> None:
+        for _, future in self.parts:
+            if not future.done():
+                future.set_exception(error)
 
 
 class Consumer:
@@ -88,18 +115,31 @@ class Consumer:
       once more than this, move it to ``dead_letter_stream`` (default
       ``<stream>:dlq``) and acknowledge it instead, atomically.
     - ``max_in_flight`` (0: no limit): never hold more unacknowledged
-      entries than this; reads pause until ``ack`` makes room.
+      entries than this; reads pause until an ack makes room. Batches are
+      read off the stream as they come (confirms travel on it too), so this
+      is also what bounds the entries buffered in the client.
     - ``heartbeat_ms`` (None: the gateway's ``--heartbeat-ms``, 0: never):
       the gateway sends a heartbeat after this long without entries. The
       iteration consumes heartbeats silently; ``last_heartbeat`` holds the
       latest and ``on_heartbeat`` is called with each (in the iterating
       thread).
 
+    In-band acknowledgement and leases:
+
+    - ``ack_batch_size`` (default 100) and ``ack_delay_ms`` (default 10):
+      acks are sent as one message once that many IDs are queued or the
+      oldest has waited that long (and on ``close``).
+    - ``lease_ms`` (default 30000; 0: never extend): every ``lease_ms / 2``
+      the consumer extends the entries it holds. Keep it at or below the
+      smallest ``reclaim`` ``min_idle_ms`` (and Reap ``min_idle_ms``) used
+      in the group.
+
     A gateway that cannot be reached at all is retried the same way, forever:
     a consumer outlives gateway restarts and deploys. Iterate in one thread;
-    ``close()`` may be called from any thread and ends the iteration. Errors other than the reconnectable ones raise
-    ``StreamgateError`` from the iteration (e.g. NOT_FOUND for a missing group
-    without ``create_group``).
+    ``ack``, ``nack``, ``extend`` and ``close()`` may be called from any
+    thread, and ``close()`` ends the iteration. Errors other than the
+    reconnectable ones raise ``StreamgateError`` from the iteration (e.g.
+    NOT_FOUND for a missing group without ``create_group``).
     """
 
     def __init__(
@@ -119,6 +159,9 @@ class Consumer:
         max_in_flight: int = 0,
         heartbeat_ms: Optional[int] = None,
         on_heartbeat: Optional[Callable[[Heartbeat], None]] = None,
+        ack_batch_size: int = 100,
+        ack_delay_ms: float = 10.0,
+        lease_ms: int = 30_000,
         backoff: Backoff = Backoff(),
     ) -> None:
         self._owns_client = not isinstance(addr, Client)
@@ -136,14 +179,28 @@ class Consumer:
         self.max_in_flight = max_in_flight
         self.heartbeat_ms = heartbeat_ms
         self.on_heartbeat = on_heartbeat
+        self.ack_batch_size = max(ack_batch_size, 1)
+        self.ack_delay_ms = ack_delay_ms
+        self.lease_ms = lease_ms
         self.backoff = backoff
         #: How many times the subscription was re-established.
         self.reconnects = 0
         #: The most recent heartbeat, or None before the first one.
         self.last_heartbeat: Optional[Heartbeat] = None
+        #: Extend messages the lease keeper sent (for observability).
+        self.extensions_sent = 0
         self._closed = threading.Event()
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._generation = 0  # of the current Consume call
+        self._ending: Optional[int] = None  # generation being half-closed
+        self._streaming = False  # iterating: acks go in band
         self._call: Optional[grpc.RpcContext] = None
+        self._reader: Optional[threading.Thread] = None
+        self._acks: Optional[_Op] = None  # queued acks, not yet a message
+        self._acks_due = 0.0
+        self._outbox: deque[_Op] = deque()  # messages to send, in order
+        self._sent: deque[_Op] = deque()  # sent, awaiting their Confirm
+        self._held: dict[str, None] = {}  # delivered, not acked or nacked
 
     def __iter__(self) -> Iterator[Entry]:
         for batch in self.batches():
@@ -154,38 +211,45 @@ class Consumer:
         suits processing and acknowledging in bulk."""
         pending_first = self.pending_first
         delays = self.backoff.delays()
-        while not self._closed.is_set():
-            started = time.monotonic()
-            try:
-                # closing(): leaving the loop early cancels the call at once.
-                with closing(self._subscribe(pending_first)) as subscription:
-                    for batch in subscription:
-                        delays = self.backoff.delays()  # the connection works again
-                        yield batch
-                if self._closed.is_set():
+        with self._cond:
+            self._streaming = True
+        try:
+            while not self._closed.is_set():
+                started = time.monotonic()
+                try:
+                    # closing(): leaving the loop early ends the call at once.
+                    with closing(self._consume(pending_first)) as subscription:
+                        for batch in subscription:
+                            delays = self.backoff.delays()  # the connection works again
+                            yield batch
+                    if self._closed.is_set():
+                        return
+                    # An end without error is unexpected (the gateway ends every
+                    # subscription with a status): reconnect like after UNAVAILABLE.
+                    log.warning("subscription to %s/%s ended without status; reconnecting",
+                                self.stream, self.group)
+                except StreamgateError as err:
+                    if self._closed.is_set():
+                        return
+                    if err.code not in RECONNECT_CODES:
+                        raise
+                    log.info("subscription to %s/%s lost (%s); reconnecting",
+                             self.stream, self.group, err)
+                # Our own unacknowledged entries first: they were delivered (or
+                # read for us) on the lost subscription and are still ours.
+                pending_first = True
+                if time.monotonic() - started > self.backoff.maximum:
+                    delays = self.backoff.delays()  # it was up for a while: start over
+                if self._closed.wait(next(delays)):
                     return
-                # An end without error is unexpected (the gateway ends every
-                # subscription with a status): reconnect like after UNAVAILABLE.
-                log.warning("subscription to %s/%s ended without status; reconnecting",
-                            self.stream, self.group)
-            except StreamgateError as err:
-                if self._closed.is_set():
-                    return
-                if err.code not in RECONNECT_CODES:
-                    raise
-                log.info("subscription to %s/%s lost (%s); reconnecting",
-                         self.stream, self.group, err)
-            # Our own unacknowledged entries first: they were delivered (or
-            # read for us) on the lost subscription and are still ours.
-            pending_first = True
-            if time.monotonic() - started > self.backoff.maximum:
-                delays = self.backoff.delays()  # it was up for a while: start over
-            if self._closed.wait(next(delays)):
-                return
-            self.reconnects += 1
+                self.reconnects += 1
+        finally:
+            with self._cond:
+                self._streaming = False
+                left = self._take_unsent()
+            _fail(left, "the consumer stopped before the gateway confirmed")
 
-    def _subscribe(self, pending_first: bool) -> Generator[list[Entry], None, None]:
-        """One Subscribe call; yields its batches and records heartbeats."""
+    def _open_request(self, pending_first: bool) -> es.SubscribeRequest:
         request = es.SubscribeRequest(
             stream=self.stream,
             group=self.group,
@@ -202,54 +266,199 @@ class Consumer:
             request.reclaim.CopyFrom(self.reclaim.to_pb())
         if self.heartbeat_ms is not None:
             request.heartbeat_ms = self.heartbeat_ms
-        call = self.client.events.Subscribe(request)
-        with self._lock:
-            self._call = call
-        if self._closed.is_set():  # close() ran before the call was visible
-            call.cancel()
+        return request
+
+    def _consume(self, pending_first: bool) -> Generator[list[Entry], None, None]:
+        """One Consume call: yields its batches, records heartbeats; a
+        reader thread takes every response off the call (so Confirms arrive
+        while a handler runs) and hands batches and the end over."""
+        inbox: queue.Queue[tuple[str, object]] = queue.Queue()
+        with self._cond:
+            generation = self._generation
+            call = self.client.events.Consume(self._requests(generation, self._open_request(pending_first)))
+            reader = threading.Thread(target=self._read, args=(call, generation, inbox),
+                                      name="streamgate-consume", daemon=True)
+            self._call, self._reader = call, reader
+        reader.start()
+        finished = False
+        try:
+            while True:
+                kind, item = inbox.get()
+                if kind == "batch":
+                    if self._closed.is_set():
+                        continue  # not handed out: stays pending, comes again
+                    yield item  # type: ignore[misc]
+                elif kind == "heartbeat":
+                    assert isinstance(item, Heartbeat)
+                    self.last_heartbeat = item
+                    if self.on_heartbeat is not None:
+                        self.on_heartbeat(item)
+                else:
+                    finished = True
+                    if isinstance(item, StreamgateError):
+                        raise item
+                    return
+        finally:
+            if not finished:  # left early: half-close so queued acks go out
+                self._end(generation, reader, call)
+
+    def _end(self, generation: int, reader: threading.Thread, call: grpc.RpcContext,
+             timeout: float = 10.0) -> None:
+        """Half-closes one call (queued acks are sent first), waits for the
+        gateway to confirm them and end it, then cancels what is left."""
+        with self._cond:
+            self._ending = generation
+            self._cond.notify_all()
+        if reader is not threading.current_thread():
+            reader.join(timeout)
+        call.cancel()
+
+    def _requests(self, generation: int, open: es.SubscribeRequest) -> Iterator[es.ConsumeRequest]:
+        """The client side of one Consume call: `open`, then every ack, nack
+        and extend message as it becomes due; half-closes when asked."""
+        yield es.ConsumeRequest(open=open)
+        half = self.lease_ms / 2000
+        next_extend = time.monotonic() + half
+        while True:
+            with self._cond:
+                while True:
+                    if generation != self._generation:
+                        return
+                    ending = self._ending == generation or self._closed.is_set()
+                    now = time.monotonic()
+                    if self._acks is not None and (
+                        len(self._acks.ids) >= self.ack_batch_size or now >= self._acks_due or ending
+                    ):
+                        self._pack_acks()
+                    if self.lease_ms > 0 and now >= next_extend and not ending:
+                        next_extend = now + half
+                        if self._held:
+                            extend = _Op(_EXTEND)
+                            extend.add(list(self._held), None)
+                            self._outbox.append(extend)
+                            self.extensions_sent += 1
+                    if self._outbox:
+                        op = self._outbox.popleft()
+                        self._sent.append(op)
+                        break
+                    if ending:
+                        return
+                    waits = [next_extend - now] if self.lease_ms > 0 else []
+                    if self._acks is not None:
+                        waits.append(self._acks_due - now)
+                    self._cond.wait(max(min(waits), 0.0) if waits else None)
+            yield op.to_pb()
+
+    def _read(self, call: grpc.RpcContext, generation: int,
+              inbox: queue.Queue[tuple[str, object]]) -> None:
+        """Takes every response off one call (reader thread)."""
+        end: Optional[StreamgateError] = None
         try:
             for response in call:
                 kind = response.WhichOneof("kind")
                 if kind == "batch":
-                    yield [Entry.from_pb(e) for e in response.batch.entries]
+                    entries = [Entry.from_pb(e) for e in response.batch.entries]
+                    with self._cond:
+                        self._held.update((e.id, None) for e in entries)
+                    inbox.put(("batch", entries))
                 elif kind == "heartbeat":
-                    self.last_heartbeat = Heartbeat.from_pb(response.heartbeat)
-                    if self.on_heartbeat is not None:
-                        self.on_heartbeat(self.last_heartbeat)
+                    inbox.put(("heartbeat", Heartbeat.from_pb(response.heartbeat)))
+                elif kind == "confirm":
+                    with self._cond:
+                        op = self._sent.popleft() if self._sent else None
+                    if op is not None:
+                        op.confirm(response.confirm)
         except grpc.RpcError as err:
-            raise StreamgateError.from_rpc(err) from err
-        finally:
-            with self._lock:
-                self._call = None
-            call.cancel()
+            end = StreamgateError.from_rpc(err)
+        with self._cond:
+            self._generation += 1  # ends this call's request iterator
+            self._call = None
+            # Unconfirmed messages go out again on the next call, first;
+            # lease extensions are re-sent by the next call's own keeper.
+            self._outbox.extendleft(reversed([op for op in self._sent if op.parts]))
+            self._sent.clear()
+            self._cond.notify_all()
+        inbox.put(("end", end))
 
-    def ack(self, entries: EntryOrId | Iterable[EntryOrId]) -> int:
-        """Acknowledges one entry or many (entries or IDs); returns how many
-        were pending. Acknowledge only after processing: an entry that is
+    # -- in-band operations -----------------------------------------------------
+
+    def _pack_acks(self) -> None:
+        """Turns the queued acks into one message. Holds the lock."""
+        if self._acks is not None:
+            self._outbox.append(self._acks)
+            self._acks = None
+
+    def _take_unsent(self) -> list[_Op]:
+        """Removes every message not yet confirmed. Holds the lock."""
+        left = [*self._outbox, *self._sent]
+        if self._acks is not None:
+            left.append(self._acks)
+        self._outbox.clear()
+        self._sent.clear()
+        self._acks = None
+        return left
+
+    def ack(self, entries: EntryOrId | Iterable[EntryOrId]) -> Future[int]:
+        """Acknowledges one entry or many (entries or IDs); the future
+        resolves to how many were pending for this consumer, once the
+        gateway confirms. Acknowledge only after processing: an entry that is
         never acknowledged is re-delivered (pending_first), reclaimed or
-        reaped."""
-        ids = _ids(entries)
-        return self.client.ack(self.stream, self.group, ids) if ids else 0
+        reaped.
 
-    def nack(self, entries: EntryOrId | Iterable[EntryOrId], delay_ms: int = 0) -> int:
+        While the consumer is iterating, acks are queued and sent in band in
+        batches; otherwise this is one Ack call (the count is then how many
+        were pending in the group)."""
+        ids = _ids(entries)
+        future: Future[int] = Future()
+        with self._cond:
+            for id in ids:
+                self._held.pop(id, None)
+            if ids and self._streaming:
+                if self._acks is None:
+                    self._acks = _Op(_ACK)
+                    self._acks_due = time.monotonic() + self.ack_delay_ms / 1000
+                self._acks.add(ids, future)
+                self._cond.notify_all()
+                return future
+        return _unary(future, lambda: self.client.ack(self.stream, self.group, ids) if ids else 0)
+
+    def nack(self, entries: EntryOrId | Iterable[EntryOrId], delay_ms: int = 0) -> Future[int]:
         """Gives one entry or many back for re-delivery after ``delay_ms``
         (0: at the next reclaim round), without acknowledging them. A
         reclaiming subscription of the group (``reclaim=...``, possibly this
         one) takes them whatever its ``min_idle_ms``; each re-delivery counts
-        towards ``max_deliveries``. Returns how many were pending for this
-        consumer."""
+        towards ``max_deliveries``. The future resolves to how many were
+        pending for this consumer."""
         ids = _ids(entries)
-        if not ids:
-            return 0
-        return self.client.nack(self.stream, self.group, self.consumer, ids, delay_ms)
+        return self._send(_NACK, ids, delay_ms, lambda: self.client.nack(
+            self.stream, self.group, self.consumer, ids, delay_ms) if ids else 0)
 
-    def extend(self, entries: EntryOrId | Iterable[EntryOrId]) -> int:
+    def extend(self, entries: EntryOrId | Iterable[EntryOrId]) -> Future[int]:
         """Resets the idle time of one entry or many pending for this
-        consumer, without counting a delivery: call it during long work so a
-        reclaiming peer does not take the entry over. Returns how many were
+        consumer, without counting a delivery. The consumer already does so
+        every ``lease_ms / 2`` for the entries it holds; call it for other
+        entries of this consumer. The future resolves to how many were
         extended."""
         ids = _ids(entries)
-        return self.client.extend(self.stream, self.group, self.consumer, ids) if ids else 0
+        return self._send(_EXTEND, ids, 0, lambda: self.client.extend(
+            self.stream, self.group, self.consumer, ids) if ids else 0)
+
+    def _send(self, kind: int, ids: list[str], delay_ms: int, unary: Callable[[], int]) -> Future[int]:
+        """Queues a nack or extend message (after the acks queued before it)
+        while iterating, or makes the unary call."""
+        future: Future[int] = Future()
+        with self._cond:
+            if kind == _NACK:
+                for id in ids:
+                    self._held.pop(id, None)
+            if ids and self._streaming:
+                self._pack_acks()
+                op = _Op(kind, delay_ms)
+                op.add(ids, future)
+                self._outbox.append(op)
+                self._cond.notify_all()
+                return future
+        return _unary(future, unary)
 
     def reap(
         self, min_idle_ms: int, *, page_count: int = 0, max_pages: int = 0, start_id: str = ""
@@ -262,14 +471,22 @@ class Consumer:
             page_count=page_count, max_pages=max_pages, start_id=start_id,
         )
 
-    def close(self) -> None:
-        """Stops the subscription (thread-safe) and closes the connection
-        unless the client was shared. Unacknowledged entries stay pending."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Stops the subscription (thread-safe): queued acks, nacks and
+        extensions are sent and confirmed first (for up to ``timeout``
+        seconds; those still unconfirmed then fail with UNAVAILABLE), then
+        the stream ends and the connection closes unless the client was
+        shared. Unacknowledged entries stay pending."""
         self._closed.set()
-        with self._lock:
-            call = self._call
-        if call is not None:
-            call.cancel()
+        with self._cond:
+            call, reader, generation = self._call, self._reader, self._generation
+            self._cond.notify_all()
+        if call is not None and reader is not None:
+            self._end(generation, reader, call, timeout)
+        with self._cond:
+            left = self._take_unsent()
+            self._held.clear()
+        _fail(left, "the consumer closed before the gateway confirmed")
         if self._owns_client:
             self.client.close()
 
@@ -278,6 +495,21 @@ class Consumer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _unary(future: Future[int], call: Callable[[], int]) -> Future[int]:
+    """Completes ``future`` with a unary call's result or error."""
+    try:
+        future.set_result(call())
+    except StreamgateError as err:
+        future.set_exception(err)
+    return future
+
+
+def _fail(ops: list[_Op], why: str) -> None:
+    error = StreamgateError(grpc.StatusCode.UNAVAILABLE, why)
+    for op in ops:
+        op.fail(error)
 
 
 def _ids(entries: EntryOrId | Iterable[EntryOrId]) -> list[str]:

@@ -30,10 +30,19 @@ class StreamgateError(Exception):
         return self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
     @classmethod
+    def from_code(cls, code: int, details: str) -> StreamgateError:
+        """The error of one answer on a stream (ProduceStreamResponse's
+        ``code`` and ``message``): a google.rpc code as a number."""
+        return cls(_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN), details)
+
+    @classmethod
     def from_rpc(cls, err: grpc.RpcError) -> StreamgateError:
         code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
         details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
         return cls(code, details)
+
+
+_BY_VALUE = {status.value[0]: status for status in grpc.StatusCode}
 
 
 @contextmanager
