@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use redis::Commands;
 use streamgate::pb;
 
-use crate::common::{event, orders, produce, setup};
+use crate::common::{GatewayProcess, RedisServer, event, orders, produce, setup};
 
 #[tokio::test]
 async fn ids_come_back_in_request_order_with_reserved_fields_written() {
@@ -126,4 +126,69 @@ async fn key_prefix_namespaces_every_key() {
     let mut conn = redis.conn();
     let keys: Vec<String> = conn.keys("*").unwrap();
     assert_eq!(keys, ["tenant-a:orders"]);
+}
+
+/// A client may start thousands of calls at once on one connection: the
+/// gateway accepts a bounded number of streams and the client queues the
+/// rest, instead of h2 closing the whole connection (GOAWAY
+/// ENHANCE_YOUR_CALM) when the small request frames pile up unread. The
+/// gateway runs as its own process, so that the burst reaches it as it
+/// would from a real client.
+#[tokio::test]
+async fn ten_thousand_calls_started_at_once_on_one_connection_all_succeed() {
+    let redis = RedisServer::start();
+    let gateway = GatewayProcess::start(&redis.url(), "127.0.0.1:0", &[]);
+    let client = gateway.events().await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..10_000 {
+        let mut events = client.clone();
+        calls.spawn(async move {
+            let request = pb::ProduceRequest {
+                stream: "orders".into(),
+                events: vec![event("order.placed", &[("n", &i.to_string())])],
+                ..Default::default()
+            };
+            events.produce(request).await.map(|r| r.into_inner().ids)
+        });
+    }
+    let mut ids = std::collections::HashSet::new();
+    while let Some(call) = calls.join_next().await {
+        let produced = call.unwrap().expect("every call succeeds");
+        ids.extend(produced);
+    }
+    assert_eq!(ids.len(), 10_000);
+    let len: u64 = redis::cmd("XLEN")
+        .arg("orders")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(len, 10_000);
+}
+
+/// The bound behind the test above, as the gateway advertises it in its
+/// HTTP/2 SETTINGS: every subscription a connection may hold
+/// (`--max-subscriptions-per-connection`) plus 1024 calls in flight.
+#[tokio::test]
+async fn the_gateway_advertises_a_bound_on_concurrent_streams() {
+    let redis = RedisServer::start();
+    let gateway = GatewayProcess::start(
+        &redis.url(),
+        "127.0.0.1:0",
+        &["--max-subscriptions-per-connection", "300"],
+    );
+    let tcp = tokio::net::TcpStream::connect(&gateway.addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    // The server's SETTINGS arrive with its first frames; a request makes
+    // sure they have been read.
+    let mut send = send.ready().await.unwrap();
+    let request = tonic::codegen::http::Request::post(format!(
+        "http://{}/grpc.health.v1.Health/Check",
+        gateway.addr
+    ))
+    .header("content-type", "application/grpc")
+    .body(())
+    .unwrap();
+    let (response, _) = send.send_request(request, true).unwrap();
+    response.await.unwrap();
+    assert_eq!(send.current_max_send_streams(), 300 + 1024);
 }
