@@ -105,7 +105,7 @@ where
         spec,
         signals,
     };
-    tokio::spawn(applier.run(ops, confirms, shutdown));
+    shutdown.clone().spawn(applier.run(ops, confirms, shutdown));
     Ok(Session {
         pushes: Some(pushes),
         confirms: confirmed,

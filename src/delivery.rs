@@ -141,7 +141,7 @@ pub fn start<L: ReadLoop + 'static>(
     shutdown: Shutdown,
 ) -> Delivery<L::Item> {
     let (feed, delivery) = channel(1);
-    tokio::spawn(async move {
+    shutdown.clone().spawn(async move {
         let outcome = pump(&feed, &shutdown, stall, reads).await;
         feed.finish(outcome);
     });

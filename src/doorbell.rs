@@ -110,7 +110,9 @@ impl Shard {
             changed: Notify::new(),
             waiter_id: AtomicI64::new(0),
         });
-        tokio::spawn(doorbell.clone().run(block, shutdown));
+        shutdown
+            .clone()
+            .spawn(doorbell.clone().run(block, shutdown));
         doorbell
     }
 

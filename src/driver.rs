@@ -131,7 +131,7 @@ pub fn start<R: LiveRead + 'static>(
     shutdown: Shutdown,
 ) -> Delivery<Push> {
     let (feed, delivery) = delivery::channel(1);
-    tokio::spawn(async move {
+    shutdown.clone().spawn(async move {
         let outcome = drive(&feed, live, loops, &shutdown).await;
         feed.finish(outcome);
     });

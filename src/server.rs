@@ -149,7 +149,8 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
         .with_nodelay(Some(true));
     let addr = incoming.local_addr()?;
     let shutdown = Shutdown::new();
-    let tasks = TaskTracker::new();
+    // Background tasks and every live stream's task share one tracker.
+    let tasks = shutdown.tasks().clone();
     let metrics = Arc::new(Metrics::new());
     let metrics_addr = match config.metrics_listen {
         Some(addr) => Some(
