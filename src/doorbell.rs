@@ -239,7 +239,14 @@ impl Shard {
                     }
                 },
             };
-            match conn.wait(&keys, &after).await {
+            // A plain XREAD has no side effects in Redis, so unlike a
+            // group read it may be abandoned mid-block: shutdown does not
+            // wait for the block to run out.
+            let woke = tokio::select! {
+                () = shutdown.triggered() => return,
+                woke = conn.wait(&keys, &after) => woke,
+            };
+            match woke {
                 Ok(rung) => {
                     backoff = Backoff::default();
                     let rung = rung
