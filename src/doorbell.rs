@@ -220,6 +220,11 @@ impl Shard {
         while !shutdown.is_triggered() {
             let (names, keys, after) = self.snapshot();
             if names.is_empty() {
+                // Nobody to wake: the dedicated connection goes until a
+                // stream is watched again.
+                if waiter.take().is_some() {
+                    self.waiter_id.store(0, Ordering::SeqCst);
+                }
                 tokio::select! {
                     () = shutdown.triggered() => return,
                     () = self.changed.notified() => continue,

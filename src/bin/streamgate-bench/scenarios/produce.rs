@@ -44,7 +44,7 @@ impl Shape {
         channels: 4,
         tasks: 4,
         batch: 100,
-        target_ratio: 0.6,
+        target_ratio: 0.7,
     };
 
     /// S6: 64 single-event requests in flight on one ProduceStream (its
