@@ -52,7 +52,7 @@ const GROUP: &str = "bench";
 
 /// Runs both sides of S3.
 pub async fn run(ctx: &Ctx<'_>) -> Fallible<Report> {
-    let gateway = gateway_side(ctx).await?;
+    let gateway = gateway_side(ctx, ScenarioId::S3).await?;
     let direct = direct_side(ctx).await?;
     let params = json!({
         "entries": ctx.plan.consume_entries,
@@ -76,7 +76,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Fallible<Report> {
 
 /// Runs both sides of S7.
 pub async fn run_consume(ctx: &Ctx<'_>) -> Fallible<Report> {
-    let gateway = gateway_consume_side(ctx).await?;
+    let gateway = gateway_side(ctx, ScenarioId::S7).await?;
     let direct = direct_side(ctx).await?;
     let params = json!({
         "entries": ctx.plan.consume_entries,
@@ -180,8 +180,10 @@ async fn finish(
     Ok((side(parts, elapsed, complete).cpu(spent), usage))
 }
 
-async fn gateway_side(ctx: &Ctx<'_>) -> Fallible<Side> {
-    let stream = ctx.stream(ScenarioId::S3, SideKind::Gateway, 0);
+/// The gateway side of S3 (Subscribe + unary Ack) or S7 (Consume with
+/// in-band acks): the same stream, consumers and clock.
+async fn gateway_side(ctx: &Ctx<'_>, id: ScenarioId) -> Fallible<Side> {
+    let stream = ctx.stream(id, SideKind::Gateway, 0);
     let key = ctx.key(SideKind::Gateway, &stream);
     fill(ctx, &key).await?;
     let mut clients = Vec::with_capacity(CONSUMERS);
@@ -201,13 +203,23 @@ async fn gateway_side(ctx: &Ctx<'_>) -> Fallible<Side> {
             create_group: false,
             ..Default::default()
         };
-        let responses = client.subscribe(request).await?.into_inner();
-        tasks.spawn(consume_via_gateway(
-            client,
-            responses,
-            stream.clone(),
-            progress.clone(),
-        ));
+        if id == ScenarioId::S7 {
+            let (requests, rx) = mpsc::channel(16);
+            let open = consume_request::Kind::Open(request);
+            requests
+                .send(pb::ConsumeRequest { kind: Some(open) })
+                .await?;
+            let responses = client.consume(ReceiverStream::new(rx)).await?.into_inner();
+            tasks.spawn(consume_in_band(requests, responses, progress.clone()));
+        } else {
+            let responses = client.subscribe(request).await?.into_inner();
+            tasks.spawn(consume_via_gateway(
+                client,
+                responses,
+                stream.clone(),
+                progress.clone(),
+            ));
+        }
     }
     let (side, usage) = finish(ctx, &progress, start, cpu, tasks, key).await?;
     Ok(side.gateway_usage(usage))
@@ -250,39 +262,6 @@ async fn consume_via_gateway(
         progress.add(n);
     }
     Ok(out)
-}
-
-async fn gateway_consume_side(ctx: &Ctx<'_>) -> Fallible<Side> {
-    let stream = ctx.stream(ScenarioId::S7, SideKind::Gateway, 0);
-    let key = ctx.key(SideKind::Gateway, &stream);
-    fill(ctx, &key).await?;
-    let mut clients = Vec::with_capacity(CONSUMERS);
-    for _ in 0..CONSUMERS {
-        clients.push(ctx.rig.events().await?);
-    }
-    let progress = Progress::new(ctx.plan.consume_entries);
-    let cpu = ctx.rig.cpu().await;
-    let start = Instant::now();
-    let mut tasks = JoinSet::new();
-    for (i, mut client) in clients.into_iter().enumerate() {
-        let (requests, rx) = mpsc::channel(16);
-        let open = pb::SubscribeRequest {
-            stream: stream.clone(),
-            group: GROUP.to_owned(),
-            consumer: format!("c{i}"),
-            batch_size: BATCH,
-            ..Default::default()
-        };
-        requests
-            .send(pb::ConsumeRequest {
-                kind: Some(consume_request::Kind::Open(open)),
-            })
-            .await?;
-        let responses = client.consume(ReceiverStream::new(rx)).await?.into_inner();
-        tasks.spawn(consume_in_band(requests, responses, progress.clone()));
-    }
-    let (side, usage) = finish(ctx, &progress, start, cpu, tasks, key).await?;
-    Ok(side.gateway_usage(usage))
 }
 
 /// One Consume stream: ack every batch in band, count the confirms.
