@@ -26,8 +26,14 @@ pub struct Settings {
     /// is printed as `listening on ADDR`.
     pub listen: SocketAddr,
 
-    /// Redis to serve from (`redis://[user:pass@]host:port[/db]`).
+    /// Redis to serve from (`redis://[user:pass@]host:port[/db]`); with
+    /// `redis_cluster`, one or more comma-separated seed node URLs.
     pub redis_url: String,
+
+    /// Speak Redis Cluster: discover the topology from the seed URLs, route
+    /// every command by slot, follow MOVED/ASK and refresh the slot map on
+    /// failover and resharding.
+    pub redis_cluster: bool,
 
     /// Prefix of every Redis key the gateway touches: stream `s` is key
     /// `<prefix>s`.
@@ -141,6 +147,7 @@ impl Default for Settings {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             redis_url: "redis://127.0.0.1:6379".to_owned(),
+            redis_cluster: false,
             key_prefix: String::new(),
             max_len: 10_000,
             block_ms: 1000,
@@ -179,6 +186,7 @@ impl Settings {
         let timeout = Duration::from_millis(self.redis_timeout_ms);
         BrokerOptions {
             url: self.redis_url.clone(),
+            cluster: self.redis_cluster,
             key_prefix: self.key_prefix.clone(),
             response_timeout: timeout,
             connect_timeout: timeout,
@@ -243,8 +251,13 @@ impl Settings {
     }
 
     /// `--redis-url` with its password replaced by `***`, fit for logs.
+    /// Each comma-separated seed URL of a cluster is redacted alike.
     pub fn redis_url_for_logs(&self) -> String {
-        redact_password(&self.redis_url)
+        self.redis_url
+            .split(',')
+            .map(redact_password)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

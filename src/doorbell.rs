@@ -23,15 +23,24 @@
 //! position to its newest entry (so a busy stream rings once per round
 //! rather than once per entry): the wake-up costs readers no extra round
 //! trip (see [`Shard::ring`]).
+//!
+//! On a Redis Cluster one blocking XREAD may only name keys of one slot
+//! (Redis answers CROSSSLOT otherwise, even for keys on one node), so a
+//! shard there covers the streams of one slot, on a connection straight to
+//! that slot's master: a gateway holds one doorbell connection per slot
+//! with idle readers (streams sharing a slot share it, up to
+//! [`STREAMS_PER_SHARD`]; the position update after a ring pipelines one
+//! shard's streams, so it stays in that slot). When the slot moves the
+//! shard's read fails with MOVED, and it reconnects to the slot's new
+//! master.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use crate::broker::{Broker, Waiter};
+use crate::broker::{Broker, Waiter, WaiterHandle};
 use crate::error::Result;
 use crate::ids::StreamId;
 use crate::outage::Backoff;
@@ -65,15 +74,23 @@ impl Doorbell {
     /// The bell of `stream`, which rings for every entry appended after
     /// this call returns.
     pub async fn watch(&self, stream: &str) -> Result<Bell> {
+        let slot = self.broker.slot(stream);
         let shard = {
             let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
             match shards.iter().find(|s| s.watches(stream)) {
                 Some(shard) => shard.clone(),
-                None => match shards.iter().find(|s| s.len() < STREAMS_PER_SHARD) {
+                None => match shards
+                    .iter()
+                    .find(|s| s.slot == slot && s.len() < STREAMS_PER_SHARD)
+                {
                     Some(shard) => shard.clone(),
                     None => {
-                        let shard =
-                            Shard::start(self.broker.clone(), self.block, self.shutdown.clone());
+                        let shard = Shard::start(
+                            self.broker.clone(),
+                            slot,
+                            self.block,
+                            self.shutdown.clone(),
+                        );
                         shards.push(shard.clone());
                         shard
                     }
@@ -87,11 +104,13 @@ impl Doorbell {
 /// One blocking read over up to [`STREAMS_PER_SHARD`] streams.
 struct Shard {
     broker: Broker,
+    /// The cluster slot of every stream here (`None` on one Redis).
+    slot: Option<u16>,
     streams: Mutex<HashMap<String, Watched>>,
     /// Wakes the task when the first stream is watched.
     changed: Notify,
-    /// CLIENT ID of the waiting connection (0 = none yet).
-    waiter_id: AtomicI64,
+    /// The waiting connection, to cut its wait short (`None` = none yet).
+    waiter: Mutex<Option<WaiterHandle>>,
 }
 
 /// One watched stream.
@@ -103,12 +122,13 @@ struct Watched {
 
 impl Shard {
     /// Starts the shard's task; it runs until `shutdown`.
-    fn start(broker: Broker, block: Duration, shutdown: Shutdown) -> Arc<Shard> {
+    fn start(broker: Broker, slot: Option<u16>, block: Duration, shutdown: Shutdown) -> Arc<Shard> {
         let doorbell = Arc::new(Shard {
             broker,
+            slot,
             streams: Mutex::new(HashMap::new()),
             changed: Notify::new(),
-            waiter_id: AtomicI64::new(0),
+            waiter: Mutex::new(None),
         });
         shutdown
             .clone()
@@ -143,12 +163,23 @@ impl Shard {
             watched.bell.subscribe()
         };
         self.changed.notify_one();
-        let waiter = self.waiter_id.load(Ordering::SeqCst);
-        if waiter != 0 {
+        let waiter = self.waiter_handle();
+        if let Some(waiter) = waiter {
             // Best effort: without it the new stream joins within a block.
-            let _ = self.broker.unblock(waiter).await;
+            let _ = self.broker.unblock(&waiter).await;
         }
         Ok(bell)
+    }
+
+    fn waiter_handle(&self) -> Option<WaiterHandle> {
+        self.waiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_waiter_handle(&self, handle: Option<WaiterHandle>) {
+        *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = handle;
     }
 
     fn existing(&self, stream: &str) -> Option<Bell> {
@@ -232,9 +263,9 @@ impl Shard {
             }
             let conn = match waiter.as_mut() {
                 Some(conn) => conn,
-                None => match self.broker.waiter(block).await {
+                None => match self.broker.waiter(block, self.slot).await {
                     Ok(conn) => {
-                        self.waiter_id.store(conn.client_id, Ordering::SeqCst);
+                        self.set_waiter_handle(Some(conn.handle.clone()));
                         waiter.insert(conn)
                     }
                     Err(e) => {
@@ -263,7 +294,7 @@ impl Shard {
                 Err(e) => {
                     tracing::debug!(error = %e, "doorbell read failed; reconnecting");
                     waiter = None;
-                    self.waiter_id.store(0, Ordering::SeqCst);
+                    self.set_waiter_handle(None);
                     // The loops read (and meet the error themselves).
                     self.ring_all();
                     tokio::time::sleep(backoff.next_delay()).await;

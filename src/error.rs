@@ -127,9 +127,13 @@ impl Error {
             Some("WRONGTYPE") => Error::WrongType {
                 stream: stream.to_owned(),
             },
-            Some("LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "BUSY") => {
-                Error::Unavailable(err.to_string())
-            }
+            // A cluster in motion: redis-rs follows MOVED and ASK and retries
+            // TRYAGAIN / CLUSTERDOWN itself; what still surfaces is a failover
+            // or resharding that outlasted its retries.
+            Some(
+                "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "BUSY"
+                | "MOVED" | "ASK",
+            ) => Error::Unavailable(err.to_string()),
             Some("NOPERM") => Error::RedisPermission(err.to_string()),
             Some("ERR")
                 if detail.contains("no such key")
@@ -146,6 +150,7 @@ impl Error {
             }
             _ if err.is_timeout() => Error::Timeout(err.to_string()),
             _ if err.is_io_error()
+                || err.kind() == redis::ErrorKind::ClusterConnectionNotFound
                 || err.is_connection_dropped()
                 || err.is_connection_refusal()
                 || err.is_unrecoverable_error() =>
@@ -273,6 +278,20 @@ mod tests {
             Status::from(Error::ShuttingDown).message(),
             "the gateway is shutting down"
         );
+    }
+
+    #[test]
+    fn cluster_conditions_are_unavailable_never_internal() {
+        for (code, detail) in [
+            ("CLUSTERDOWN", "The cluster is down"),
+            ("TRYAGAIN", "Multiple keys request during rehashing of slot"),
+            ("MASTERDOWN", "Link with MASTER is down"),
+            ("MOVED", "12722 127.0.0.1:7103"),
+            ("ASK", "12722 127.0.0.1:7103"),
+        ] {
+            let err = Error::from_redis(&server_error(code, detail), "orders", None);
+            assert_eq!(err.code(), Code::Unavailable, "{code}: {err}");
+        }
     }
 
     #[test]

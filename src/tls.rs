@@ -76,9 +76,21 @@ impl RedisTls {
     /// file is configured, otherwise a client that uses them (which needs
     /// a `rediss://` URL).
     pub fn client(&self, url: &str) -> Result<redis::Client> {
+        match self.certificates()? {
+            None => {
+                redis::Client::open(url).map_err(|e| Error::invalid("redis-url", e.to_string()))
+            }
+            Some(certificates) => redis::Client::build_with_tls(url, certificates)
+                .map_err(|e| Error::invalid("redis-url", e.to_string())),
+        }
+    }
+
+    /// The configured files read into redis-rs' form; `None` when no TLS
+    /// file is configured. Shared by the standalone and the cluster client.
+    pub fn certificates(&self) -> Result<Option<redis::TlsCertificates>> {
         let invalid = |flag: &str, e: String| Error::invalid(flag, e);
         if self.ca.is_none() && self.client_cert.is_none() && self.client_key.is_none() {
-            return redis::Client::open(url).map_err(|e| invalid("redis-url", e.to_string()));
+            return Ok(None);
         }
         let client_tls = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
@@ -99,12 +111,10 @@ impl RedisTls {
             Some(ca) => Some(read("--redis-ca", ca).map_err(|e| invalid("redis-ca", e))?),
             None => None,
         };
-        let certificates = redis::TlsCertificates {
+        Ok(Some(redis::TlsCertificates {
             client_tls,
             root_cert,
-        };
-        redis::Client::build_with_tls(url, certificates)
-            .map_err(|e| invalid("redis-url", e.to_string()))
+        }))
     }
 }
 

@@ -6,12 +6,20 @@
 //! group and consumer rows. The layers above never see RESP.
 //!
 //! Everything runs on one reconnecting multiplexed connection shared by all
-//! requests and read loops, so commands pipeline onto a single socket. The
-//! one exception is the doorbell's blocking XREAD ([`Waiter`]), on a
-//! connection of its own: on the shared connection a `BLOCK` would stall
-//! every other command queued behind it.
+//! requests and read loops, so commands pipeline onto a single socket; on a
+//! Redis Cluster, on one such connection per node, routed by slot (see
+//! [`link`]). The one exception is the doorbell's blocking XREAD
+//! ([`Waiter`]), on a connection of its own: on the shared connection a
+//! `BLOCK` would stall every other command queued behind it.
+//!
+//! Cluster slots: a stream's key has no hash tag (stream names cannot
+//! contain braces), and every bookkeeping key carries the stream key as its
+//! hash tag (`<prefix>{<stream key>}:...`), so every command and script
+//! touching one stream stays in that stream's slot. The one exception, the
+//! dead-letter stream, is written in a step of its own (see [`recovery`]).
 
 mod admin;
+mod link;
 mod reads;
 mod recovery;
 mod reply;
@@ -27,11 +35,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Value};
 
+use link::{Backend, Link};
+
 pub use admin::{ConsumerInfo, GroupInfo, PendingEntry, PendingFilter, StreamInfo};
+pub use link::{Node, slot_of};
 pub use reads::PendingPage;
 pub use recovery::{Outcome, ReclaimSpec, Reclaimed};
 pub use streams::{ScanStep, StreamSummary};
-pub use waiter::Waiter;
+pub use waiter::{Waiter, WaiterHandle};
 
 use crate::error::{Error, Result};
 use crate::ids::{IdRange, StreamId};
@@ -41,8 +52,12 @@ use reply::Cursor;
 /// How the broker talks to Redis.
 #[derive(Clone, Debug)]
 pub struct BrokerOptions {
-    /// `redis://` or `rediss://` URL.
+    /// `redis://` or `rediss://` URL; with `cluster`, one or more
+    /// comma-separated seed node URLs.
     pub url: String,
+    /// Speak Redis Cluster: discover the topology from the seeds and route
+    /// every command by slot.
+    pub cluster: bool,
     /// Prepended to every client stream name to form its Redis key.
     pub key_prefix: String,
     /// How long a command may wait for its reply before it fails.
@@ -103,8 +118,10 @@ pub struct Reaped {
 /// Handle to Redis; cheap to clone.
 #[derive(Clone)]
 pub struct Broker {
-    client: Client,
-    conn: ConnectionManager,
+    /// The standalone server's client (the doorbell opens its connections
+    /// from it); `None` on a cluster, where they are opened per node.
+    client: Option<Client>,
+    backend: Backend,
     options: BrokerOptions,
     server: Arc<server_info::ServerCheck>,
 }
@@ -114,6 +131,14 @@ impl Broker {
     /// gateway starts even when Redis is not up yet (health says
     /// NOT_SERVING until it answers). Fails only on a malformed URL.
     pub async fn connect(options: BrokerOptions) -> Result<Broker> {
+        if options.cluster {
+            return Ok(Broker {
+                client: None,
+                backend: Backend::cluster(&options)?,
+                options,
+                server: Arc::default(),
+            });
+        }
         let client = options.tls.client(&options.url)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.response_timeout))
@@ -123,8 +148,8 @@ impl Broker {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| Error::invalid("redis-url", e.to_string()))?;
         Ok(Broker {
-            client,
-            conn,
+            client: Some(client),
+            backend: Backend::Single(conn),
             options,
             server: Arc::default(),
         })
@@ -134,9 +159,23 @@ impl Broker {
     /// from (see [`server_info`]): every command goes through here, so an
     /// unsupported server fails every request (and the health check) with
     /// FAILED_PRECONDITION naming it.
-    async fn conn(&self) -> Result<ConnectionManager> {
-        self.server.ensure(&self.conn).await?;
-        Ok(self.conn.clone())
+    async fn conn(&self) -> Result<Link> {
+        let link = self.backend.link().await?;
+        self.server.ensure(&link).await?;
+        Ok(link)
+    }
+
+    /// Whether the broker speaks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.options.cluster
+    }
+
+    /// The cluster slot of a stream (`None` on a standalone server, where
+    /// slots do not matter).
+    pub fn slot(&self, stream: &str) -> Option<u16> {
+        self.options
+            .cluster
+            .then(|| slot_of(self.key(stream).as_bytes()))
     }
 
     /// The Redis key of a client stream name.
@@ -197,9 +236,15 @@ impl Broker {
             .collect()
     }
 
-    /// PING on the shared connection: does Redis answer right now?
+    /// PING on the shared connection: does Redis answer right now? On a
+    /// cluster, every master must answer.
     pub async fn ping(&self) -> Result<()> {
-        self.query(&redis::cmd("PING"), "", None).await.map(drop)
+        self.conn()
+            .await?
+            .on_all_masters(&redis::cmd("PING"))
+            .await
+            .map(drop)
+            .map_err(|e| Error::from_redis(&e, "", None))
     }
 
     /// Appends events in one pipelined round trip and returns their IDs in

@@ -41,6 +41,19 @@ pub struct Reclaimed {
     pub next_nack_due_ms: Option<i64>,
 }
 
+/// A dead-letter candidate of a reclaim round.
+#[derive(Clone, Debug)]
+struct DeadLetter {
+    id: StreamId,
+    /// The consumer it was pending for.
+    owner: Vec<u8>,
+    deliveries: u64,
+    /// `max_deliveries` or `trimmed`.
+    reason: String,
+    /// The entry's payload (empty when trimmed).
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
 /// Which of the IDs an ack, nack or extend acted on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -65,22 +78,41 @@ impl Broker {
         self.aux_key(stream, &format!("nack:{group}"))
     }
 
-    /// One atomic reclaim round (see `scripts::RECLAIM`).
+    /// One reclaim round (see `scripts::RECLAIM`), then the move of its
+    /// dead-letter candidates.
+    ///
+    /// The dead-letter stream is a key of its own, in another cluster slot
+    /// than the source stream, so no one script can both write the dead
+    /// letter and acknowledge the entry. The move is two steps instead, and
+    /// stays exactly-once:
+    ///
+    /// 1. [`Broker::write_dead_letters`]: XADD the record to the dead-letter
+    ///    stream unless its marker (named by source stream, group and entry
+    ///    ID, in the dead-letter stream's slot) exists, setting the marker
+    ///    in the same script. Repeating this step writes nothing twice.
+    /// 2. XACK the entry in the source stream.
+    ///
+    /// Until step 2 the entry stays pending, so a gateway that crashes (or a
+    /// step that fails) in between leaves it to the next reclaim round, of
+    /// this gateway or another, which repeats step 1 (writing nothing) and
+    /// step 2: the record is never lost. Two gateways moving the same entry
+    /// concurrently both run step 1 (one writes) and step 2 (one acks, and
+    /// only that one reports the entry). Markers live for the dedup window
+    /// (`--dedup-window-ms`): a duplicate would need step 2 to keep failing
+    /// for longer than that while step 1 is retried.
     pub async fn reclaim(&self, stream: &str, spec: &ReclaimSpec<'_>) -> Result<Reclaimed> {
         let cursor = spec
             .after
             .map_or_else(|| "-".to_owned(), |id| format!("({id}"));
         let mut call = scripts::RECLAIM.key(self.key(stream));
-        call.key(self.key(spec.dead_letter_stream))
-            .key(self.nack_key(stream, spec.group))
+        call.key(self.nack_key(stream, spec.group))
             .arg(spec.group)
             .arg(spec.consumer)
             .arg(spec.min_idle_ms)
             .arg(cursor)
             .arg(spec.count)
             .arg(spec.max_deliveries)
-            .arg(super::now_ms())
-            .arg(stream);
+            .arg(super::now_ms());
         let value = self.invoke(&call, stream, Some(spec.group)).await?;
         let mut parts = Cursor::new(value, "reclaim")?;
         let after = match parts.next_string()?.as_str() {
@@ -98,20 +130,75 @@ impl Broker {
             let count = item.next_uint()?;
             entries.push(Entry::from_pairs(id, fields).delivered(Delivered::Again(count)));
         }
-        let deleted_ids = reply::ids(parts.next_value()?, "reclaim deleted")?;
-        let dead_lettered = reply::ids(parts.next_value()?, "reclaim dead letters")?;
+        let mut dead = Vec::new();
+        for item in parts.next_array("dead letters")?.rows("dead letter") {
+            let mut item = item?;
+            dead.push(DeadLetter {
+                id: item.next_id()?,
+                owner: item.next_bytes()?,
+                deliveries: item.next_uint()?,
+                reason: item.next_string()?,
+                fields: reply::pairs(item.next_value()?)?,
+            });
+        }
         let next_nack_due_ms = match parts.next_string()?.as_str() {
             "" => None,
             // Scores come back as decimal text, possibly in float notation.
             due => due.parse::<f64>().ok().map(|ms| ms as i64),
         };
+        let (dead_lettered, deleted_ids) = if dead.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            self.write_dead_letters(stream, spec, &dead).await?;
+            let ids: Vec<StreamId> = dead.iter().map(|d| d.id).collect();
+            let acked = self.ack_each(stream, spec.group, &ids).await?.done;
+            dead.into_iter()
+                .filter(|d| acked.contains(&d.id))
+                .partition::<Vec<_>, _>(|d| d.reason != "trimmed")
+        };
         Ok(Reclaimed {
             entries,
-            deleted_ids,
-            dead_lettered,
+            deleted_ids: deleted_ids.into_iter().map(|d| d.id).collect(),
+            dead_lettered: dead_lettered.into_iter().map(|d| d.id).collect(),
             after,
             next_nack_due_ms,
         })
+    }
+
+    /// Step 1 of the dead-letter move (see [`Broker::reclaim`]): one
+    /// `scripts::DEAD_LETTER` call, all of whose keys carry the dead-letter
+    /// stream's key as hash tag.
+    async fn write_dead_letters(
+        &self,
+        stream: &str,
+        spec: &ReclaimSpec<'_>,
+        dead: &[DeadLetter],
+    ) -> Result<()> {
+        let dlq = spec.dead_letter_stream;
+        let mut call = scripts::DEAD_LETTER.key(self.key(dlq));
+        call.arg(self.options.dedup_window.as_millis() as u64);
+        for letter in dead {
+            let marker = format!("dlq-seen:{stream}:{}:{}", spec.group, letter.id);
+            call.key(self.aux_key(dlq, &marker));
+            let deliveries = letter.deliveries.to_string();
+            let id = letter.id.to_string();
+            let meta: [(&[u8], &[u8]); 6] = [
+                (b"dlq.stream", stream.as_bytes()),
+                (b"dlq.id", id.as_bytes()),
+                (b"dlq.group", spec.group.as_bytes()),
+                (b"dlq.consumer", &letter.owner),
+                (b"dlq.deliveries", deliveries.as_bytes()),
+                (b"dlq.reason", letter.reason.as_bytes()),
+            ];
+            call.arg(2 * (meta.len() + letter.fields.len()));
+            for (name, value) in meta {
+                call.arg(name).arg(value);
+            }
+            for (name, value) in &letter.fields {
+                call.arg(name.as_slice()).arg(value.as_slice());
+            }
+        }
+        self.invoke(&call, dlq, None).await.map(drop)
     }
 
     /// Schedules entries pending for `consumer` for redelivery at `due_ms`.

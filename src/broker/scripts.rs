@@ -3,8 +3,10 @@
 //! Each one reads and writes several things that must not interleave with
 //! other clients: a crash of the gateway or a competing gateway between the
 //! steps would otherwise lose or double an entry. Every key a script
-//! touches is passed in KEYS; bookkeeping keys carry the stream key as hash
-//! tag so that they live in the stream's cluster slot.
+//! touches is passed in KEYS, and all keys of one call share one cluster
+//! slot: bookkeeping keys carry the stream key as hash tag so that they
+//! live in the stream's slot, and [`DEAD_LETTER`]'s markers carry the
+//! dead-letter stream's key, the only key it writes.
 
 use std::sync::LazyLock;
 
@@ -42,58 +44,43 @@ return {moved, destroyed}
     )
 });
 
-/// One reclaim round of a subscription. KEYS: stream, dead-letter stream,
-/// Nack schedule (sorted set, score = due time). ARGV: group, consumer,
-/// min idle ms, scan cursor (`-` or `(id`), count, max deliveries (0 = no
-/// limit), now ms, client stream name (for dead-letter metadata).
+/// One reclaim round of a subscription. KEYS: stream, Nack schedule
+/// (sorted set, score = due time). ARGV: group, consumer, min idle ms, scan
+/// cursor (`-` or `(id`), count, max deliveries (0 = no limit), now ms.
 ///
 /// First takes entries whose Nack delay has passed, then scans for entries
 /// idle for `min idle` that are not scheduled for later. An entry already
-/// delivered `max deliveries` times is moved to the dead-letter stream and
-/// acknowledged in the same step, so the move is neither lost nor doubled;
-/// any other is claimed (XCLAIM counts a delivery). Entries deleted while
-/// pending are dropped from the PEL by XCLAIM and recorded in the
-/// dead-letter stream with reason `trimmed`.
+/// delivered `max deliveries` times, or deleted while pending, becomes a
+/// dead-letter candidate: it is left pending, untouched, and returned, and
+/// the broker moves it with [`DEAD_LETTER`] and then acknowledges it (the
+/// dead-letter stream is another key, in another cluster slot, so it cannot
+/// be written here; see `Broker::reclaim` for why the move stays
+/// exactly-once). Any other entry is claimed (XCLAIM counts a delivery).
 ///
 /// Returns `{next cursor (last ID scanned; '' = scan complete), {{id,
-/// fields, count}...}, {deleted id...}, {dead-lettered id...}, due time of
-/// the earliest Nack still scheduled ('' = none)}`: the subscription plans
-/// its next round by that due time, so a Nack's delay is honoured even when
-/// it was scheduled through another gateway.
+/// fields, count}...}, {{id, owner, deliveries, reason, {fields...}}...},
+/// due time of the earliest Nack still scheduled ('' = none)}`: the
+/// subscription plans its next round by that due time, so a Nack's delay
+/// is honoured even when it was scheduled through another gateway. Reason
+/// is `max_deliveries` or `trimmed` (no fields).
 pub static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local key, dlq, nacks = KEYS[1], KEYS[2], KEYS[3]
+local key, nacks = KEYS[1], KEYS[2]
 local group, me, min_idle, cursor = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local budget, max, now, source = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local out, deleted, dead = {}, {}, {}
-
-local function dead_letter(id, fields, owner, deliveries, reason)
-  local rec = {'dlq.stream', source, 'dlq.id', id, 'dlq.group', group,
-               'dlq.consumer', owner, 'dlq.deliveries', tostring(deliveries), 'dlq.reason', reason}
-  if fields then
-    for _, v in ipairs(fields) do rec[#rec + 1] = v end
-  end
-  redis.call('XADD', dlq, '*', unpack(rec))
-end
+local budget, max, now = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local out, dead = {}, {}
 
 -- row = {id, owner, idle, deliveries} from XPENDING
 local function take(row)
   local id, owner, deliveries = row[1], row[2], row[4]
-  if max > 0 and deliveries >= max then
-    local found = redis.call('XRANGE', key, id, id)
-    if #found > 0 then
-      dead_letter(id, found[1][2], owner, deliveries, 'max_deliveries')
-      redis.call('XACK', key, group, id)
-      dead[#dead + 1] = id
-      return
-    end
-  end
-  local claimed = redis.call('XCLAIM', key, group, me, 0, id)
-  if #claimed == 0 then
-    dead_letter(id, nil, owner, deliveries, 'trimmed')
-    deleted[#deleted + 1] = id
+  local found = redis.call('XRANGE', key, id, id)
+  if #found == 0 then
+    dead[#dead + 1] = {id, owner, deliveries, 'trimmed', {}}
+  elseif max > 0 and deliveries >= max then
+    dead[#dead + 1] = {id, owner, deliveries, 'max_deliveries', found[1][2]}
   else
+    local claimed = redis.call('XCLAIM', key, group, me, 0, id)
     out[#out + 1] = {id, claimed[1][2], deliveries + 1}
   end
 end
@@ -116,7 +103,32 @@ if budget > 0 then
   if #rows == budget then next_cursor = rows[#rows][1] end
 end
 local first = redis.call('ZRANGE', nacks, 0, 0, 'WITHSCORES')
-return {next_cursor, out, deleted, dead, first[2] or ''}
+return {next_cursor, out, dead, first[2] or ''}
+"#,
+    )
+});
+
+/// Writes dead letters to a dead-letter stream, each at most once. KEYS:
+/// dead-letter stream, then one "already written" marker per record, in
+/// the dead-letter stream's slot (`<prefix>{<dlq key>}:dlq-seen:...`,
+/// named by source stream, group and entry ID). ARGV: marker lifetime ms,
+/// then per record: item count n, n field/value items. A record whose
+/// marker exists is skipped: it was written by an earlier attempt (a
+/// gateway that crashed before acknowledging the entry, or a competing
+/// gateway's round). Returns how many records were written.
+pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local written, a = 0, 2
+for k = 2, #KEYS do
+  local n = tonumber(ARGV[a])
+  if redis.call('SET', KEYS[k], '1', 'NX', 'PX', ARGV[1]) then
+    redis.call('XADD', KEYS[1], '*', unpack(ARGV, a + 1, a + n))
+    written = written + 1
+  end
+  a = a + n + 1
+end
+return written
 "#,
     )
 });

@@ -13,7 +13,6 @@
 
 use std::fmt;
 
-use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
@@ -125,7 +124,7 @@ impl ServerCheck {
     /// Ok when the server is (or turns out to be) supported. Until Redis
     /// first answers, each call tries INFO server and fails as the command
     /// itself would (UNAVAILABLE); afterwards the verdict is remembered.
-    pub async fn ensure(&self, conn: &ConnectionManager) -> Result<()> {
+    pub(super) async fn ensure(&self, conn: &super::Link) -> Result<()> {
         let verdict = self
             .verdict
             .get_or_try_init(|| identify(conn.clone()))
@@ -138,11 +137,14 @@ impl ServerCheck {
 }
 
 /// Reads INFO server and decides (see [`decide`]).
-async fn identify(mut conn: ConnectionManager) -> Result<Option<Error>> {
-    let reply = redis::cmd("INFO")
-        .arg("server")
-        .query_async::<String>(&mut conn)
-        .await;
+/// On a cluster it asks one master: the nodes of a cluster run one version.
+async fn identify(mut conn: super::Link) -> Result<Option<Error>> {
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg("server");
+    let reply = conn
+        .on_any_master(&cmd)
+        .await
+        .and_then(|v| redis::from_redis_value::<String>(v).map_err(Into::into));
     decide(reply)
 }
 

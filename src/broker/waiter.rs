@@ -12,6 +12,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 
 use super::Broker;
+use super::link::{self, Node};
 use super::reply::{self, Cursor};
 use crate::error::{Error, Result};
 use crate::ids::StreamId;
@@ -19,20 +20,38 @@ use crate::ids::StreamId;
 /// A dedicated connection that waits for new entries on many streams.
 pub struct Waiter {
     conn: MultiplexedConnection,
-    /// This connection's CLIENT ID, so that another connection can cut a
-    /// wait short with CLIENT UNBLOCK.
-    pub client_id: i64,
+    /// Who to CLIENT UNBLOCK to cut a wait short.
+    pub handle: WaiterHandle,
     block_ms: u64,
 }
 
+/// What another connection needs to cut a waiter's wait short.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaiterHandle {
+    /// The waiting connection's CLIENT ID.
+    pub client_id: i64,
+    /// The cluster node it waits on (client IDs are per node); `None` on a
+    /// standalone server.
+    pub node: Option<Node>,
+}
+
 impl Broker {
-    /// Opens the doorbell's connection.
-    pub async fn waiter(&self, block: Duration) -> Result<Waiter> {
+    /// Opens a doorbell connection: to the server, or on a cluster to the
+    /// master of `slot`.
+    pub async fn waiter(&self, block: Duration, slot: Option<u16>) -> Result<Waiter> {
         let config = AsyncConnectionConfig::new()
             .set_response_timeout(Some(block + self.options.response_timeout))
             .set_connection_timeout(Some(self.options.connect_timeout));
-        let mut conn = self
-            .client
+        let (client, node) = match (&self.client, slot) {
+            (Some(client), _) => (client.clone(), None),
+            (None, slot) => {
+                let node = self.master_of(slot.unwrap_or(0)).await?;
+                let seed = link::seed_urls(&self.options.url)?.remove(0);
+                let client = self.options.tls.client(&link::url_for_node(&seed, &node))?;
+                (client, Some(node))
+            }
+        };
+        let mut conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| Error::from_redis(&e, "", None))?;
@@ -43,16 +62,43 @@ impl Broker {
             .map_err(|e| Error::from_redis(&e, "", None))?;
         Ok(Waiter {
             conn,
-            client_id: reply::int(id, "CLIENT ID")?,
+            handle: WaiterHandle {
+                client_id: reply::int(id, "CLIENT ID")?,
+                node,
+            },
             block_ms: block.as_millis().max(1) as u64,
         })
     }
 
     /// Ends a waiter's current blocking read early (it returns nothing).
-    pub async fn unblock(&self, client_id: i64) -> Result<()> {
+    /// On a cluster the command goes to the waiter's own node: the same
+    /// client ID names another connection elsewhere.
+    pub async fn unblock(&self, waiter: &WaiterHandle) -> Result<()> {
         let mut cmd = redis::cmd("CLIENT");
-        cmd.arg("UNBLOCK").arg(client_id);
-        self.query(&cmd, "", None).await.map(drop)
+        cmd.arg("UNBLOCK").arg(waiter.client_id);
+        let mut conn = self.conn().await?;
+        let reply = match &waiter.node {
+            Some(node) => conn.on_node(&cmd, node).await,
+            None => redis::aio::ConnectionLike::req_packed_command(&mut conn, &cmd).await,
+        };
+        reply.map(drop).map_err(|e| Error::from_redis(&e, "", None))
+    }
+
+    /// The master serving `slot`, from the cluster's current slot map.
+    pub async fn master_of(&self, slot: u16) -> Result<Node> {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SLOTS");
+        let value = self
+            .conn()
+            .await?
+            .on_any_master(&cmd)
+            .await
+            .map_err(|e| Error::from_redis(&e, "", None))?;
+        link::slot_masters(value)?
+            .into_iter()
+            .find(|(first, last, _)| (*first..=*last).contains(&slot))
+            .map(|(_, _, node)| node)
+            .ok_or_else(|| Error::Unavailable(format!("no cluster node serves slot {slot}")))
     }
 }
 

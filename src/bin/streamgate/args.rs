@@ -39,13 +39,19 @@ pub struct ServeArgs {
     #[arg(long, env = "STREAMGATE_LISTEN", default_value_t = defaults().listen)]
     pub listen: SocketAddr,
 
-    /// Redis to serve from (`redis://[user:pass@]host:port[/db]`).
+    /// Redis to serve from (`redis://[user:pass@]host:port[/db]`); with
+    /// `--redis-cluster`, one or more comma-separated seed node URLs.
     #[arg(
         long,
         env = "STREAMGATE_REDIS_URL",
         default_value_t = defaults().redis_url
     )]
     pub redis_url: String,
+
+    /// Speak Redis Cluster: discover the topology from the seed URLs of
+    /// `--redis-url` and route every command by slot.
+    #[arg(long, env = "STREAMGATE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
 
     /// Prefix of every Redis key the gateway touches: stream `s` is key
     /// `<prefix>s`.
@@ -262,6 +268,7 @@ impl From<ServeArgs> for Settings {
         Settings {
             listen: args.listen,
             redis_url: args.redis_url,
+            redis_cluster: args.redis_cluster,
             key_prefix: args.key_prefix,
             max_len: args.max_len,
             block_ms: args.block_ms,
