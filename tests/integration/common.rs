@@ -100,6 +100,25 @@ impl RedisServer {
         server
     }
 
+    /// Starts a redis-server on `port`, or says why it did not come up
+    /// (e.g. the port was taken meanwhile).
+    pub fn try_start_on(port: u16, extra: &[&str]) -> Result<RedisServer, LaunchError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch(Some(port))?;
+        Ok(server)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Launches the process, on `port` or a free one, and waits until it
     /// answers PING. A free port may be taken by someone else before the
     /// server binds it: then the server exits and another port is tried.

@@ -4,6 +4,7 @@
 mod ack_reap;
 mod admin;
 mod cadence;
+mod cluster;
 mod common;
 mod consume;
 mod dashboard;
@@ -17,6 +18,7 @@ mod loss;
 mod metrics;
 mod produce;
 mod produce_stream;
+mod redis_cluster;
 mod replay_trim;
 mod security;
 mod servers;

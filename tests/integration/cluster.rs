@@ -1,0 +1,442 @@
+//! The gateway on a Redis Cluster of 3 masters and 3 replicas.
+//!
+//! Starting a cluster takes seconds, so one test starts one cluster and
+//! runs every scenario on it in turn, each on streams of its own (named so
+//! that they live on every master). A scenario that fails names itself in
+//! its panic message. Every RPC must succeed: a MOVED, CROSSSLOT or
+//! INTERNAL would fail its `expect`.
+
+use std::collections::{HashMap, HashSet};
+
+use redis::Commands;
+use streamgate::pb;
+use tonic::Streaming;
+
+use crate::common::{
+    DEADLINE, TestGateway, event, eventually, ids, next_batch, orders, produce, sub, subscribe,
+    take_entries,
+};
+use crate::redis_cluster::RedisCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_a_redis_cluster_on_every_master() {
+    let cluster = RedisCluster::start();
+    every_rpc_works_on_every_master(&cluster).await;
+    idle_subscribers_on_every_master_are_woken_by_the_doorbell(&cluster).await;
+    dead_letters_cross_slots_exactly_once(&cluster).await;
+    two_gateways_with_different_seeds_share_a_group(&cluster).await;
+}
+
+/// Produce (plain and idempotent), Subscribe, Ack, Nack, Extend, Reap,
+/// Replay, Tail, Trim (safe and plain) and every StreamAdmin RPC, on one
+/// stream per master.
+async fn every_rpc_works_on_every_master(cluster: &RedisCluster) {
+    let mut gw = TestGateway::start(cluster.config(&[0])).await;
+    let streams = cluster.names_on_every_master("rpc");
+    let ports: HashSet<u16> = streams
+        .iter()
+        .map(|s| cluster.master_of(s).port())
+        .collect();
+    assert_eq!(ports.len(), 3, "one stream per master: {streams:?}");
+    for stream in &streams {
+        let produced = produce(&mut gw, stream, orders(5)).await;
+        assert_eq!(produced.len(), 5);
+
+        // Idempotent produce: a retry writes nothing and answers the IDs.
+        let keyed = || {
+            let mut e = event("order.placed", &[("order_id", "o-keyed")]);
+            e.idempotency_key = format!("{stream}-k1");
+            vec![e]
+        };
+        let first = produce(&mut gw, stream, keyed()).await;
+        let again = produce(&mut gw, stream, keyed()).await;
+        assert_eq!(first, again, "{stream}: the retry returns the first ID");
+        let mut conn = cluster.conn();
+        let len: u64 = conn.xlen(stream).unwrap();
+        assert_eq!(len, 6, "{stream}: the retry wrote nothing");
+
+        // Subscribe, Ack, Nack, Extend.
+        let mut a = subscribe(&mut gw, sub(stream, "g", "a")).await;
+        let got = take_entries(&mut a, 6).await;
+        assert_eq!(ids(&got)[..5], produced[..], "{stream}: delivered in order");
+        let acked = gw
+            .events
+            .ack(pb::AckRequest {
+                stream: stream.clone(),
+                group: "g".into(),
+                ids: produced[..2].to_vec(),
+            })
+            .await
+            .expect("ack")
+            .into_inner();
+        assert_eq!(acked.acked, 2);
+        let extended = gw
+            .events
+            .extend(pb::ExtendRequest {
+                stream: stream.clone(),
+                group: "g".into(),
+                consumer: "a".into(),
+                ids: vec![produced[2].clone()],
+            })
+            .await
+            .expect("extend")
+            .into_inner();
+        assert_eq!(extended.extended, 1);
+        let nacked = gw
+            .events
+            .nack(pb::NackRequest {
+                stream: stream.clone(),
+                group: "g".into(),
+                consumer: "a".into(),
+                ids: vec![produced[3].clone()],
+                delay_ms: 0,
+            })
+            .await
+            .expect("nack")
+            .into_inner();
+        assert_eq!(nacked.scheduled, 1);
+        drop(a);
+
+        // Admin: groups, consumers, pending, hand-over, cursor, delete.
+        let admin = &mut gw.admin;
+        let described = admin
+            .describe_stream(pb::DescribeStreamRequest {
+                stream: stream.clone(),
+            })
+            .await
+            .expect("describe")
+            .into_inner();
+        assert_eq!((described.length, described.group_count), (6, 1));
+        let groups = admin
+            .list_groups(pb::ListGroupsRequest {
+                stream: stream.clone(),
+            })
+            .await
+            .expect("list groups")
+            .into_inner()
+            .groups;
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].pending, 4, "{stream}: 6 delivered, 2 acked");
+        let consumers = admin
+            .list_consumers(pb::ListConsumersRequest {
+                stream: stream.clone(),
+                group: "g".into(),
+            })
+            .await
+            .expect("list consumers")
+            .into_inner()
+            .consumers;
+        assert_eq!(consumers.len(), 1);
+        let pending = admin
+            .list_pending(pb::ListPendingRequest {
+                stream: stream.clone(),
+                group: "g".into(),
+                count: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("list pending")
+            .into_inner()
+            .entries;
+        assert_eq!(pending.len(), 4);
+        let created = admin
+            .create_group(pb::CreateGroupRequest {
+                stream: stream.clone(),
+                group: "other".into(),
+                start_id: "0".into(),
+                mkstream: None,
+            })
+            .await
+            .expect("create group")
+            .into_inner();
+        assert!(created.created);
+        admin
+            .set_group_cursor(pb::SetGroupCursorRequest {
+                stream: stream.clone(),
+                group: "other".into(),
+                id: "$".into(),
+            })
+            .await
+            .expect("set group cursor");
+        let removed = admin
+            .remove_consumer(pb::RemoveConsumerRequest {
+                stream: stream.clone(),
+                group: "g".into(),
+                consumer: "a".into(),
+                handover_to: "b".into(),
+            })
+            .await
+            .expect("remove consumer")
+            .into_inner();
+        assert_eq!((removed.removed, removed.handed_over), (true, 4));
+        let deleted = admin
+            .delete_group(pb::DeleteGroupRequest {
+                stream: stream.clone(),
+                group: "other".into(),
+            })
+            .await
+            .expect("delete group")
+            .into_inner();
+        assert!(deleted.deleted);
+
+        // Reap: b's entries (handed over) go to c.
+        let reaped = gw
+            .events
+            .reap(pb::ReapRequest {
+                stream: stream.clone(),
+                group: "g".into(),
+                consumer: "c".into(),
+                min_idle_ms: 0,
+                ..Default::default()
+            })
+            .await
+            .expect("reap")
+            .into_inner();
+        assert_eq!(reaped.claimed.len(), 4, "{stream}: reap claims b's entries");
+
+        // Replay and Tail.
+        let mut replay = gw
+            .events
+            .replay(pb::ReplayRequest {
+                stream: stream.clone(),
+                page_size: 4,
+                ..Default::default()
+            })
+            .await
+            .expect("replay")
+            .into_inner();
+        let mut replayed = Vec::new();
+        while let Some(page) = replay.message().await.expect("replay page") {
+            replayed.extend(page.entries.into_iter().map(|e| e.id));
+        }
+        assert_eq!(replayed.len(), 6);
+        assert_eq!(replayed[..5], produced[..]);
+        let mut tail = gw
+            .events
+            .tail(pb::TailRequest {
+                stream: stream.clone(),
+                start_id: "0".into(),
+                batch_size: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("tail")
+            .into_inner();
+        assert_eq!(tail_entries(&mut tail, 6).await.len(), 6);
+
+        // Safe trim keeps what group g still needs (4 pending from
+        // produced[2]); a plain trim then empties the stream.
+        let safe = gw
+            .events
+            .trim(pb::TrimRequest {
+                stream: stream.clone(),
+                strategy: Some(pb::trim_request::Strategy::MaxLen(0)),
+                exact: true,
+                acked_by_all_groups: true,
+                ..Default::default()
+            })
+            .await
+            .expect("safe trim")
+            .into_inner();
+        assert_eq!(safe.trimmed, 2, "{stream}: only the acked entries");
+        let plain = gw
+            .events
+            .trim(pb::TrimRequest {
+                stream: stream.clone(),
+                strategy: Some(pb::trim_request::Strategy::MaxLen(0)),
+                exact: true,
+                ..Default::default()
+            })
+            .await
+            .expect("trim")
+            .into_inner();
+        assert_eq!(plain.trimmed, 4);
+    }
+
+    // ListStreams walks every master, in pages smaller than the listing.
+    let mut listed = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = gw
+            .admin
+            .list_streams(pb::ListStreamsRequest {
+                cursor: cursor.clone(),
+                limit: 1,
+            })
+            .await
+            .expect("list streams")
+            .into_inner();
+        listed.extend(page.streams.into_iter().map(|s| s.name));
+        if page.next_cursor.is_empty() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    for stream in &streams {
+        assert_eq!(
+            listed.iter().filter(|n| *n == stream).count(),
+            1,
+            "{stream} listed once in {listed:?}"
+        );
+    }
+}
+
+/// Idle subscriptions on streams of all three masters all wake when their
+/// stream gets an entry; four subscriptions of a stream share one blocking
+/// read (one blocked client per master), not one each.
+async fn idle_subscribers_on_every_master_are_woken_by_the_doorbell(cluster: &RedisCluster) {
+    let mut gw = TestGateway::start(cluster.config(&[1])).await;
+    let streams = cluster.names_on_every_master("bell");
+    let mut subs: Vec<(String, Streaming<pb::SubscribeResponse>)> = Vec::new();
+    for stream in &streams {
+        for consumer in ["a", "b", "c", "d"] {
+            let group = format!("g-{consumer}");
+            subs.push((
+                stream.clone(),
+                subscribe(&mut gw, sub(stream, &group, consumer)).await,
+            ));
+        }
+    }
+    for stream in &streams {
+        let master = cluster.master_of(stream);
+        eventually(
+            &format!("one blocked doorbell read on {stream}'s master"),
+            || {
+                let info: String = redis::cmd("INFO")
+                    .arg("clients")
+                    .query(&mut master.conn())
+                    .unwrap();
+                async move { info.contains("blocked_clients:1\r").then_some(()) }
+            },
+        )
+        .await;
+    }
+    let mut produced = HashMap::new();
+    for stream in &streams {
+        produced.insert(stream.clone(), produce(&mut gw, stream, orders(1)).await);
+    }
+    for (stream, sub) in &mut subs {
+        let got = next_batch(sub).await.expect("a batch");
+        assert_eq!(
+            ids(&got),
+            produced[stream.as_str()],
+            "{stream} woke its readers"
+        );
+    }
+}
+
+/// The dead-letter stream lives on another master than the source stream:
+/// a poison entry still ends up there exactly once and leaves the group's
+/// pending list.
+async fn dead_letters_cross_slots_exactly_once(cluster: &RedisCluster) {
+    let mut gw = TestGateway::start(cluster.config(&[2])).await;
+    let names = cluster.names_on_every_master("poison");
+    let (stream, dlq) = (&names[0], &names[1]);
+    assert_ne!(
+        cluster.master_of(stream).port(),
+        cluster.master_of(dlq).port()
+    );
+    let poison = produce(
+        &mut gw,
+        stream,
+        vec![event("order.paid", &[("order_id", "o-9")])],
+    )
+    .await;
+    let mut req = sub(stream, "g", "worker");
+    req.reclaim = Some(pb::Reclaim {
+        min_idle_ms: 50,
+        interval_ms: 50,
+    });
+    req.max_deliveries = 2;
+    req.dead_letter_stream = dlq.clone();
+    let mut s = subscribe(&mut gw, req).await;
+    // Two deliveries, never acked; then the entry is moved.
+    let mut deliveries = 0;
+    while deliveries < 2 {
+        deliveries += take_entries(&mut s, 1).await.len();
+    }
+    let mut conn = cluster.conn();
+    eventually("the poison entry is dead-lettered and acked", || {
+        let len: u64 = conn.xlen(dlq).unwrap();
+        let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg("g")
+            .query(&mut conn)
+            .unwrap();
+        async move { (len > 0 && pending.0 == 0).then_some(()) }
+    })
+    .await;
+    // A later entry that is delivered and re-delivered shows further
+    // reclaim rounds ran after the move.
+    let marker = produce(&mut gw, stream, orders(1)).await;
+    loop {
+        let got = take_entries(&mut s, 1).await;
+        assert!(got.iter().all(|e| e.id != poison[0]), "no third delivery");
+        if got.iter().any(|e| e.id == marker[0] && e.redelivered) {
+            break;
+        }
+    }
+    let dead: Vec<(String, HashMap<String, String>)> = conn.xrange(dlq, "-", "+").unwrap();
+    let dead: Vec<_> = dead
+        .into_iter()
+        .filter(|(_, r)| r["dlq.id"] == poison[0])
+        .collect();
+    assert_eq!(dead.len(), 1, "moved exactly once");
+    let record = &dead[0].1;
+    assert_eq!(record["dlq.stream"], *stream);
+    assert_eq!(record["dlq.reason"], "max_deliveries");
+    assert_eq!(record["dlq.deliveries"], "2");
+    assert_eq!(record["order_id"], "o-9");
+}
+
+/// Two gateways seeded with different nodes, one group: every entry goes
+/// to exactly one of their consumers.
+async fn two_gateways_with_different_seeds_share_a_group(cluster: &RedisCluster) {
+    let mut one = TestGateway::start(cluster.config(&[0, 3])).await;
+    let mut two = TestGateway::start(cluster.config(&[4])).await;
+    let stream = &cluster.names_on_every_master("shared")[2];
+    let mut req = sub(stream, "g", "one");
+    req.batch_size = 3;
+    let mut a = subscribe(&mut one, req.clone()).await;
+    req.consumer = "two".into();
+    let mut b = subscribe(&mut two, req).await;
+    let mut produced = Vec::new();
+    for _ in 0..10 {
+        produced.extend(produce(&mut one, stream, orders(3)).await);
+    }
+    let (mut from_a, mut from_b) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while from_a.len() + from_b.len() < produced.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "all entries delivered"
+        );
+        tokio::select! {
+            got = next_batch(&mut a) => from_a.extend(ids(&got.expect("batch"))),
+            got = next_batch(&mut b) => from_b.extend(ids(&got.expect("batch"))),
+        }
+    }
+    let a_set: HashSet<_> = from_a.iter().collect();
+    let b_set: HashSet<_> = from_b.iter().collect();
+    assert!(a_set.is_disjoint(&b_set), "no entry went to both");
+    let mut all: Vec<String> = from_a.into_iter().chain(from_b).collect();
+    all.sort();
+    let mut expected = produced.clone();
+    expected.sort();
+    assert_eq!(all, expected, "every entry delivered once");
+}
+
+async fn tail_entries(t: &mut Streaming<pb::TailResponse>, n: usize) -> Vec<pb::Entry> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let message = tokio::time::timeout(DEADLINE, t.message())
+            .await
+            .expect("a tail message within the deadline")
+            .expect("tail stays open")
+            .expect("tail does not end");
+        if let Some(pb::tail_response::Kind::Batch(batch)) = message.kind {
+            out.extend(batch.entries);
+        }
+    }
+    out
+}
