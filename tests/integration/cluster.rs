@@ -13,8 +13,8 @@ use streamgate::pb;
 use tonic::Streaming;
 
 use crate::common::{
-    DEADLINE, TestGateway, event, eventually, ids, next_batch, orders, produce, sub, subscribe,
-    take_entries,
+    DEADLINE, TestGateway, event, eventually, health, ids, next_batch, orders, produce, sub,
+    subscribe, take_entries,
 };
 use crate::redis_cluster::RedisCluster;
 
@@ -25,6 +25,7 @@ async fn the_gateway_serves_a_redis_cluster_on_every_master() {
     idle_subscribers_on_every_master_are_woken_by_the_doorbell(&cluster).await;
     dead_letters_cross_slots_exactly_once(&cluster).await;
     two_gateways_with_different_seeds_share_a_group(&cluster).await;
+    health_and_the_metrics_poller_cover_every_master(&cluster).await;
 }
 
 /// Produce (plain and idempotent), Subscribe, Ack, Nack, Extend, Reap,
@@ -424,6 +425,61 @@ async fn two_gateways_with_different_seeds_share_a_group(cluster: &RedisCluster)
     let mut expected = produced.clone();
     expected.sort();
     assert_eq!(all, expected, "every entry delivered once");
+}
+
+/// Health reports SERVING, and the metrics poller exports the length and
+/// group lag of streams on all three masters.
+async fn health_and_the_metrics_poller_cover_every_master(cluster: &RedisCluster) {
+    let mut config = cluster.config(&[5]);
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.metrics_poll_ms = 100;
+    let mut gw = TestGateway::start(config).await;
+    let addr = gw.gateway.as_ref().unwrap().metrics_addr().unwrap();
+    eventually("health is SERVING", || {
+        let gw = &gw;
+        async move {
+            (health(gw).await == tonic_health::pb::health_check_response::ServingStatus::Serving)
+                .then_some(())
+        }
+    })
+    .await;
+    let streams = cluster.names_on_every_master("metered");
+    for stream in &streams {
+        produce(&mut gw, stream, orders(3)).await;
+        gw.admin
+            .create_group(pb::CreateGroupRequest {
+                stream: stream.clone(),
+                group: "g".into(),
+                start_id: "0".into(),
+                mkstream: None,
+            })
+            .await
+            .expect("create group");
+    }
+    for stream in &streams {
+        let length = format!("streamgate_stream_length{{stream=\"{stream}\"}} 3");
+        let lag = format!("streamgate_group_lag{{stream=\"{stream}\",group=\"g\"}} 3");
+        eventually(&format!("{stream}'s gauges"), || {
+            let (length, lag) = (length.clone(), lag.clone());
+            async move {
+                let text = scrape(addr).await;
+                (text.lines().any(|l| l == length) && text.lines().any(|l| l == lag)).then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+/// One plain HTTP/1.1 GET of /metrics.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: streamgate\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    response
 }
 
 async fn tail_entries(t: &mut Streaming<pb::TailResponse>, n: usize) -> Vec<pb::Entry> {
