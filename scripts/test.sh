@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_apt redis-server redis-server
+ensure_apt redis-cli redis-tools # the cluster tests create their cluster with it
 command -v node >/dev/null && command -v npm >/dev/null || ensure_apt npm npm
 
 echo "==> cargo fmt --check" >&2
