@@ -44,7 +44,7 @@ pub(super) enum Backend {
     /// A Redis Cluster, connected on first use (the gateway starts while
     /// the cluster is still down, like it does for one Redis).
     Cluster {
-        client: ClusterClient,
+        client: Arc<ClusterClient>,
         conn: Arc<OnceCell<ClusterConnection>>,
     },
 }
@@ -64,7 +64,7 @@ impl Backend {
             .build()
             .map_err(|e| Error::invalid("redis-url", e.to_string()))?;
         Ok(Backend::Cluster {
-            client,
+            client: Arc::new(client),
             conn: Arc::default(),
         })
     }
