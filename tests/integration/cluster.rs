@@ -26,6 +26,7 @@ async fn the_gateway_serves_a_redis_cluster_on_every_master() {
     dead_letters_cross_slots_exactly_once(&cluster).await;
     two_gateways_with_different_seeds_share_a_group(&cluster).await;
     health_and_the_metrics_poller_cover_every_master(&cluster).await;
+    produce_stream_and_consume_work_on_every_master(&cluster).await;
 }
 
 /// Produce (plain and idempotent), Subscribe, Ack, Nack, Extend, Reap,
@@ -467,6 +468,107 @@ async fn health_and_the_metrics_poller_cover_every_master(cluster: &RedisCluster
             }
         })
         .await;
+    }
+}
+
+/// ProduceStream over streams of all three masters answers in request
+/// order; Consume on each delivers them and confirms in-band Ack, Extend
+/// and Nack.
+async fn produce_stream_and_consume_work_on_every_master(cluster: &RedisCluster) {
+    use pb::consume_request::Kind as Ask;
+    use pb::consume_response::Kind as Got;
+    let mut gw = TestGateway::start(cluster.config(&[0])).await;
+    let streams = cluster.names_on_every_master("duplex");
+    let (requests, rx) = tokio::sync::mpsc::channel(16);
+    for stream in streams.iter().chain(&streams) {
+        let request = pb::ProduceRequest {
+            stream: stream.clone(),
+            events: orders(2),
+            ..Default::default()
+        };
+        requests.send(request).await.unwrap();
+    }
+    drop(requests);
+    let mut answers = gw
+        .events
+        .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("ProduceStream opens")
+        .into_inner();
+    let mut produced: HashMap<&String, Vec<String>> = HashMap::new();
+    for stream in streams.iter().chain(&streams) {
+        let answer = answers
+            .message()
+            .await
+            .expect("the stream goes on")
+            .expect("an answer");
+        assert_eq!(answer.code, 0, "{stream}: {}", answer.message);
+        produced.entry(stream).or_default().extend(answer.ids);
+    }
+    for stream in &streams {
+        let (requests, rx) = tokio::sync::mpsc::channel(16);
+        let send = |kind| {
+            let requests = requests.clone();
+            async move {
+                requests
+                    .send(pb::ConsumeRequest { kind: Some(kind) })
+                    .await
+                    .unwrap()
+            }
+        };
+        send(Ask::Open(sub(stream, "g", "a"))).await;
+        let mut responses = gw
+            .events
+            .consume(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("Consume answers")
+            .into_inner();
+        let mut next = async || loop {
+            let message = tokio::time::timeout(DEADLINE, responses.message())
+                .await
+                .expect("a message within the deadline")
+                .expect("the stream goes on")
+                .and_then(|m| m.kind);
+            match message {
+                Some(Got::Heartbeat(_)) => continue,
+                other => return other.expect("a message"),
+            }
+        };
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            match next().await {
+                Got::Batch(batch) => got.extend(ids(&batch.entries)),
+                other => panic!("{stream}: expected a batch, got {other:?}"),
+            }
+        }
+        let mine = &produced[stream];
+        assert_eq!(&got, mine, "{stream}: delivered in order");
+        send(Ask::Ack(pb::AckIds {
+            ids: mine[..2].to_vec(),
+        }))
+        .await;
+        send(Ask::Extend(pb::ExtendIds {
+            ids: vec![mine[2].clone()],
+        }))
+        .await;
+        send(Ask::Nack(pb::NackIds {
+            ids: vec![mine[3].clone()],
+            delay_ms: 60_000,
+        }))
+        .await;
+        for (op, done) in [
+            ("ack", &mine[..2]),
+            ("extend", &mine[2..3]),
+            ("nack", &mine[3..4]),
+        ] {
+            match next().await {
+                Got::Confirm(confirm) => {
+                    assert_eq!(confirm.done, done, "{stream}: {op} confirmed");
+                    assert!(confirm.not_pending.is_empty());
+                }
+                other => panic!("{stream}: expected the {op} confirm, got {other:?}"),
+            }
+        }
     }
 }
 
