@@ -176,7 +176,7 @@ impl Broker {
     ) -> Result<()> {
         let dlq = spec.dead_letter_stream;
         let mut call = scripts::DEAD_LETTER.key(self.key(dlq));
-        call.arg(self.options.dedup_window.as_millis() as u64);
+        call.arg((self.options.dedup_window.as_millis() as u64).max(1));
         for letter in dead {
             let marker = format!("dlq-seen:{stream}:{}:{}", spec.group, letter.id);
             call.key(self.aux_key(dlq, &marker));

@@ -93,7 +93,8 @@ pub struct ServeArgs {
     pub redis_timeout_ms: u64,
 
     /// How long Produce remembers an event's idempotency key, in
-    /// milliseconds (default 24 h).
+    /// milliseconds (default 24 h); also how long a dead-letter marker
+    /// guards against writing a record twice.
     #[arg(long, env = "STREAMGATE_DEDUP_WINDOW_MS", default_value_t = defaults().dedup_window_ms,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub dedup_window_ms: u64,
