@@ -254,7 +254,7 @@ impl Shard {
                 // Nobody to wake: the dedicated connection goes until a
                 // stream is watched again.
                 if waiter.take().is_some() {
-                    self.waiter_id.store(0, Ordering::SeqCst);
+                    self.set_waiter_handle(None);
                 }
                 tokio::select! {
                     () = shutdown.triggered() => return,
