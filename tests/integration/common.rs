@@ -591,7 +591,6 @@ impl GatewayProcess {
     }
 
     fn spawn(args: Vec<String>, listen: &str) -> GatewayProcess {
-        use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
             .args(&args)
             .args(["--listen", listen])
@@ -599,15 +598,7 @@ impl GatewayProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the gateway binary");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let addr = listening_addr(&mut child);
         GatewayProcess { child, addr, args }
     }
 
@@ -633,6 +624,20 @@ impl GatewayProcess {
         let addr = self.addr.clone();
         *self = Self::spawn(std::mem::take(&mut self.args), &addr);
     }
+}
+
+/// Reads the gateway binary's first line, `listening on ADDR`, from its
+/// piped stdout and returns ADDR.
+pub fn listening_addr(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .expect("read the listening line");
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned()
 }
 
 impl Drop for GatewayProcess {

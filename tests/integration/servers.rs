@@ -31,15 +31,7 @@ impl LoggingGateway {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the gateway binary");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let addr = crate::common::listening_addr(&mut child);
         let (send, log) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
