@@ -66,6 +66,11 @@ pub struct Settings {
     /// milliseconds (default 24 h).
     pub dedup_window_ms: u64,
 
+    /// Produce answers only once this many replicas hold the write (Redis
+    /// WAIT, bounded by `redis_timeout_ms`); 0 answers as soon as the
+    /// master has it.
+    pub produce_wait_replicas: u32,
+
     /// Subscribe heartbeat interval when the request sets none, in
     /// milliseconds; 0 disables heartbeats by default.
     pub heartbeat_ms: u32,
@@ -156,6 +161,7 @@ impl Default for Settings {
             max_produce_events: 10_000,
             redis_timeout_ms: 5000,
             dedup_window_ms: 86_400_000,
+            produce_wait_replicas: 0,
             heartbeat_ms: 15_000,
             health_interval_ms: 1000,
             metrics_listen: None,
@@ -191,6 +197,7 @@ impl Settings {
             response_timeout: timeout,
             connect_timeout: timeout,
             dedup_window: Duration::from_millis(self.dedup_window_ms),
+            wait_replicas: self.produce_wait_replicas,
             tls: RedisTls {
                 ca: self.redis_ca.clone(),
                 client_cert: self.redis_client_cert.clone(),

@@ -17,8 +17,9 @@
 //! listing walks them all), CLUSTER SLOTS to any master.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{
@@ -50,8 +51,25 @@ pub(super) enum Backend {
 }
 
 impl Backend {
+    /// The backend `options` describe: one server or a cluster. Connects
+    /// lazily.
+    pub(super) fn open(options: &BrokerOptions) -> Result<Backend> {
+        if options.cluster {
+            return Backend::cluster(options);
+        }
+        let client = options.tls.client(&options.url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(options.response_timeout))
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| Error::invalid("redis-url", e.to_string()))?;
+        Ok(Backend::Single(conn))
+    }
+
     /// The cluster backend for the comma-separated seed URLs of `options`.
-    pub(super) fn cluster(options: &BrokerOptions) -> Result<Backend> {
+    fn cluster(options: &BrokerOptions) -> Result<Backend> {
         let seeds = seed_urls(&options.url)?;
         let mut builder = ClusterClientBuilder::new(seeds)
             .retries(CLUSTER_RETRIES)

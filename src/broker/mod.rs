@@ -19,6 +19,7 @@
 //! dead-letter stream, is written in a step of its own (see [`recovery`]).
 
 mod admin;
+mod durable;
 mod link;
 mod reads;
 mod recovery;
@@ -32,9 +33,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Value};
 
+use durable::Durable;
 use link::{Backend, Link};
 
 pub use admin::{ConsumerInfo, GroupInfo, PendingEntry, PendingFilter, StreamInfo};
@@ -66,6 +67,9 @@ pub struct BrokerOptions {
     pub connect_timeout: Duration,
     /// How long an idempotency key is remembered.
     pub dedup_window: Duration,
+    /// Replicas that must hold a produced entry before Produce answers
+    /// (0: none).
+    pub wait_replicas: u32,
     /// Certificates for a `rediss://` URL.
     pub tls: crate::tls::RedisTls,
 }
@@ -122,6 +126,9 @@ pub struct Broker {
     /// from it); `None` on a cluster, where they are opened per node.
     client: Option<Client>,
     backend: Backend,
+    /// Connections for writes that wait for replicas
+    /// (`--produce-wait-replicas`); `None` when writes need not wait.
+    durable: Option<Arc<Durable>>,
     options: BrokerOptions,
     server: Arc<server_info::ServerCheck>,
 }
@@ -131,25 +138,14 @@ impl Broker {
     /// gateway starts even when Redis is not up yet (health says
     /// NOT_SERVING until it answers). Fails only on a malformed URL.
     pub async fn connect(options: BrokerOptions) -> Result<Broker> {
-        if options.cluster {
-            return Ok(Broker {
-                client: None,
-                backend: Backend::cluster(&options)?,
-                options,
-                server: Arc::default(),
-            });
-        }
-        let client = options.tls.client(&options.url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(options.response_timeout))
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| Error::invalid("redis-url", e.to_string()))?;
+        let client = match options.cluster {
+            true => None,
+            false => Some(options.tls.client(&options.url)?),
+        };
         Ok(Broker {
-            client: Some(client),
-            backend: Backend::Single(conn),
+            client,
+            backend: Backend::open(&options)?,
+            durable: Durable::open(&options)?.map(Arc::new),
             options,
             server: Arc::default(),
         })
@@ -225,15 +221,7 @@ impl Broker {
             .query_async(&mut self.conn().await?)
             .await
             .map_err(|e| Error::from_redis(&e, stream, group))?;
-        replies
-            .into_iter()
-            .map(|v| match v {
-                Value::ServerError(e) => {
-                    Err(Error::from_redis(&RedisError::from(e), stream, group))
-                }
-                other => Ok(other),
-            })
-            .collect()
+        checked(replies, stream, group)
     }
 
     /// PING on the shared connection: does Redis answer right now? On a
@@ -249,20 +237,49 @@ impl Broker {
 
     /// Appends events in one pipelined round trip and returns their IDs in
     /// order. Every entry gets the same `ts_ms`: the gateway's clock when
-    /// the batch arrived.
+    /// the batch arrived. Events with idempotency keys go through one
+    /// atomic script (see `scripts::PRODUCE_IDEMPOTENT`). With
+    /// `--produce-wait-replicas` the answer waits for the replicas (see
+    /// [`durable`]).
     pub async fn produce(
         &self,
         stream: &str,
         events: &[Event],
         cap: Option<Cap>,
     ) -> Result<Vec<String>> {
-        if events.iter().any(|e| !e.idempotency_key.is_empty()) {
-            return self.produce_idempotent(stream, events, cap).await;
-        }
-        let key = self.key(stream);
         let ts = now_ms().to_string();
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        let idempotent = events.iter().any(|e| !e.idempotency_key.is_empty());
+        if idempotent {
+            self.push_idempotent(&mut pipe, stream, events, cap, &ts);
+        } else {
+            self.push_xadds(&mut pipe, stream, events, cap, &ts);
+        }
+        let script = idempotent.then_some(&*scripts::PRODUCE_IDEMPOTENT);
+        let replies = self.write(&pipe, stream, script).await?;
+        // The IDs go back to the client as Redis wrote them: parsing them
+        // would only cost time on the hottest path.
+        if idempotent {
+            let ids = replies.into_iter().next().unwrap_or(Value::Nil);
+            return Cursor::new(ids, "produce ids")?.map(|v| reply::string(v, "XADD id"));
+        }
+        replies
+            .into_iter()
+            .map(|v| reply::string(v, "XADD id"))
+            .collect()
+    }
+
+    /// One XADD per event.
+    fn push_xadds(
+        &self,
+        pipe: &mut redis::Pipeline,
+        stream: &str,
+        events: &[Event],
+        cap: Option<Cap>,
+        ts: &str,
+    ) {
+        let key = self.key(stream);
         for event in events {
             let cmd = pipe.cmd("XADD").arg(&key);
             if let Some(cap) = cap {
@@ -274,54 +291,93 @@ impl Broker {
             if !event.event_type.is_empty() {
                 cmd.arg(TYPE_FIELD).arg(&event.event_type);
             }
-            cmd.arg(TS_FIELD).arg(&ts);
+            cmd.arg(TS_FIELD).arg(ts);
             for (name, value) in &event.fields {
                 cmd.arg(name).arg(value);
             }
         }
-        // The IDs go back to the client as Redis wrote them: parsing them
-        // would only cost time on the hottest path.
-        self.query_pipeline(&pipe, stream, None)
-            .await?
-            .into_iter()
-            .map(|v| reply::string(v, "XADD id"))
-            .collect()
     }
 
-    /// Produce with deduplication by idempotency key, in one atomic script
-    /// (see `scripts::PRODUCE_IDEMPOTENT`).
-    async fn produce_idempotent(
+    /// One EVALSHA of `scripts::PRODUCE_IDEMPOTENT` for all events, which
+    /// skips those whose idempotency key is remembered.
+    fn push_idempotent(
         &self,
+        pipe: &mut redis::Pipeline,
         stream: &str,
         events: &[Event],
         cap: Option<Cap>,
-    ) -> Result<Vec<String>> {
-        let ts = now_ms().to_string();
-        let mut call = scripts::PRODUCE_IDEMPOTENT.key(self.key(stream));
+        ts: &str,
+    ) {
+        let keyed = events.iter().filter(|e| !e.idempotency_key.is_empty());
+        let call = pipe
+            .cmd("EVALSHA")
+            .arg(scripts::PRODUCE_IDEMPOTENT.get_hash())
+            .arg(1 + keyed.clone().count())
+            .arg(self.key(stream));
+        for event in keyed {
+            call.arg(self.aux_key(stream, &format!("idem:{}", event.idempotency_key)));
+        }
         match cap {
             Some(cap) => call.arg(if cap.exact { "=" } else { "~" }).arg(cap.max_len),
             None => call.arg("").arg(0),
         };
         call.arg(self.options.dedup_window.as_millis() as u64);
+        // Duplicates must write something the replicas' WAIT can see.
+        call.arg(if self.durable.is_some() { "1" } else { "0" });
         for event in events {
-            if event.idempotency_key.is_empty() {
-                call.arg("0");
+            call.arg(if event.idempotency_key.is_empty() {
+                "0"
             } else {
-                call.key(self.aux_key(stream, &format!("idem:{}", event.idempotency_key)));
-                call.arg("1");
-            }
+                "1"
+            });
             let reserved = usize::from(!event.event_type.is_empty()) + 1;
             call.arg(2 * (event.fields.len() + reserved));
             if !event.event_type.is_empty() {
                 call.arg(TYPE_FIELD).arg(&event.event_type);
             }
-            call.arg(TS_FIELD).arg(&ts);
+            call.arg(TS_FIELD).arg(ts);
             for (name, value) in &event.fields {
                 call.arg(name).arg(value);
             }
         }
-        let ids = self.invoke(&call, stream, None).await?;
-        Cursor::new(ids, "produce ids")?.map(|v| reply::string(v, "XADD id"))
+    }
+
+    /// Sends a pipeline of writes to `stream` and returns its replies, the
+    /// first error as the result. On the durable connections when writes
+    /// wait for replicas. A pipeline calling `script` by hash loads it and
+    /// goes again when Redis does not know it yet (NOSCRIPT: nothing ran).
+    async fn write(
+        &self,
+        pipe: &redis::Pipeline,
+        stream: &str,
+        script: Option<&redis::Script>,
+    ) -> Result<Vec<Value>> {
+        let failed = |e: RedisError| Error::from_redis(&e, stream, None);
+        let mut link = self.conn().await?;
+        let mut loaded = false;
+        loop {
+            let (replies, wait) = match &self.durable {
+                None => (pipe.query_async(&mut link).await.map_err(failed)?, None),
+                Some(durable) => {
+                    let mut own = durable.link().await?;
+                    let replicated = durable.send(&mut own, pipe).await.map_err(failed)?;
+                    (replicated.replies, Some(replicated.wait))
+                }
+            };
+            let unknown_script = replies
+                .iter()
+                .any(|v| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"));
+            if let (Some(script), true, false) = (script, unknown_script, loaded) {
+                script.load_async(&mut link).await.map_err(failed)?;
+                loaded = true;
+                continue;
+            }
+            let replies = checked(replies, stream, None)?;
+            if let (Some(durable), Some(wait)) = (&self.durable, wait) {
+                durable.check(wait)?;
+            }
+            return Ok(replies);
+        }
     }
 
     /// Acknowledges entries; returns how many were pending. XACK answers 0
@@ -539,4 +595,15 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// A pipeline's replies, or its first error reply as the error.
+fn checked(replies: Vec<Value>, stream: &str, group: Option<&str>) -> Result<Vec<Value>> {
+    replies
+        .into_iter()
+        .map(|v| match v {
+            Value::ServerError(e) => Err(Error::from_redis(&RedisError::from(e), stream, group)),
+            other => Ok(other),
+        })
+        .collect()
 }

@@ -188,13 +188,22 @@ return done
 
 /// Appends a batch of events, skipping those whose idempotency key was
 /// seen within the window. KEYS: stream, then one dedup key per keyed event
-/// in order. ARGV: cap mode ('' | '~' | '='), max len, window ms, then per
-/// event: keyed ('1' | '0'), field count n, n field/value items. Returns the
-/// IDs in order (the original ID for a duplicate).
+/// in order. ARGV: cap mode ('' | '~' | '='), max len, window ms, touch
+/// ('1' | '0'), then per event: keyed ('1' | '0'), field count n, n
+/// field/value items. Returns the IDs in order (the original ID for a
+/// duplicate).
+///
+/// With touch, a duplicate restarts its key's window. That write is what
+/// makes a retried Produce safe under `--produce-wait-replicas`: WAIT only
+/// vouches for writes of its own connection, and a retry that wrote nothing
+/// would be confirmed at once although the original write (made on another
+/// connection) may not have reached a replica yet. The touch is replicated
+/// after the original write, so a replica that has it has both.
 pub static PRODUCE_IDEMPOTENT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local ids, a, k = {}, 4, 2
+local ids, a, k = {}, 5, 2
+local touch = ARGV[4] == '1'
 while a <= #ARGV do
   local keyed, n = ARGV[a] == '1', tonumber(ARGV[a + 1])
   a = a + 2
@@ -205,6 +214,7 @@ while a <= #ARGV do
     existing = redis.call('GET', dedup)
   end
   if existing then
+    if touch then redis.call('PEXPIRE', dedup, ARGV[3]) end
     ids[#ids + 1] = existing
   else
     local args = {KEYS[1]}

@@ -20,6 +20,7 @@ mod produce;
 mod produce_stream;
 mod redis_cluster;
 mod replay_trim;
+mod replicas;
 mod security;
 mod servers;
 mod subscribe;

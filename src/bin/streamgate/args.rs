@@ -99,6 +99,13 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub dedup_window_ms: u64,
 
+    /// Produce answers only once this many replicas hold the write (Redis
+    /// WAIT, bounded by --redis-timeout-ms); when fewer confirm in time the
+    /// answer is UNAVAILABLE and a retry with the same idempotency keys
+    /// writes nothing twice. 0: answer once the master has it.
+    #[arg(long, env = "STREAMGATE_PRODUCE_WAIT_REPLICAS", default_value_t = defaults().produce_wait_replicas)]
+    pub produce_wait_replicas: u32,
+
     /// Subscribe heartbeat interval when the request sets none, in
     /// milliseconds; 0 disables heartbeats by default.
     #[arg(long, env = "STREAMGATE_HEARTBEAT_MS", default_value_t = defaults().heartbeat_ms)]
@@ -278,6 +285,7 @@ impl From<ServeArgs> for Settings {
             max_produce_events: args.max_produce_events,
             redis_timeout_ms: args.redis_timeout_ms,
             dedup_window_ms: args.dedup_window_ms,
+            produce_wait_replicas: args.produce_wait_replicas,
             heartbeat_ms: args.heartbeat_ms,
             health_interval_ms: args.health_interval_ms,
             metrics_listen: args.metrics_listen,
@@ -343,6 +351,7 @@ mod tests {
             "--max-produce-events=7",
             "--redis-timeout-ms=8",
             "--dedup-window-ms=9",
+            "--produce-wait-replicas=23",
             "--heartbeat-ms=10",
             "--health-interval-ms=11",
             "--metrics-listen=127.0.0.1:12",
@@ -370,6 +379,7 @@ mod tests {
         };
         assert_eq!(args.shutdown_grace_ms, 16);
         let s = Settings::from(*args);
+        assert_eq!(s.produce_wait_replicas, 23);
         let path = |p: &str| Some(PathBuf::from(p));
         assert_eq!(s.listen, "127.0.0.1:1".parse().unwrap());
         assert_eq!(s.metrics_listen, Some("127.0.0.1:12".parse().unwrap()));
