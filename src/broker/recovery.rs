@@ -65,9 +65,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Sorts `asked` into done and not pending, given what was done.
+    /// Sorts `asked` into done and not pending, given what was done: the
+    /// per-ID scripts go through their IDs in order, so `done` is a
+    /// subsequence of `asked` and one walk over both sorts them (an ID asked
+    /// twice is done once, then not pending).
     fn split(asked: &[StreamId], done: Vec<StreamId>) -> Outcome {
-        let (done, not_pending) = asked.iter().partition(|id| done.contains(id));
+        let mut done = done.into_iter().peekable();
+        let (done, not_pending) = asked
+            .iter()
+            .partition(|id| done.next_if(|d| d == *id).is_some());
         Outcome { done, not_pending }
     }
 }
@@ -310,5 +316,24 @@ impl Broker {
             floor = Some(floor.map_or(needed, |f| f.min(needed)));
         }
         Ok(floor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(list: &[&str]) -> Vec<StreamId> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn split_sorts_the_asked_ids_by_what_was_done() {
+        let asked = ids(&["1-0", "2-0", "3-0", "2-0", "4-0"]);
+        let outcome = Outcome::split(&asked, ids(&["2-0", "4-0"]));
+        assert_eq!(outcome.done, ids(&["2-0", "4-0"]));
+        assert_eq!(outcome.not_pending, ids(&["1-0", "3-0", "2-0"]));
+        let all = Outcome::split(&asked[..3], asked[..3].to_vec());
+        assert_eq!((all.done, all.not_pending), (asked[..3].to_vec(), vec![]));
     }
 }

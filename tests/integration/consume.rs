@@ -61,6 +61,14 @@ impl Open {
         out
     }
 
+    /// Acks `ids` and answers the confirm's done and not-pending lists.
+    async fn acked(&mut self, ids: &[&String]) -> (Vec<String>, Vec<String>) {
+        let ids: Vec<String> = ids.iter().map(|id| (*id).clone()).collect();
+        self.ack(&ids).await;
+        let confirm = self.confirm().await;
+        (confirm.done, confirm.not_pending)
+    }
+
     /// The next confirm; fails on anything else.
     async fn confirm(&mut self) -> pb::Confirm {
         match self.next().await.expect("the stream goes on") {
@@ -147,6 +155,39 @@ async fn acks_in_band_are_confirmed_with_what_was_pending() {
     let confirm = c.confirm().await;
     assert_eq!(confirm.done, produced[2..]);
     assert_eq!(confirm.not_pending, produced[..2]);
+    assert_eq!(pending_count(&redis, "orders", "g"), 0);
+}
+
+#[tokio::test]
+async fn an_ack_takes_exactly_the_ids_pending_in_the_group_in_any_order() {
+    let (redis, mut gw) = setup().await;
+    let p = produce(&mut gw, "orders", orders(6)).await;
+    let theirs = read_directly(&redis, "orders", "g", "other", 1);
+    assert_eq!(theirs, p[..1]);
+    let mut c = open(&mut gw, sub("orders", "g", "a")).await;
+    assert_eq!(ids(&c.entries(5).await), p[1..]);
+    let none: Vec<String> = Vec::new();
+
+    // The consumer's own entries in delivery order (one XACK for all).
+    assert_eq!(
+        c.acked(&[&p[1], &p[2]]).await,
+        (vec![p[1].clone(), p[2].clone()], none.clone())
+    );
+    // Out of order.
+    assert_eq!(
+        c.acked(&[&p[4], &p[3]]).await,
+        (vec![p[4].clone(), p[3].clone()], none.clone())
+    );
+    // Another consumer's entry is pending in the group too, as for Ack; an
+    // ID never delivered and one already acked are not pending.
+    let never = "9999999999999-0".to_owned();
+    assert_eq!(
+        c.acked(&[&p[0], &p[1], &p[5], &never]).await,
+        (
+            vec![p[0].clone(), p[5].clone()],
+            vec![p[1].clone(), never.clone()]
+        )
+    );
     assert_eq!(pending_count(&redis, "orders", "g"), 0);
 }
 
