@@ -9,12 +9,13 @@
 use std::collections::{HashMap, HashSet};
 
 use redis::Commands;
+use streamgate::config::Settings;
 use streamgate::pb;
 use tonic::Streaming;
 
 use crate::common::{
-    DEADLINE, TestGateway, event, eventually, health, ids, next_batch, orders, produce, sub,
-    subscribe, take_entries,
+    DEADLINE, RedisServer, TestGateway, event, eventually, health, ids, next_batch, orders,
+    produce, sub, subscribe, take_entries,
 };
 use crate::redis_cluster::RedisCluster;
 
@@ -27,6 +28,8 @@ async fn the_gateway_serves_a_redis_cluster_on_every_master() {
     two_gateways_with_different_seeds_share_a_group(&cluster).await;
     health_and_the_metrics_poller_cover_every_master(&cluster).await;
     produce_stream_and_consume_work_on_every_master(&cluster).await;
+    // Last: it changes which master serves a slot.
+    a_moved_slot_rehomes_the_doorbell(&cluster).await;
 }
 
 /// Produce (plain and idempotent), Subscribe, Ack, Nack, Extend, Reap,
@@ -597,4 +600,49 @@ async fn tail_entries(t: &mut Streaming<pb::TailResponse>, n: usize) -> Vec<pb::
         }
     }
     out
+}
+
+/// A slot moves to another master while a subscriber waits on a stream in
+/// it: the doorbell's blocked read there ends with MOVED (Redis redirects
+/// clients blocked on keys of a slot it no longer serves), it re-homes to
+/// the new master, and the next entry wakes the subscriber. The gateway's
+/// safety-net read (`--block-ms`) is set beyond the test's deadline, so
+/// only the doorbell can deliver in time.
+async fn a_moved_slot_rehomes_the_doorbell(cluster: &RedisCluster) {
+    let mut gw = TestGateway::start(Settings {
+        block_ms: 60_000,
+        ..cluster.config(&[0])
+    })
+    .await;
+    let names = cluster.names_on_every_master("moving");
+    let stream = &names[0];
+    let (from, to) = (cluster.master_of(stream), cluster.master_of(&names[1]));
+    let mut reader = subscribe(&mut gw, sub(stream, "g", "a")).await;
+    let first = produce(&mut gw, stream, orders(1)).await;
+    assert_eq!(ids(&next_batch(&mut reader).await.expect("a batch")), first);
+    blocked_reader_on(from, "the doorbell waits on the slot's first master").await;
+
+    cluster.move_slot_of(stream, to);
+    assert_eq!(cluster.master_of(stream).port(), to.port());
+    blocked_reader_on(to, "the doorbell re-homed to the slot's new master").await;
+
+    let second = produce(&mut gw, stream, orders(1)).await;
+    assert_eq!(
+        ids(&next_batch(&mut reader).await.expect("a batch")),
+        second,
+        "the subscriber on the moved slot was woken"
+    );
+}
+
+/// Waits until `node` has exactly one blocked client (the doorbell's read:
+/// no other gateway is running).
+async fn blocked_reader_on(node: &RedisServer, what: &str) {
+    eventually(what, || {
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query(&mut node.conn())
+            .unwrap();
+        async move { info.contains("blocked_clients:1\r").then_some(()) }
+    })
+    .await;
 }

@@ -150,6 +150,64 @@ impl RedisCluster {
             .collect()
     }
 
+    /// Moves `key`'s slot, with its keys, to the master `to`, as
+    /// `redis-cli --cluster reshard` does for one slot: IMPORTING on `to`,
+    /// MIGRATING on the current master, MIGRATE of every key, then the new
+    /// owner announced to every master.
+    pub fn move_slot_of(&self, key: &str, to: &RedisServer) {
+        let from = self.master_of(key);
+        let id = |node: &RedisServer| -> String {
+            redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut node.conn())
+                .unwrap()
+        };
+        let (from_id, to_id) = (id(from), id(to));
+        let (mut src, mut dst) = (from.conn(), to.conn());
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut src)
+            .unwrap();
+        let setslot = |conn: &mut redis::Connection, state: &str, node: &str| {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(state)
+                .arg(node)
+                .query(conn)
+                .unwrap();
+        };
+        setslot(&mut dst, "IMPORTING", &from_id);
+        setslot(&mut src, "MIGRATING", &to_id);
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut src)
+                .unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to.port())
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query(&mut src)
+                .unwrap();
+        }
+        setslot(&mut dst, "NODE", &to_id);
+        setslot(&mut src, "NODE", &to_id);
+        for master in self.masters() {
+            setslot(&mut master.conn(), "NODE", &to_id);
+        }
+    }
+
     /// One stream name per master, `<prefix>-<n>`, found by asking Redis
     /// where each candidate lives; the i-th name lives on the i-th master.
     pub fn names_on_every_master(&self, prefix: &str) -> Vec<String> {
