@@ -287,14 +287,7 @@ impl Broker {
                     .arg(if cap.exact { "=" } else { "~" })
                     .arg(cap.max_len);
             }
-            cmd.arg("*");
-            if !event.event_type.is_empty() {
-                cmd.arg(TYPE_FIELD).arg(&event.event_type);
-            }
-            cmd.arg(TS_FIELD).arg(ts);
-            for (name, value) in &event.fields {
-                cmd.arg(name).arg(value);
-            }
+            write_event(cmd.arg("*"), event, ts);
         }
     }
 
@@ -331,14 +324,7 @@ impl Broker {
                 "1"
             });
             let reserved = usize::from(!event.event_type.is_empty()) + 1;
-            call.arg(2 * (event.fields.len() + reserved));
-            if !event.event_type.is_empty() {
-                call.arg(TYPE_FIELD).arg(&event.event_type);
-            }
-            call.arg(TS_FIELD).arg(ts);
-            for (name, value) in &event.fields {
-                call.arg(name).arg(value);
-            }
+            write_event(call.arg(2 * (event.fields.len() + reserved)), event, ts);
         }
     }
 
@@ -595,6 +581,18 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Appends to the pipeline's last command an entry's field/value pairs as
+/// stored: `type` (when set), `ts_ms`, then the event's own fields.
+fn write_event(cmd: &mut redis::Pipeline, event: &Event, ts: &str) {
+    if !event.event_type.is_empty() {
+        cmd.arg(TYPE_FIELD).arg(&event.event_type);
+    }
+    cmd.arg(TS_FIELD).arg(ts);
+    for (name, value) in &event.fields {
+        cmd.arg(name).arg(value);
+    }
 }
 
 /// A pipeline's replies, or its first error reply as the error.

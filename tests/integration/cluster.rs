@@ -303,18 +303,8 @@ async fn idle_subscribers_on_every_master_are_woken_by_the_doorbell(cluster: &Re
         }
     }
     for stream in &streams {
-        let master = cluster.master_of(stream);
-        eventually(
-            &format!("one blocked doorbell read on {stream}'s master"),
-            || {
-                let info: String = redis::cmd("INFO")
-                    .arg("clients")
-                    .query(&mut master.conn())
-                    .unwrap();
-                async move { info.contains("blocked_clients:1\r").then_some(()) }
-            },
-        )
-        .await;
+        let what = format!("one blocked doorbell read on {stream}'s master");
+        blocked_reader_on(cluster.master_of(stream), &what).await;
     }
     let mut produced = HashMap::new();
     for stream in &streams {
