@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::ids::{GroupStart, IdRange, StreamId};
 use crate::limits::Slot;
 use crate::metrics::OpenGuard;
-use crate::model::Push;
+use crate::model::{Event, Push};
 use crate::namespace;
 use crate::pb::{
     self, event_stream_server::EventStream, subscribe_response, tail_response, trim_request,
@@ -25,6 +25,14 @@ use crate::pb::{
 use crate::replay::{self, ReplaySpec};
 use crate::subscription::{self, ReclaimOptions, SubscribeSpec};
 use crate::tail::{self, TailSpec};
+
+/// A Produce request, validated and authorized.
+pub(super) struct Append {
+    /// The client's stream name.
+    pub stream: String,
+    pub events: Vec<Event>,
+    pub cap: Option<Cap>,
+}
 
 /// A server stream as tonic wants it.
 pub(super) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -174,8 +182,18 @@ impl EventStreamService {
         caller: &Caller,
         req: pb::ProduceRequest,
     ) -> Result<Vec<String>> {
+        let append = self.produce_spec(caller, req)?;
+        let ids = (self.ctx.broker)
+            .produce(&append.stream, &append.events, append.cap)
+            .await?;
+        self.ctx.metrics.produced.inc_by(ids.len() as u64);
+        Ok(ids)
+    }
+
+    /// Validates and authorizes one Produce request: what to append.
+    pub(super) fn produce_spec(&self, caller: &Caller, req: pb::ProduceRequest) -> Result<Append> {
         let settings = &self.ctx.settings;
-        let stream = self.ctx.stream(&req.stream)?;
+        self.ctx.stream(&req.stream)?;
         if req.events.is_empty() {
             return Err(Error::invalid("events", "at least one event is required"));
         }
@@ -201,10 +219,13 @@ impl EventStreamService {
                 Ok(event)
             })
             .collect::<Result<Vec<_>>>()?;
-        self.ctx.authorize(caller, Permission::Produce, stream)?;
-        let ids = self.ctx.broker.produce(stream, &events, cap).await?;
-        self.ctx.metrics.produced.inc_by(ids.len() as u64);
-        Ok(ids)
+        self.ctx
+            .authorize(caller, Permission::Produce, &req.stream)?;
+        Ok(Append {
+            stream: req.stream,
+            events,
+            cap,
+        })
     }
 
     /// Validates and authorizes a Subscribe request (also the `open` of a

@@ -9,29 +9,50 @@
 
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Status, Streaming};
 
-use super::event_stream::{Message, ResponseStream, holding, id_list, message};
+use super::event_stream::{Append, Message, ResponseStream, holding, id_list, message};
 use super::{Caller, EventStreamService};
 use crate::consume::{self, Op, OpKind, Out};
 use crate::error::{Error, Result};
 use crate::metrics::OpenGuard;
 use crate::pb::{self, consume_request, consume_response};
 
-/// Requests of one ProduceStream being worked on at once. Their appends
-/// pipeline onto the shared Redis connection; answers leave in order.
+/// Units of work of one ProduceStream in progress at once (each one
+/// request, or requests appended together). Their appends pipeline onto
+/// the shared Redis connection; answers leave in order.
 const PRODUCE_IN_FLIGHT: usize = 128;
+
+/// Most requests taken together: those already received when one is read.
+const PRODUCE_TOGETHER: usize = 64;
 
 /// How long a Consume call may take to send its `open` message.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Requests of a ProduceStream answered by one broker call.
+enum Work {
+    /// Refused before reaching Redis.
+    Refused(Error),
+    /// One request (the only way for idempotent events).
+    One(Append),
+    /// Consecutive requests to one stream without idempotency keys: one
+    /// pipeline.
+    Together(Vec<Append>),
+}
+
 impl EventStreamService {
     /// ProduceStream: answers each request as Produce would, in order, with
-    /// up to [`PRODUCE_IN_FLIGHT`] requests worked on at once.
+    /// up to [`PRODUCE_IN_FLIGHT`] units of work in progress at once.
+    ///
+    /// Requests that have already arrived when one is read are taken with
+    /// it, and consecutive ones to the same stream share one Redis
+    /// pipeline: a client with many single-event requests in flight then
+    /// costs a few round trips, not one per event.
     pub(super) fn produce_stream_answers(
         &self,
         request: Request<Streaming<pb::ProduceRequest>>,
@@ -46,56 +67,94 @@ impl EventStreamService {
             // Until the client half-closed and every answer is sent (then
             // the stream ends OK).
             while reading || !in_flight.is_empty() {
-                let answer = tokio::select! {
+                let done = tokio::select! {
                     biased;
                     () = shutdown.triggered() => Err(Error::ShuttingDown.into()),
-                    Some(answer) = in_flight.next() => Ok(answer),
+                    Some(done) = in_flight.next() => Ok(done),
                     message = requests.message(), if reading && in_flight.len() < PRODUCE_IN_FLIGHT => {
-                        match message {
-                            Ok(Some(req)) => {
-                                in_flight.push_back(service.produce_answer(&caller, req));
-                                continue;
+                        let mut ready = Vec::new();
+                        let mut next = Some(message);
+                        // The first message, then those already here.
+                        while let Some(message) = next.take() {
+                            match message {
+                                Ok(Some(req)) => ready.push(service.produce_spec(&caller, req)),
+                                Ok(None) => reading = false,
+                                // The client's side broke: nothing more can
+                                // be read; the stream ends with its status.
+                                Err(status) => {
+                                    let _ = answers.send(Err(status)).await;
+                                    return;
+                                }
                             }
-                            Ok(None) => {
-                                reading = false;
-                                continue;
+                            if reading && ready.len() < PRODUCE_TOGETHER {
+                                next = requests.message().now_or_never();
                             }
-                            // The client's side broke: nothing more can be read.
-                            Err(status) => Err(status),
                         }
+                        for work in plan(ready) {
+                            in_flight.push_back(service.produce_work(work));
+                        }
+                        continue;
                     }
                 };
-                let last = answer.is_err();
-                if answers.send(answer).await.is_err() || last {
-                    return;
+                let answered = match done {
+                    Ok(answered) => answered,
+                    Err(status) => {
+                        let _ = answers.send(Err(status)).await;
+                        return;
+                    }
+                };
+                for answer in answered {
+                    if answers.send(Ok(answer)).await.is_err() {
+                        return;
+                    }
                 }
             }
         });
         Box::pin(ReceiverStream::new(rx))
     }
 
-    /// One ProduceStream answer: the IDs, or the code and message Produce
-    /// would have failed with.
-    async fn produce_answer(
-        &self,
-        caller: &Caller,
-        req: pb::ProduceRequest,
-    ) -> pb::ProduceStreamResponse {
-        match self.produce_one(caller, req).await {
-            Ok(ids) => pb::ProduceStreamResponse {
-                ids,
-                code: 0,
-                message: String::new(),
-            },
-            Err(err) => {
-                let status = Status::from(err);
-                pb::ProduceStreamResponse {
-                    ids: Vec::new(),
-                    code: status.code() as u32,
-                    message: status.message().to_owned(),
+    /// The answers to one unit of work, in request order: the IDs, or the
+    /// code and message Produce would have failed with.
+    async fn produce_work(&self, work: Work) -> Vec<pb::ProduceStreamResponse> {
+        let broker = &self.ctx.broker;
+        let results = match work {
+            Work::Refused(err) => vec![Err(err)],
+            Work::One(append) => {
+                vec![
+                    broker
+                        .produce(&append.stream, &append.events, append.cap)
+                        .await,
+                ]
+            }
+            Work::Together(appends) => {
+                let requests: Vec<_> = appends.iter().map(|a| (&a.events[..], a.cap)).collect();
+                match broker.produce_many(&appends[0].stream, &requests).await {
+                    Ok(results) => results,
+                    Err(err) => vec![Err(err); appends.len()],
                 }
             }
-        }
+        };
+        results
+            .into_iter()
+            .map(|result| match result {
+                Ok(ids) => {
+                    self.ctx.metrics.produced.inc_by(ids.len() as u64);
+                    pb::ProduceStreamResponse {
+                        ids,
+                        code: 0,
+                        message: String::new(),
+                    }
+                }
+                Err(err) => {
+                    let status = Status::from(err);
+                    pb::ProduceStreamResponse {
+                        ids: Vec::new(),
+                        code: status.code() as u32,
+                        message: status.message().to_owned(),
+                    }
+                }
+            })
+            .collect()
     }
 
     /// Consume: waits for `open`, sets the subscription up as Subscribe
@@ -202,4 +261,39 @@ fn operation(message: pb::ConsumeRequest) -> Result<Op> {
             "an empty message: set ack, nack or extend",
         )),
     }
+}
+
+/// Groups requests, in order, into units of work: consecutive plain
+/// requests to one stream go together; idempotent ones (one script call
+/// each) and refused ones alone.
+fn plan(ready: Vec<Result<Append>>) -> Vec<Work> {
+    let mut plan = Vec::new();
+    let mut together: Vec<Append> = Vec::new();
+    let flush = |together: &mut Vec<Append>, plan: &mut Vec<Work>| match together.len() {
+        0 => {}
+        1 => plan.push(Work::One(together.pop().expect("one"))),
+        _ => plan.push(Work::Together(std::mem::take(together))),
+    };
+    for spec in ready {
+        match spec {
+            Ok(append) if append.events.iter().all(|e| e.idempotency_key.is_empty()) => {
+                if together
+                    .first()
+                    .is_some_and(|first| first.stream != append.stream)
+                {
+                    flush(&mut together, &mut plan);
+                }
+                together.push(append);
+            }
+            other => {
+                flush(&mut together, &mut plan);
+                plan.push(match other {
+                    Ok(append) => Work::One(append),
+                    Err(err) => Work::Refused(err),
+                });
+            }
+        }
+    }
+    flush(&mut together, &mut plan);
+    plan
 }

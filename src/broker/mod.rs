@@ -21,6 +21,7 @@
 mod admin;
 mod durable;
 mod link;
+mod produce;
 mod reads;
 mod recovery;
 mod reply;
@@ -47,7 +48,7 @@ pub use waiter::{Waiter, WaiterHandle};
 
 use crate::error::{Error, Result};
 use crate::ids::{IdRange, StreamId};
-use crate::model::{Delivered, Entry, Event, TS_FIELD, TYPE_FIELD};
+use crate::model::{Delivered, Entry};
 use reply::Cursor;
 
 /// How the broker talks to Redis.
@@ -233,137 +234,6 @@ impl Broker {
             .await
             .map(drop)
             .map_err(|e| Error::from_redis(&e, "", None))
-    }
-
-    /// Appends events in one pipelined round trip and returns their IDs in
-    /// order. Every entry gets the same `ts_ms`: the gateway's clock when
-    /// the batch arrived. Events with idempotency keys go through one
-    /// atomic script (see `scripts::PRODUCE_IDEMPOTENT`). With
-    /// `--produce-wait-replicas` the answer waits for the replicas (see
-    /// [`durable`]).
-    pub async fn produce(
-        &self,
-        stream: &str,
-        events: &[Event],
-        cap: Option<Cap>,
-    ) -> Result<Vec<String>> {
-        let ts = now_ms().to_string();
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        let idempotent = events.iter().any(|e| !e.idempotency_key.is_empty());
-        if idempotent {
-            self.push_idempotent(&mut pipe, stream, events, cap, &ts);
-        } else {
-            self.push_xadds(&mut pipe, stream, events, cap, &ts);
-        }
-        let script = idempotent.then_some(&*scripts::PRODUCE_IDEMPOTENT);
-        let replies = self.write(&pipe, stream, script).await?;
-        // The IDs go back to the client as Redis wrote them: parsing them
-        // would only cost time on the hottest path.
-        if idempotent {
-            let ids = replies.into_iter().next().unwrap_or(Value::Nil);
-            return Cursor::new(ids, "produce ids")?.map(|v| reply::string(v, "XADD id"));
-        }
-        replies
-            .into_iter()
-            .map(|v| reply::string(v, "XADD id"))
-            .collect()
-    }
-
-    /// One XADD per event.
-    fn push_xadds(
-        &self,
-        pipe: &mut redis::Pipeline,
-        stream: &str,
-        events: &[Event],
-        cap: Option<Cap>,
-        ts: &str,
-    ) {
-        let key = self.key(stream);
-        for event in events {
-            let cmd = pipe.cmd("XADD").arg(&key);
-            if let Some(cap) = cap {
-                cmd.arg("MAXLEN")
-                    .arg(if cap.exact { "=" } else { "~" })
-                    .arg(cap.max_len);
-            }
-            write_event(cmd.arg("*"), event, ts);
-        }
-    }
-
-    /// One EVALSHA of `scripts::PRODUCE_IDEMPOTENT` for all events, which
-    /// skips those whose idempotency key is remembered.
-    fn push_idempotent(
-        &self,
-        pipe: &mut redis::Pipeline,
-        stream: &str,
-        events: &[Event],
-        cap: Option<Cap>,
-        ts: &str,
-    ) {
-        let keyed = events.iter().filter(|e| !e.idempotency_key.is_empty());
-        let call = pipe
-            .cmd("EVALSHA")
-            .arg(scripts::PRODUCE_IDEMPOTENT.get_hash())
-            .arg(1 + keyed.clone().count())
-            .arg(self.key(stream));
-        for event in keyed {
-            call.arg(self.aux_key(stream, &format!("idem:{}", event.idempotency_key)));
-        }
-        match cap {
-            Some(cap) => call.arg(if cap.exact { "=" } else { "~" }).arg(cap.max_len),
-            None => call.arg("").arg(0),
-        };
-        call.arg(self.options.dedup_window.as_millis() as u64);
-        // Duplicates must write something the replicas' WAIT can see.
-        call.arg(if self.durable.is_some() { "1" } else { "0" });
-        for event in events {
-            call.arg(if event.idempotency_key.is_empty() {
-                "0"
-            } else {
-                "1"
-            });
-            let reserved = usize::from(!event.event_type.is_empty()) + 1;
-            write_event(call.arg(2 * (event.fields.len() + reserved)), event, ts);
-        }
-    }
-
-    /// Sends a pipeline of writes to `stream` and returns its replies, the
-    /// first error as the result. On the durable connections when writes
-    /// wait for replicas. A pipeline calling `script` by hash loads it and
-    /// goes again when Redis does not know it yet (NOSCRIPT: nothing ran).
-    async fn write(
-        &self,
-        pipe: &redis::Pipeline,
-        stream: &str,
-        script: Option<&redis::Script>,
-    ) -> Result<Vec<Value>> {
-        let failed = |e: RedisError| Error::from_redis(&e, stream, None);
-        let mut link = self.conn().await?;
-        let mut loaded = false;
-        loop {
-            let (replies, wait) = match &self.durable {
-                None => (pipe.query_async(&mut link).await.map_err(failed)?, None),
-                Some(durable) => {
-                    let mut own = durable.link().await?;
-                    let replicated = durable.send(&mut own, pipe).await.map_err(failed)?;
-                    (replicated.replies, Some(replicated.wait))
-                }
-            };
-            let unknown_script = replies
-                .iter()
-                .any(|v| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"));
-            if let (Some(script), true, false) = (script, unknown_script, loaded) {
-                script.load_async(&mut link).await.map_err(failed)?;
-                loaded = true;
-                continue;
-            }
-            let replies = checked(replies, stream, None)?;
-            if let (Some(durable), Some(wait)) = (&self.durable, wait) {
-                durable.check(wait)?;
-            }
-            return Ok(replies);
-        }
     }
 
     /// Acknowledges entries; returns how many were pending. XACK answers 0
@@ -583,20 +453,12 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Appends to the pipeline's last command an entry's field/value pairs as
-/// stored: `type` (when set), `ts_ms`, then the event's own fields.
-fn write_event(cmd: &mut redis::Pipeline, event: &Event, ts: &str) {
-    if !event.event_type.is_empty() {
-        cmd.arg(TYPE_FIELD).arg(&event.event_type);
-    }
-    cmd.arg(TS_FIELD).arg(ts);
-    for (name, value) in &event.fields {
-        cmd.arg(name).arg(value);
-    }
-}
-
 /// A pipeline's replies, or its first error reply as the error.
-fn checked(replies: Vec<Value>, stream: &str, group: Option<&str>) -> Result<Vec<Value>> {
+pub(super) fn checked(
+    replies: Vec<Value>,
+    stream: &str,
+    group: Option<&str>,
+) -> Result<Vec<Value>> {
     replies
         .into_iter()
         .map(|v| match v {

@@ -1,6 +1,7 @@
 //! ProduceStream: Produce over one long-lived stream, answers in order,
 //! failures in band.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use streamgate::pb::{self, ProduceStreamResponse};
@@ -198,4 +199,70 @@ async fn shutdown_ends_the_stream_unavailable() {
         .expect("the stream ends")
         .expect_err("with a status");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
+/// Requests that arrive together share Redis pipelines (consecutive ones
+/// to one stream); each still gets its own answer, in order, and a
+/// failure in Redis fails only its own request.
+#[tokio::test]
+async fn requests_that_arrive_together_are_each_answered_in_order() {
+    let (redis, mut gw) = setup().await;
+    let _: () = redis::cmd("SET")
+        .arg("not-a-stream")
+        .arg("x")
+        .query(&mut redis.conn())
+        .unwrap();
+    let order = |n: usize| event("order.placed", &[("order_id", &format!("o-{n}"))]);
+    let mut keyed = order(3);
+    keyed.idempotency_key = "k-3".into();
+    let mut requests = vec![
+        request("orders", vec![order(0)]),
+        request("orders", vec![order(1), order(2)]),
+        request("not-a-stream", vec![order(99)]),
+        request("orders", vec![keyed]),
+        request("orders", Vec::new()),
+        request("audit", vec![order(4)]),
+    ];
+    requests.extend((5..100).map(|n| request("orders", vec![order(n)])));
+    let count = requests.len();
+    // All of them are queued before the stream opens.
+    let mut open = open(&mut gw, requests).await;
+    let mut answers = Vec::new();
+    for _ in 0..count {
+        answers.push(answer(&mut open).await);
+    }
+    drop(open.requests);
+    assert!(open.answers.message().await.unwrap().is_none(), "ends OK");
+
+    let code = |i: usize| answers[i].code;
+    assert_eq!(code(2), Code::FailedPrecondition as u32, "{:?}", answers[2]);
+    assert_eq!(code(4), Code::InvalidArgument as u32, "{:?}", answers[4]);
+    let ok: Vec<usize> = (0..count).filter(|&i| i != 2 && i != 4).collect();
+    assert!(ok.iter().all(|&i| code(i) == 0), "{answers:?}");
+    assert_eq!(answers[1].ids.len(), 2);
+
+    // Each request's IDs hold its own events. (Requests in flight at once
+    // are appended concurrently, so the stream's order across requests is
+    // not promised: the idempotent one, a script call, may land later.)
+    let mut stored: HashMap<(&str, String), String> = HashMap::new();
+    for stream in ["orders", "audit"] {
+        for (id, order) in stream_order_ids(&mut gw, stream).await {
+            stored.insert((stream, id), order);
+        }
+    }
+    let mut seen = 0;
+    for &i in &ok {
+        let stream = if i == 5 { "audit" } else { "orders" };
+        let held: Vec<&str> = answers[i]
+            .ids
+            .iter()
+            .map(|id| stored[&(stream, id.clone())].as_str())
+            .collect();
+        let sent: Vec<String> = (seen..seen + answers[i].ids.len())
+            .map(|n| format!("o-{n}"))
+            .collect();
+        assert_eq!(held, sent, "request {i}");
+        seen += held.len();
+    }
+    assert_eq!(stored.len(), seen, "nothing else was appended");
 }

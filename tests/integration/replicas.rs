@@ -24,6 +24,9 @@ fn replicated(replicas: usize) -> (RedisServer, Vec<RedisServer>) {
 const SHORT: u64 = 300;
 /// WAIT's timeout where replicas must confirm, even on a loaded machine.
 const AMPLE: u64 = 5000;
+/// WAIT's timeout where one replica must confirm but a second one cannot:
+/// every attempt takes this long.
+const BOTH: u64 = 2000;
 
 /// Waits until the master streams writes to every replica and hears their
 /// acknowledgements: a replica reports its link up, and the master lists it
@@ -45,7 +48,8 @@ async fn synced(master: &RedisServer, replicas: &[RedisServer]) {
 
 /// A gateway on `master` that waits for `replicas` replicas, giving WAIT
 /// `timeout_ms`: [`SHORT`] where the replicas cannot answer, so that the
-/// case ends quickly, [`AMPLE`] where they must.
+/// case ends quickly, [`AMPLE`] where they must, [`BOTH`] where some must
+/// and some cannot.
 async fn gateway(master: &RedisServer, replicas: u32, timeout_ms: u64) -> TestGateway {
     TestGateway::start(Settings {
         produce_wait_replicas: replicas,
@@ -114,9 +118,7 @@ async fn an_answer_means_the_replica_holds_the_entries() {
 async fn a_stalled_replica_makes_produce_unavailable_and_a_retry_writes_nothing_twice() {
     let (master, replicas) = replicated(1);
     synced(&master, &replicas).await;
-    // Long enough for the retry below to be confirmed on a loaded machine,
-    // short enough for the stalled attempt not to hold the test up.
-    let mut gw = gateway(&master, 1, 1000).await;
+    let mut gw = gateway(&master, 1, SHORT).await;
 
     replicas[0].signal("STOP");
     // Twice: the retry finds its keys and writes no entry, yet it must not
@@ -131,7 +133,7 @@ async fn a_stalled_replica_makes_produce_unavailable_and_a_retry_writes_nothing_
         assert!(
             refused
                 .message()
-                .contains("only 0 of 1 replicas confirmed the write within 1000 ms"),
+                .contains("only 0 of 1 replicas confirmed the write within 300 ms"),
             "attempt {attempt}: {}",
             refused.message()
         );
@@ -141,8 +143,10 @@ async fn a_stalled_replica_makes_produce_unavailable_and_a_retry_writes_nothing_
     let first = stored_ids(&master, "orders");
     assert_eq!(first.len(), 3);
 
-    // ... so the retry with the same keys answers its IDs, writing nothing.
-    let retried = gw
+    // ... so the retry with the same keys answers its IDs, writing nothing
+    // (through a gateway that gives the replica time to catch up).
+    let mut patient = gateway(&master, 1, AMPLE).await;
+    let retried = patient
         .events
         .produce(request("orders", keyed("b")))
         .await
@@ -158,7 +162,7 @@ async fn a_stalled_replica_makes_produce_unavailable_and_a_retry_writes_nothing_
 async fn asking_for_more_replicas_than_exist_names_how_many_confirmed() {
     let (master, replicas) = replicated(1);
     synced(&master, &replicas).await;
-    let mut gw = gateway(&master, 2, SHORT).await;
+    let mut gw = gateway(&master, 2, BOTH).await;
 
     for attempt in 0..2 {
         let refused = gw
@@ -194,7 +198,7 @@ async fn without_replicas_nothing_is_confirmed() {
 async fn produce_stream_reports_each_unconfirmed_request_in_band() {
     let (master, replicas) = replicated(1);
     synced(&master, &replicas).await;
-    let mut gw = gateway(&master, 2, SHORT).await;
+    let mut gw = gateway(&master, 2, BOTH).await;
 
     let requests = vec![
         request("orders", keyed("d")),

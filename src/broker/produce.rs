@@ -1,0 +1,193 @@
+//! Produce: appending events, plainly (pipelined XADDs) or deduplicated
+//! by idempotency key (one script), and, with `--produce-wait-replicas`,
+//! only counted once replicas hold them (see [`super::durable`]).
+
+use redis::{RedisError, Value};
+
+use super::reply::{self, Cursor};
+use super::{Broker, Cap, checked, now_ms, scripts};
+use crate::error::{Error, Result};
+use crate::model::{Event, TS_FIELD, TYPE_FIELD};
+
+impl Broker {
+    /// Appends events in one pipelined round trip and returns their IDs in
+    /// order. Every entry gets the same `ts_ms`: the gateway's clock when
+    /// the batch arrived. Events with idempotency keys go through one
+    /// atomic script (see `scripts::PRODUCE_IDEMPOTENT`). With
+    /// `--produce-wait-replicas` the answer waits for the replicas (see
+    /// [`super::durable`]).
+    pub async fn produce(
+        &self,
+        stream: &str,
+        events: &[Event],
+        cap: Option<Cap>,
+    ) -> Result<Vec<String>> {
+        let ts = now_ms().to_string();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let idempotent = events.iter().any(|e| !e.idempotency_key.is_empty());
+        if idempotent {
+            self.push_idempotent(&mut pipe, stream, events, cap, &ts);
+        } else {
+            self.push_xadds(&mut pipe, stream, events, cap, &ts);
+        }
+        let script = idempotent.then_some(&*scripts::PRODUCE_IDEMPOTENT);
+        let (replies, replicated) = self.write(&pipe, stream, script).await?;
+        let replies = checked(replies, stream, None)?;
+        replicated?;
+        if idempotent {
+            let ids = replies.into_iter().next().unwrap_or(Value::Nil);
+            return Cursor::new(ids, "produce ids")?.map(|v| reply::string(v, "XADD id"));
+        }
+        ids(replies)
+    }
+
+    /// Appends the events of several requests to one stream in one
+    /// pipelined round trip (ProduceStream's requests that arrived
+    /// together): each request's IDs, or its own error, in request order.
+    /// For events without idempotency keys only. Fails as a whole only when
+    /// nothing could be sent.
+    pub async fn produce_many(
+        &self,
+        stream: &str,
+        requests: &[(&[Event], Option<Cap>)],
+    ) -> Result<Vec<Result<Vec<String>>>> {
+        let ts = now_ms().to_string();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for (events, cap) in requests {
+            debug_assert!(events.iter().all(|e| e.idempotency_key.is_empty()));
+            self.push_xadds(&mut pipe, stream, events, *cap, &ts);
+        }
+        let (replies, replicated) = self.write(&pipe, stream, None).await?;
+        let mut replies = replies.into_iter();
+        Ok(requests
+            .iter()
+            .map(|(events, _)| {
+                let own = replies.by_ref().take(events.len()).collect();
+                let own = checked(own, stream, None)?;
+                replicated.clone()?;
+                ids(own)
+            })
+            .collect())
+    }
+
+    /// One XADD per event.
+    fn push_xadds(
+        &self,
+        pipe: &mut redis::Pipeline,
+        stream: &str,
+        events: &[Event],
+        cap: Option<Cap>,
+        ts: &str,
+    ) {
+        let key = self.key(stream);
+        for event in events {
+            let cmd = pipe.cmd("XADD").arg(&key);
+            if let Some(cap) = cap {
+                cmd.arg("MAXLEN")
+                    .arg(if cap.exact { "=" } else { "~" })
+                    .arg(cap.max_len);
+            }
+            write_event(cmd.arg("*"), event, ts);
+        }
+    }
+
+    /// One EVALSHA of `scripts::PRODUCE_IDEMPOTENT` for all events, which
+    /// skips those whose idempotency key is remembered.
+    fn push_idempotent(
+        &self,
+        pipe: &mut redis::Pipeline,
+        stream: &str,
+        events: &[Event],
+        cap: Option<Cap>,
+        ts: &str,
+    ) {
+        let keyed = events.iter().filter(|e| !e.idempotency_key.is_empty());
+        let call = pipe
+            .cmd("EVALSHA")
+            .arg(scripts::PRODUCE_IDEMPOTENT.get_hash())
+            .arg(1 + keyed.clone().count())
+            .arg(self.key(stream));
+        for event in keyed {
+            call.arg(self.aux_key(stream, &format!("idem:{}", event.idempotency_key)));
+        }
+        match cap {
+            Some(cap) => call.arg(if cap.exact { "=" } else { "~" }).arg(cap.max_len),
+            None => call.arg("").arg(0),
+        };
+        call.arg(self.options.dedup_window.as_millis() as u64);
+        // Duplicates must write something the replicas' WAIT can see.
+        call.arg(if self.durable.is_some() { "1" } else { "0" });
+        for event in events {
+            call.arg(if event.idempotency_key.is_empty() {
+                "0"
+            } else {
+                "1"
+            });
+            let reserved = usize::from(!event.event_type.is_empty()) + 1;
+            write_event(call.arg(2 * (event.fields.len() + reserved)), event, ts);
+        }
+    }
+
+    /// Sends a pipeline of writes to `stream` and returns its replies (each
+    /// may be an error) and whether enough replicas confirmed them (always
+    /// Ok unless writes wait for replicas, on the durable connections). A
+    /// pipeline calling `script` by hash loads it and goes again when Redis
+    /// does not know it yet: only for a pipeline that is that one call, so
+    /// that nothing ran.
+    async fn write(
+        &self,
+        pipe: &redis::Pipeline,
+        stream: &str,
+        script: Option<&redis::Script>,
+    ) -> Result<(Vec<Value>, Result<()>)> {
+        let failed = |e: RedisError| Error::from_redis(&e, stream, None);
+        let mut link = self.conn().await?;
+        let mut loaded = false;
+        loop {
+            let (replies, wait) = match &self.durable {
+                None => (pipe.query_async(&mut link).await.map_err(failed)?, None),
+                Some(durable) => {
+                    let mut own = durable.link().await?;
+                    let replicated = durable.send(&mut own, pipe).await.map_err(failed)?;
+                    (replicated.replies, Some(replicated.wait))
+                }
+            };
+            let unknown_script = replies
+                .iter()
+                .any(|v| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"));
+            if let (Some(script), true, false) = (script, unknown_script, loaded) {
+                script.load_async(&mut link).await.map_err(failed)?;
+                loaded = true;
+                continue;
+            }
+            let replicated = match (&self.durable, wait) {
+                (Some(durable), Some(wait)) => durable.check(wait),
+                _ => Ok(()),
+            };
+            return Ok((replies, replicated));
+        }
+    }
+}
+
+/// XADD replies as the IDs they are. The IDs go back to the client as
+/// Redis wrote them: parsing them would only cost time on the hottest path.
+fn ids(replies: Vec<Value>) -> Result<Vec<String>> {
+    replies
+        .into_iter()
+        .map(|v| reply::string(v, "XADD id"))
+        .collect()
+}
+
+/// Appends to the pipeline's last command an entry's field/value pairs as
+/// stored: `type` (when set), `ts_ms`, then the event's own fields.
+fn write_event(cmd: &mut redis::Pipeline, event: &Event, ts: &str) {
+    if !event.event_type.is_empty() {
+        cmd.arg(TYPE_FIELD).arg(&event.event_type);
+    }
+    cmd.arg(TS_FIELD).arg(ts);
+    for (name, value) in &event.fields {
+        cmd.arg(name).arg(value);
+    }
+}
