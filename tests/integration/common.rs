@@ -233,6 +233,27 @@ impl RedisServer {
             .unwrap();
         assert!(status.success());
     }
+
+    /// One field of an INFO section (e.g. `replication`, `role`), or
+    /// `None` when the server does not report it.
+    pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
+        let info: String = redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.conn())
+            .expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    }
+
+    /// Whether the server is a replica: INFO replication says
+    /// `role:slave` (Redis and Valkey both still spell it so).
+    pub fn is_replica(&self) -> bool {
+        matches!(
+            self.info_field("replication", "role").as_deref(),
+            Some("slave" | "replica")
+        )
+    }
 }
 
 impl Drop for RedisServer {

@@ -9,6 +9,7 @@ mod common;
 mod consume;
 mod dashboard;
 mod errors;
+mod failover;
 mod faults;
 mod fuzz;
 mod guarantees;

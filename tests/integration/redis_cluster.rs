@@ -23,7 +23,14 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts six nodes, creates the cluster and waits until it serves.
     pub fn start() -> RedisCluster {
-        let nodes: Vec<RedisServer> = (0..6).map(|_| start_node()).collect();
+        Self::start_with(2000)
+    }
+
+    /// Like [`RedisCluster::start`], with the nodes' `cluster-node-timeout`:
+    /// how long a master may be unreachable before its replica takes over,
+    /// short in a failover test so that the failover is quick.
+    pub fn start_with(node_timeout_ms: u32) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..6).map(|_| start_node(node_timeout_ms)).collect();
         let mut create = Command::new(redis_cli());
         create.arg("--cluster").arg("create");
         for node in &nodes {
@@ -139,6 +146,28 @@ impl RedisCluster {
             .expect("a node of this cluster")
     }
 
+    /// The index in [`RedisCluster::nodes`] of the node on `port`.
+    pub fn index_of(&self, port: u16) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.port() == port)
+            .expect("a node of this cluster")
+    }
+
+    /// The index of the replica of the master at `master`, as the master
+    /// lists it (INFO replication, `slave0:ip=...,port=...`).
+    pub fn replica_of(&self, master: usize) -> usize {
+        let line = self.nodes[master]
+            .info_field("replication", "slave0")
+            .expect("the master has a replica");
+        let port = line
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("port="))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("a port in {line:?}"));
+        self.index_of(port)
+    }
+
     /// The masters, in node order.
     pub fn masters(&self) -> Vec<&RedisServer> {
         self.nodes
@@ -242,14 +271,19 @@ fn redis_cli() -> String {
 }
 
 /// One cluster-enabled node on a port whose bus port is valid too.
-fn start_node() -> RedisServer {
+fn start_node(node_timeout_ms: u32) -> RedisServer {
+    let node_timeout = node_timeout_ms.to_string();
     let extra = [
         "--cluster-enabled",
         "yes",
         "--cluster-config-file",
         "nodes.conf",
         "--cluster-node-timeout",
-        "2000",
+        &node_timeout,
+        // A replica's full sync starts at once, not after the default 5 s
+        // wait for more replicas: a restarted node rejoins quickly.
+        "--repl-diskless-sync-delay",
+        "0",
     ];
     let mut last = String::new();
     for _ in 0..20 {
