@@ -6,15 +6,20 @@
 //! connections and memory, and PASS/MISS against the targets of
 //! BENCHMARKS.md.
 //!
+//! The C scenarios run the same comparisons on a Redis Cluster, and C30
+//! compares the gateway on three masters with the gateway on one.
+//!
 //! Layout: [`options`] (command line, sizes), [`rig`] (Redis and gateway
 //! under test, resource probes), [`redis_server`] (the private
-//! redis-server), [`scenarios`] (one file per kind of workload),
+//! redis-server), [`redis_cluster`] (the private Redis Clusters),
+//! [`scenarios`] (one file per kind of workload),
 //! [`payload`] (the event both sides write), [`stats`] (histograms, one
 //! side's figures), [`report`] (table and JSON), [`system`] (rlimit,
 //! RSS, machine).
 
 mod options;
 mod payload;
+mod redis_cluster;
 mod redis_server;
 mod report;
 mod rig;
@@ -28,8 +33,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use options::Args;
-use rig::Rig;
+use options::{Args, Plan, ScenarioId};
+use rig::{Rig, Storage};
 use scenarios::Ctx;
 
 /// Errors end the scenario that raised them with a message.
@@ -59,23 +64,84 @@ fn main() -> ExitCode {
         Ok(_) => {}
         Err(e) => eprintln!("warning: cannot raise the open-file limit: {e}"),
     }
-    // The rig is built and stopped outside the bench runtime: it owns the
-    // in-process gateway's runtime, which cannot be dropped inside another.
-    let rig = match Rig::start(&args) {
-        Ok(rig) => rig,
+    let scenarios = match args.scenarios() {
+        Ok(scenarios) => scenarios,
         Err(e) => {
             eprintln!("streamgate-bench: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let (on_cluster, standalone): (Vec<ScenarioId>, Vec<ScenarioId>) =
+        scenarios.into_iter().partition(|id| id.on_cluster());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name(rig::BENCH_THREADS)
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let ok = runtime.block_on(run(&args, &rig));
+    let mut table: Box<dyn Write> = if args.json {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let plan = args.plan();
+    let _ = writeln!(
+        table,
+        "streamgate-bench, {} mode; {}",
+        plan.mode,
+        system::machine()
+    );
+    // Rigs are built and stopped outside the bench runtime: each owns its
+    // in-process gateway's runtime, which cannot be dropped inside another.
+    // One phase per kind of Redis, so that no idle cluster runs beside the
+    // standalone scenarios.
+    let mut ok = true;
+    if !standalone.is_empty() {
+        ok &= match Rig::start(&args, Storage::Standalone) {
+            Ok(rig) => {
+                let ok = runtime.block_on(run(&args, &plan, &mut table, &standalone, &rig, None));
+                rig.stop();
+                ok
+            }
+            Err(e) => {
+                eprintln!("streamgate-bench: {e}");
+                false
+            }
+        };
+    }
+    if !on_cluster.is_empty() {
+        // C30's baseline: one master (and its replica) behind a gateway of
+        // its own, beside the 3-master cluster.
+        let one_master = if on_cluster.contains(&ScenarioId::C30) {
+            Some(Rig::start(&args, Storage::Cluster(1)))
+        } else {
+            None
+        };
+        ok &= match (Rig::start(&args, Storage::Cluster(3)), one_master) {
+            (Ok(rig), None) => {
+                let ok = runtime.block_on(run(&args, &plan, &mut table, &on_cluster, &rig, None));
+                rig.stop();
+                ok
+            }
+            (Ok(rig), Some(Ok(one))) => {
+                let ok =
+                    runtime.block_on(run(&args, &plan, &mut table, &on_cluster, &rig, Some(&one)));
+                rig.stop();
+                one.stop();
+                ok
+            }
+            (Err(e), one) => {
+                eprintln!("streamgate-bench: {e}");
+                one.into_iter().flatten().for_each(Rig::stop);
+                false
+            }
+            (Ok(rig), Some(Err(e))) => {
+                eprintln!("streamgate-bench: {e}");
+                rig.stop();
+                false
+            }
+        };
+    }
     drop(runtime);
-    rig.stop();
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -83,48 +149,48 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the selected scenarios, printing each report as it completes.
-/// False if any scenario failed.
-async fn run(args: &Args, rig: &Rig) -> bool {
-    let plan = args.plan();
-    let mut table: Box<dyn Write> = if args.json {
-        Box::new(std::io::stderr())
-    } else {
-        Box::new(std::io::stdout())
-    };
-    let idle = match rig.usage().await {
-        Ok(usage) => usage.gateway_connections,
+/// Runs `scenarios` on `rig` (and C30's one-master baseline on
+/// `one_master`), printing each report as it completes. False if any
+/// scenario failed.
+async fn run(
+    args: &Args,
+    plan: &Plan,
+    table: &mut Box<dyn Write>,
+    scenarios: &[ScenarioId],
+    rig: &Rig,
+    one_master: Option<&Rig>,
+) -> bool {
+    let ctx = match Ctx::new(rig, plan, table).await {
+        Ok(ctx) => ctx,
         Err(e) => {
-            eprintln!(
-                "streamgate-bench: cannot reach Redis at {}: {e}",
-                rig.redis_url
-            );
+            eprintln!("streamgate-bench: {e}");
             return false;
         }
     };
-    let ctx = Ctx {
-        rig,
-        plan: &plan,
-        idle_gateway_connections: idle,
+    let baseline = match one_master {
+        Some(rig) => match Ctx::new(rig, plan, table).await {
+            Ok(ctx) => Some(ctx),
+            Err(e) => {
+                eprintln!("streamgate-bench: {e}");
+                return false;
+            }
+        },
+        None => None,
     };
-    let _ = writeln!(
-        table,
-        "streamgate-bench, {} mode; {}; gateway {} on Redis {}",
-        plan.mode,
-        system::machine(),
-        rig.gateway_addr,
-        rig.redis_url
-    );
+    let ctx = Ctx {
+        one_master: baseline.as_ref(),
+        ..ctx
+    };
     if let Some(scope) = &rig.rss_scope {
         let _ = writeln!(table, "RSS is of {scope}");
     }
-    let _ = report::write_header(&mut table);
+    let _ = report::write_header(table);
     let mut ok = true;
-    for id in args.scenarios() {
+    for &id in scenarios {
         eprintln!("running {} ...", id.as_str());
         match scenarios::run(id, &ctx).await {
             Ok(report) => {
-                let _ = report.write_rows(&mut table);
+                let _ = report.write_rows(table);
                 if args.json {
                     let _ = report.write_json(&mut std::io::stdout());
                 }

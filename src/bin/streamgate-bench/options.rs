@@ -26,13 +26,26 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
-    /// Run only these scenarios (S1..S7; repeat the flag or separate with
-    /// commas).
+    /// Run only these scenarios (S1..S7, C1, C3, C30; repeat the flag or
+    /// separate with commas).
     #[arg(long, value_delimiter = ',', ignore_case = true)]
     pub scenario: Vec<ScenarioId>,
 
+    /// Also run the Redis Cluster scenarios (C1, C3, C30) on private
+    /// clusters: 3 masters + 3 replicas, and 1 master + 1 replica for
+    /// C30's baseline. Needs `redis-cli` (package redis-tools).
+    #[arg(long)]
+    pub cluster: bool,
+
+    /// --redis-url names the seed nodes (comma-separated) of a running
+    /// Redis Cluster of three masters: the cluster scenarios run on it
+    /// (C30's one-master baseline stays private), and the S scenarios,
+    /// which need one Redis, do not run.
+    #[arg(long, requires = "redis_url")]
+    pub redis_cluster: bool,
+
     /// Use this Redis (loopback only) instead of starting a private
-    /// redis-server. Scenario keys start with `sgbench:`; they are deleted
+    /// redis-server (with --redis-cluster: a cluster's seed URLs). Scenario keys start with `sgbench:`; they are deleted
     /// afterwards.
     #[arg(long)]
     pub redis_url: Option<String>,
@@ -71,16 +84,36 @@ pub struct Args {
 }
 
 impl Args {
-    /// The selected scenarios, in order; all of them when none is named.
-    pub fn scenarios(&self) -> Vec<ScenarioId> {
+    /// The selected scenarios, in order. When none is named: the S
+    /// scenarios, plus the cluster ones with `--cluster`; only the cluster
+    /// ones with `--redis-cluster`.
+    pub fn scenarios(&self) -> Result<Vec<ScenarioId>, String> {
         let mut chosen: Vec<ScenarioId> = if self.scenario.is_empty() {
-            ScenarioId::value_variants().to_vec()
+            ScenarioId::value_variants()
+                .iter()
+                .copied()
+                .filter(|id| {
+                    if id.on_cluster() {
+                        self.cluster || self.redis_cluster
+                    } else {
+                        !self.redis_cluster
+                    }
+                })
+                .collect()
         } else {
             self.scenario.clone()
         };
         chosen.sort();
         chosen.dedup();
-        chosen
+        if self.redis_cluster
+            && let Some(id) = chosen.iter().find(|id| !id.on_cluster())
+        {
+            return Err(format!(
+                "{} needs one Redis, not the cluster of --redis-cluster",
+                id.as_str()
+            ));
+        }
+        Ok(chosen)
     }
 
     /// How big each scenario is.
@@ -122,10 +155,19 @@ pub enum ScenarioId {
     /// consume (bidirectional, acks in band)
     #[value(name = "S7")]
     S7,
+    /// S1 on a 3-master Redis Cluster
+    #[value(name = "C1")]
+    C1,
+    /// S3 on a 3-master Redis Cluster
+    #[value(name = "C3")]
+    C3,
+    /// S1's work over 30 streams: 3 masters against 1
+    #[value(name = "C30")]
+    C30,
 }
 
 impl ScenarioId {
-    /// `S1`..`S7`.
+    /// `S1`..`S7`, `C1`, `C3`, `C30`.
     pub fn as_str(self) -> &'static str {
         match self {
             ScenarioId::S1 => "S1",
@@ -135,7 +177,16 @@ impl ScenarioId {
             ScenarioId::S5 => "S5",
             ScenarioId::S6 => "S6",
             ScenarioId::S7 => "S7",
+            ScenarioId::C1 => "C1",
+            ScenarioId::C3 => "C3",
+            ScenarioId::C30 => "C30",
         }
+    }
+
+    /// Whether the scenario runs on Redis Cluster (the C scenarios) rather
+    /// than one Redis.
+    pub fn on_cluster(self) -> bool {
+        matches!(self, ScenarioId::C1 | ScenarioId::C3 | ScenarioId::C30)
     }
 }
 

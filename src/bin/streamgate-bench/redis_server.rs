@@ -1,13 +1,19 @@
 //! A private redis-server for one bench run: a free loopback port, no
 //! persistence, killed when dropped. Mirrors the test harness, so a bench
-//! never touches a Redis the user runs.
+//! never touches a Redis the user runs. [`crate::redis_cluster`] builds
+//! its nodes from these too.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Fallible;
+
+/// Highest client port a cluster node may have: its cluster bus listens
+/// on port + 10000, which must be a valid port too.
+const MAX_NODE_PORT: u16 = 55535;
 
 /// A running redis-server child process.
 pub struct RedisServer {
@@ -20,14 +26,48 @@ impl RedisServer {
     /// Starts `binary` and waits until it answers PING. `--maxclients`
     /// is raised so that S5's thousand subscriptions fit.
     pub fn start(binary: &Path) -> Fallible<RedisServer> {
-        let dir = std::env::temp_dir().join(format!("streamgate-bench-{}", std::process::id()));
+        Self::start_with(binary, &[], false)
+    }
+
+    /// Starts a `--cluster-enabled` node (no slots yet) on a port whose
+    /// cluster bus port (port + 10000) is free too.
+    pub fn start_cluster_node(binary: &Path) -> Fallible<RedisServer> {
+        let extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "5000",
+        ];
+        Self::start_with(binary, &extra, true)
+    }
+
+    fn start_with(binary: &Path, extra: &[&str], cluster_bus: bool) -> Fallible<RedisServer> {
+        // Each server gets a directory of its own: a cluster node writes
+        // its nodes.conf there.
+        static SERVERS: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "streamgate-bench-{}-{}",
+            std::process::id(),
+            SERVERS.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir)?;
-        for _ in 0..10 {
-            let port = free_port()?;
+        for _ in 0..20 {
+            let port = if cluster_bus {
+                match free_node_port()? {
+                    Some(port) => port,
+                    None => continue,
+                }
+            } else {
+                free_port()?
+            };
             let mut child = Command::new(binary)
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
-                .args(["--maxclients", "20000", "--dir"])
+                .args(["--maxclients", "20000"])
+                .args(extra)
+                .arg("--dir")
                 .arg(&dir)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -44,12 +84,18 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_dir_all(&dir);
         Err("redis-server did not come up on a free port".into())
     }
 
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 }
 
@@ -63,6 +109,18 @@ impl Drop for RedisServer {
 
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A free port no higher than [`MAX_NODE_PORT`] whose bus port is free
+/// too; `None` when this try found none.
+fn free_node_port() -> std::io::Result<Option<u16>> {
+    for _ in 0..100 {
+        let port = free_port()?;
+        if port <= MAX_NODE_PORT && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return Ok(Some(port));
+        }
+    }
+    Ok(None)
 }
 
 /// Polls PING for up to five seconds; false if the process exited (most

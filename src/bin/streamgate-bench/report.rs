@@ -11,7 +11,7 @@ use crate::stats::Side;
 /// The result of one scenario.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// `S1`..`S5`.
+    /// `S1`..`S7`, `C1`, `C3`, `C30`.
     pub scenario: &'static str,
     /// Short name, e.g. `produce-batch`.
     pub name: &'static str,
@@ -34,6 +34,29 @@ pub struct Report {
     pub rss_scope: Option<String>,
     /// The scenario's parameters.
     pub params: Value,
+    /// C30 only: the same work on one master.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub one_master: Option<Baseline>,
+}
+
+/// C30's baseline: both sides again on a one-master cluster, and how much
+/// three masters gained over it.
+#[derive(Debug, Serialize)]
+pub struct Baseline {
+    /// What the baseline ran on.
+    pub redis: String,
+    /// Through the baseline's gateway.
+    pub gateway: Side,
+    /// Directly against the one master.
+    pub direct: Side,
+    /// Gateway throughput on three masters / on one.
+    pub gateway_scaling: f64,
+    /// Direct throughput on three masters / on one: what the machine
+    /// allows.
+    pub direct_scaling: f64,
+    /// `gateway_scaling / direct_scaling`: the share of that speed-up the
+    /// gateway keeps.
+    pub relative_scaling: f64,
 }
 
 /// One target and its verdict.
@@ -80,12 +103,7 @@ impl Report {
         direct: Side,
         params: Value,
     ) -> Report {
-        let denominator = direct.figure(ratio_of);
-        let ratio = if denominator > 0.0 {
-            (gateway.figure(ratio_of) / denominator * 10_000.0).round() / 10_000.0
-        } else {
-            0.0
-        };
+        let ratio = quotient(gateway.figure(ratio_of), direct.figure(ratio_of));
         Report {
             scenario,
             name,
@@ -98,7 +116,23 @@ impl Report {
             targets: Vec::new(),
             rss_scope: None,
             params,
+            one_master: None,
         }
+    }
+
+    /// Adds C30's one-master baseline.
+    pub fn one_master(mut self, redis: &str, gateway: Side, direct: Side) -> Report {
+        let gateway_scaling = quotient(self.gateway.throughput, gateway.throughput);
+        let direct_scaling = quotient(self.direct.throughput, direct.throughput);
+        self.one_master = Some(Baseline {
+            redis: redis.to_owned(),
+            gateway,
+            direct,
+            gateway_scaling,
+            direct_scaling,
+            relative_scaling: quotient(gateway_scaling, direct_scaling),
+        });
+        self
     }
 
     /// Adds a target.
@@ -115,14 +149,17 @@ impl Report {
     }
 
     /// Writes the report's rows of the table.
-    pub fn write_rows(&self, out: &mut impl Write) -> io::Result<()> {
+    pub fn write_rows(&self, out: &mut (impl Write + ?Sized)) -> io::Result<()> {
         let title = format!("{} {}", self.scenario, self.name);
-        for (label, side) in [("gateway", &self.gateway), ("direct", &self.direct)] {
-            let first = if label == "gateway" {
-                title.as_str()
-            } else {
-                ""
-            };
+        let mut rows = vec![
+            (title.as_str(), "gateway", &self.gateway),
+            ("", "direct", &self.direct),
+        ];
+        if let Some(baseline) = &self.one_master {
+            rows.push(("  on 1 master", "gateway", &baseline.gateway));
+            rows.push(("", "direct", &baseline.direct));
+        }
+        for (first, label, side) in rows {
             writeln!(
                 out,
                 "{first:<17} {label:<8} {:>12} {:<9} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>7}",
@@ -156,6 +193,13 @@ impl Report {
             self.ratio_of,
             verdicts.join("; ")
         )?;
+        if let Some(baseline) = &self.one_master {
+            writeln!(
+                out,
+                "{:<17} 3 masters vs 1: gateway {:.3}x, direct {:.3}x (gateway keeps {:.3} of direct's scaling)",
+                "", baseline.gateway_scaling, baseline.direct_scaling, baseline.relative_scaling
+            )?;
+        }
         writeln!(out, "{:<17} latency: {}", "", self.latency_of)?;
         writeln!(
             out,
@@ -163,7 +207,26 @@ impl Report {
             "",
             cpu_text(&self.gateway),
             cpu_text(&self.direct)
-        )
+        )?;
+        if let Some(baseline) = &self.one_master {
+            writeln!(
+                out,
+                "{:<17} CPU µs per event on 1 master: gateway side {}; direct side {}",
+                "",
+                cpu_text(&baseline.gateway),
+                cpu_text(&baseline.direct)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `a / b` to four decimals; 0 when `b` is not positive.
+fn quotient(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        (a / b * 10_000.0).round() / 10_000.0
+    } else {
+        0.0
     }
 }
 
@@ -180,7 +243,7 @@ fn cpu_text(side: &Side) -> String {
 }
 
 /// The table's header.
-pub fn write_header(out: &mut impl Write) -> io::Result<()> {
+pub fn write_header(out: &mut (impl Write + ?Sized)) -> io::Result<()> {
     writeln!(
         out,
         "{:<17} {:<8} {:>12} {:<9} {:>8} {:>8} {:>8} {:>6} {:>7}",

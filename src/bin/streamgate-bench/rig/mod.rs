@@ -1,6 +1,8 @@
-//! What the scenarios run against: a Redis and a gateway, either started
-//! here (the default) or given on the command line. [`probe`] reads what
-//! they use.
+//! What the scenarios run against: a Redis (one server or a cluster) and a
+//! gateway, either started here (the default) or given on the command
+//! line. [`probe`] reads what they use; [`conn`] is the bench's own
+//! connection to either kind of Redis; [`topology`] reads a cluster's
+//! slot map.
 //!
 //! The in-process gateway gets a tokio runtime of its own, so it schedules
 //! its work like a separate server process would instead of sharing worker
@@ -11,6 +13,8 @@ use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use streamgate::config::Settings;
 use streamgate::pb::event_stream_client::EventStreamClient;
 use streamgate::server::{self, Gateway};
@@ -20,26 +24,48 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::Fallible;
 use crate::options::Args;
+use crate::redis_cluster::RedisCluster;
 use crate::redis_server::RedisServer;
 use crate::system;
 
+mod conn;
 mod probe;
+pub mod topology;
 
+pub use conn::Conn;
 pub use probe::{Cpu, Usage};
 
-/// `CLIENT SETNAME` of every connection the bench opens itself, so that
-/// `CLIENT LIST` tells the gateway's connections from the bench's.
+/// `CLIENT SETNAME` of every connection a scenario's direct side opens,
+/// so that `CLIENT LIST` tells the gateway's connections from the bench's.
 pub const CLIENT_NAME: &str = "streamgate-bench";
+/// `CLIENT SETNAME` of the bench's connections for arranging state and
+/// probing: counted on neither side.
+pub const ADMIN_NAME: &str = "streamgate-bench-admin";
 
-/// Thread name of the in-process gateway's runtime.
+/// Thread names of the in-process gateways' runtimes start with this.
 const GATEWAY_THREADS: &str = "gateway";
 /// Thread name of the bench's own runtime.
 pub const BENCH_THREADS: &str = "bench";
 
+/// Which kind of Redis a rig runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// One redis-server.
+    Standalone,
+    /// A Redis Cluster of this many masters, each with one replica.
+    Cluster(usize),
+}
+
 /// The Redis and gateway under test.
 pub struct Rig {
-    /// The Redis both sides use.
+    /// The Redis both sides use: a URL, or a cluster's comma-separated
+    /// seed URLs.
     pub redis_url: String,
+    /// What kind of Redis, for the report's header.
+    pub storage: String,
+    /// Whether `redis_url` names a Redis Cluster (and the gateway runs in
+    /// cluster mode).
+    pub cluster: bool,
     /// The gateway's gRPC address.
     pub gateway_addr: SocketAddr,
     /// The gateway's key prefix: its stream `s` is key `<prefix>s`.
@@ -50,39 +76,76 @@ pub struct Rig {
     pub rss_scope: Option<String>,
     gateway_pid: Option<u32>,
     embedded: Option<Embedded>,
-    admin: OnceCell<MultiplexedConnection>,
-    redis_pid: OnceCell<Option<u32>>,
+    admin: OnceCell<Conn>,
+    probes: OnceCell<Vec<probe::Probe>>,
+    slots: OnceCell<Vec<topology::SlotRange>>,
     // Last: dropped after the gateway has stopped.
-    _redis: Option<RedisServer>,
+    _redis: Option<Owned>,
+}
+
+/// The Redis processes a rig started, killed when dropped.
+#[allow(dead_code)] // held only to be dropped
+enum Owned {
+    Server(RedisServer),
+    Cluster(RedisCluster),
 }
 
 /// A gateway running in this process on a runtime of its own.
 struct Embedded {
     runtime: Runtime,
     gateway: Gateway,
+    /// Its runtime's thread name, which tells its CPU from another rig's.
+    threads: String,
 }
 
 impl Rig {
     /// Starts (or connects to) Redis and the gateway. Synchronous: it must
     /// run outside the bench's runtime because it builds the gateway's.
-    pub fn start(args: &Args) -> Fallible<Rig> {
-        let (redis, redis_url) = match &args.redis_url {
-            Some(url) => {
-                let host = system::redis_url_host(url).unwrap_or_default();
-                if !system::is_loopback_host(host) {
-                    return Err(
-                        format!("--redis-url must be a loopback address, not {host:?}").into(),
-                    );
-                }
-                (None, url.clone())
-            }
-            None => {
-                let server = RedisServer::start(&args.redis_server)?;
-                let url = server.url();
-                (Some(server), url)
-            }
+    ///
+    /// `--redis-url` (and `--gateway`) stand for the standalone rig, or
+    /// with `--redis-cluster` for the 3-master cluster rig; any other rig
+    /// is private.
+    pub fn start(args: &Args, storage: Storage) -> Fallible<Rig> {
+        let external = match storage {
+            Storage::Standalone => !args.redis_cluster,
+            Storage::Cluster(masters) => args.redis_cluster && masters == 3,
         };
-        let (embedded, gateway_addr, gateway_pid, rss_scope) = match args.gateway {
+        let (redis, redis_url, description) = match (&args.redis_url, external) {
+            (Some(url), true) => {
+                for seed in url.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let host = system::redis_url_host(seed).unwrap_or_default();
+                    if !system::is_loopback_host(host) {
+                        return Err(format!(
+                            "--redis-url must name loopback addresses only, not {host:?}"
+                        )
+                        .into());
+                    }
+                }
+                let description = match storage {
+                    Storage::Standalone => "Redis at --redis-url".to_owned(),
+                    Storage::Cluster(_) => "Redis Cluster at --redis-url".to_owned(),
+                };
+                (None, url.clone(), description)
+            }
+            _ => match storage {
+                Storage::Standalone => {
+                    let server = RedisServer::start(&args.redis_server)?;
+                    let url = server.url();
+                    (Some(Owned::Server(server)), url, "redis-server".to_owned())
+                }
+                Storage::Cluster(masters) => {
+                    let cluster = RedisCluster::start(&args.redis_server, masters)?;
+                    let url = cluster.seeds();
+                    let description = format!("Redis Cluster, {}", cluster.describe());
+                    (Some(Owned::Cluster(cluster)), url, description)
+                }
+            },
+        };
+        let cluster = matches!(storage, Storage::Cluster(_));
+        let given_gateway = args
+            .gateway
+            .filter(|_| external && args.redis_url.is_some());
+        let (embedded, gateway_addr, gateway_pid, rss_scope) = match given_gateway {
             Some(addr) => {
                 if !addr.ip().is_loopback() {
                     return Err(format!("--gateway must be a loopback address, not {addr}").into());
@@ -91,7 +154,11 @@ impl Rig {
                 (None, addr, args.gateway_pid, scope)
             }
             None => {
-                let embedded = Embedded::start(&redis_url, args)?;
+                let threads = match storage {
+                    Storage::Standalone => GATEWAY_THREADS.to_owned(),
+                    Storage::Cluster(masters) => format!("{GATEWAY_THREADS}-c{masters}"),
+                };
+                let embedded = Embedded::start(&redis_url, cluster, threads, args)?;
                 let addr = embedded.gateway.addr();
                 let scope = "the bench process: in-process gateway plus the bench's own clients and histograms";
                 (Some(embedded), addr, None, Some(scope.to_owned()))
@@ -99,6 +166,8 @@ impl Rig {
         };
         Ok(Rig {
             redis_url,
+            storage: description,
+            cluster,
             gateway_addr,
             key_prefix: args.key_prefix.clone(),
             max_len: args.max_len,
@@ -106,14 +175,18 @@ impl Rig {
             gateway_pid,
             embedded,
             admin: OnceCell::new(),
-            redis_pid: OnceCell::new(),
+            probes: OnceCell::new(),
+            slots: OnceCell::new(),
             _redis: redis,
         })
     }
 
     /// Stops the in-process gateway (if any) and then Redis (if ours).
     pub fn stop(mut self) {
-        if let Some(Embedded { runtime, gateway }) = self.embedded.take() {
+        if let Some(Embedded {
+            runtime, gateway, ..
+        }) = self.embedded.take()
+        {
             gateway.shutdown();
             let _ = runtime.block_on(async {
                 tokio::time::timeout(Duration::from_secs(10), gateway.wait()).await
@@ -137,29 +210,52 @@ impl Rig {
         Ok(EventStreamClient::new(self.channel().await?))
     }
 
-    /// A new direct Redis connection, named [`CLIENT_NAME`]. Its response
-    /// timeout leaves room for blocking reads of up to `block`.
-    pub async fn direct(&self, block: Duration) -> Fallible<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_response_timeout(Some(block + Duration::from_secs(5)))
-            .set_connection_timeout(Some(Duration::from_secs(5)));
-        let mut conn = redis::Client::open(self.redis_url.as_str())?
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        redis::cmd("CLIENT")
-            .arg("SETNAME")
-            .arg(CLIENT_NAME)
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(conn)
+    /// A new direct Redis connection, named [`CLIENT_NAME`]: multiplexed
+    /// to one Redis, or redis-rs' cluster client. Its response timeout
+    /// leaves room for blocking reads of up to `block`.
+    pub async fn direct(&self, block: Duration) -> Fallible<Conn> {
+        self.connect(block, CLIENT_NAME).await
     }
 
-    /// The bench's long-lived connection for arranging state and probing;
-    /// never used by a measured loop.
-    pub async fn admin(&self) -> Fallible<MultiplexedConnection> {
+    async fn connect(&self, block: Duration, name: &str) -> Fallible<Conn> {
+        let response_timeout = block + Duration::from_secs(5);
+        let connect_timeout = Duration::from_secs(5);
+        let mut setname = redis::cmd("CLIENT");
+        setname.arg("SETNAME").arg(name);
+        if self.cluster {
+            let seeds: Vec<&str> = self
+                .redis_url
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            let mut conn = ClusterClientBuilder::new(seeds)
+                .response_timeout(response_timeout)
+                .connection_timeout(connect_timeout)
+                .build()?
+                .get_async_connection()
+                .await?;
+            // The client holds a connection to every node, replicas
+            // included: name each of them.
+            let every_node = RoutingInfo::MultiNode((
+                MultipleNodeRoutingInfo::AllNodes,
+                Some(ResponsePolicy::AllSucceeded),
+            ));
+            conn.route_command(setname, every_node).await?;
+            Ok(Conn::Cluster(conn))
+        } else {
+            let mut conn = single(&self.redis_url, response_timeout).await?;
+            setname.query_async::<()>(&mut conn).await?;
+            Ok(Conn::Single(conn))
+        }
+    }
+
+    /// The bench's long-lived connection for arranging state; never used
+    /// by a measured loop, counted on neither side.
+    pub async fn admin(&self) -> Fallible<Conn> {
         let conn = self
             .admin
-            .get_or_try_init(|| self.direct(Duration::ZERO))
+            .get_or_try_init(|| self.connect(Duration::ZERO, ADMIN_NAME))
             .await?;
         Ok(conn.clone())
     }
@@ -168,13 +264,56 @@ impl Rig {
     pub fn gateway_key(&self, stream: &str) -> String {
         format!("{}{stream}", self.key_prefix)
     }
+
+    /// A cluster's slot ranges (asked once); empty for one Redis.
+    pub async fn slot_ranges(&self) -> Fallible<&[topology::SlotRange]> {
+        let ranges = self
+            .slots
+            .get_or_try_init(|| async {
+                if !self.cluster {
+                    return Ok(Vec::new());
+                }
+                let mut conn = single(self.first_seed(), Duration::from_secs(5)).await?;
+                topology::slot_ranges(&mut conn).await
+            })
+            .await?;
+        Ok(ranges)
+    }
+
+    /// The URL of every Redis node: the server, or every node of the
+    /// cluster's slot map.
+    async fn node_urls(&self) -> Fallible<Vec<String>> {
+        if !self.cluster {
+            return Ok(vec![self.redis_url.clone()]);
+        }
+        let seed = self.first_seed();
+        Ok(topology::all_nodes(self.slot_ranges().await?)
+            .iter()
+            .map(|addr| topology::node_url(seed, addr))
+            .collect())
+    }
+
+    fn first_seed(&self) -> &str {
+        self.redis_url.split(',').next().unwrap_or_default().trim()
+    }
+}
+
+/// A multiplexed connection to one Redis node.
+async fn single(url: &str, response_timeout: Duration) -> Fallible<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(Duration::from_secs(5)));
+    Ok(redis::Client::open(url)?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
 }
 
 impl Embedded {
-    fn start(redis_url: &str, args: &Args) -> Fallible<Embedded> {
+    fn start(redis_url: &str, cluster: bool, threads: String, args: &Args) -> Fallible<Embedded> {
         let config = Settings {
             listen: "127.0.0.1:0".parse()?,
             redis_url: redis_url.to_owned(),
+            redis_cluster: cluster,
             key_prefix: args.key_prefix.clone(),
             max_len: args.max_len,
             // S5 holds 10,000 subscriptions over 10 client connections.
@@ -184,12 +323,16 @@ impl Embedded {
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name(GATEWAY_THREADS)
+            .thread_name(&threads)
             .enable_all()
             .build()?;
         let gateway = runtime
             .block_on(server::start(&config))
             .map_err(|e| format!("the in-process gateway did not start: {e}"))?;
-        Ok(Embedded { runtime, gateway })
+        Ok(Embedded {
+            runtime,
+            gateway,
+            threads,
+        })
     }
 }

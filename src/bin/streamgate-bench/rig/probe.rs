@@ -1,9 +1,12 @@
 //! Probes of what the gateway, the bench and Redis use: Redis connections
-//! (told apart by client name), resident memory and CPU time.
+//! (told apart by client name, on every node of a cluster), resident
+//! memory and CPU time.
 
 use std::time::{Duration, Instant};
 
-use super::{CLIENT_NAME, GATEWAY_THREADS, Rig};
+use redis::aio::MultiplexedConnection;
+
+use super::{ADMIN_NAME, CLIENT_NAME, GATEWAY_THREADS, Rig};
 use crate::Fallible;
 use crate::system;
 
@@ -38,7 +41,8 @@ pub struct Usage {
     /// Redis connections not opened by the bench: the gateway's (plus any
     /// other client of a shared Redis).
     pub gateway_connections: u64,
-    /// Connections the bench itself holds, besides its probe.
+    /// Connections the bench's direct side holds (not its admin and probe
+    /// connections).
     pub bench_connections: u64,
     /// Resident memory of the gateway process, when known.
     pub rss_mb: Option<f64>,
@@ -58,26 +62,76 @@ impl Usage {
     }
 }
 
+/// One Redis node as the probes see it: a connection named
+/// [`ADMIN_NAME`] and the server's process ID.
+pub(super) struct Probe {
+    conn: MultiplexedConnection,
+    pid: Option<u32>,
+}
+
 impl Rig {
-    /// Counts Redis connections by name and reads the gateway's RSS.
-    pub async fn usage(&self) -> Fallible<Usage> {
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query_async(&mut self.admin().await?)
+    /// A probe per Redis node (made once).
+    async fn probes(&self) -> Fallible<&[Probe]> {
+        let probes = self
+            .probes
+            .get_or_try_init(|| async {
+                let mut probes = Vec::new();
+                for url in self.node_urls().await? {
+                    let mut conn = super::single(&url, Duration::from_secs(5)).await?;
+                    redis::cmd("CLIENT")
+                        .arg("SETNAME")
+                        .arg(ADMIN_NAME)
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                    let info: String = redis::cmd("INFO")
+                        .arg("server")
+                        .query_async(&mut conn)
+                        .await?;
+                    let pid = info
+                        .lines()
+                        .find_map(|l| l.strip_prefix("process_id:"))
+                        .and_then(|pid| pid.trim().parse().ok());
+                    probes.push(Probe { conn, pid });
+                }
+                Fallible::Ok(probes)
+            })
             .await?;
+        Ok(probes)
+    }
+
+    /// Counts Redis connections by name, on every node, and reads the
+    /// gateway's RSS. Replication links (flags `S` and `M`) and the
+    /// bench's admin connections count on neither side.
+    pub async fn usage(&self) -> Fallible<Usage> {
         let ours = format!("name={CLIENT_NAME}");
+        let admin = format!("name={ADMIN_NAME}");
         let (mut bench, mut others) = (0u64, 0u64);
-        for line in list.lines().filter(|l| !l.trim().is_empty()) {
-            if line.split(' ').any(|field| field == ours) {
-                bench += 1;
-            } else {
-                others += 1;
+        for probe in self.probes().await? {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut probe.conn.clone())
+                .await?;
+            for line in list.lines().filter(|l| !l.trim().is_empty()) {
+                let mut fields = line.split(' ');
+                if fields.clone().any(|field| field == admin)
+                    || fields.clone().any(|field| {
+                        field
+                            .strip_prefix("flags=")
+                            .is_some_and(|flags| flags.contains(['S', 'M']))
+                    })
+                {
+                    continue;
+                }
+                if fields.any(|field| field == ours) {
+                    bench += 1;
+                } else {
+                    others += 1;
+                }
             }
         }
         Ok(Usage {
             gateway_connections: others,
-            // Minus the admin connection that asked.
-            bench_connections: bench.saturating_sub(1),
+            bench_connections: bench,
             rss_mb: self.rss_mb(),
         })
     }
@@ -99,31 +153,26 @@ impl Rig {
         }
     }
 
-    /// CPU used so far by the gateway, the bench's clients and Redis.
+    /// CPU used so far by the gateway, the bench's clients and Redis (every
+    /// node of a cluster, replicas included: replication is part of what
+    /// a write costs).
     pub async fn cpu(&self) -> Cpu {
-        let redis_pid = *self
-            .redis_pid
-            .get_or_init(|| async {
-                let info: String = redis::cmd("INFO")
-                    .arg("server")
-                    .query_async(&mut self.admin().await.ok()?)
-                    .await
-                    .ok()?;
-                info.lines()
-                    .find_map(|l| l.strip_prefix("process_id:"))?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .await;
+        let redis = match self.probes().await {
+            Ok(probes) => probes
+                .iter()
+                .map(|p| p.pid.and_then(system::process_cpu))
+                .sum::<Option<Duration>>(),
+            Err(_) => None,
+        };
         Cpu {
             gateway: match (&self.embedded, self.gateway_pid) {
-                (Some(_), _) => Some(system::threads_cpu(|name| name == GATEWAY_THREADS)),
+                (Some(embedded), _) => Some(system::threads_cpu(|name| name == embedded.threads)),
                 (None, Some(pid)) => system::process_cpu(pid),
                 (None, None) => None,
             },
-            client: system::threads_cpu(|name| name != GATEWAY_THREADS),
-            redis: redis_pid.and_then(system::process_cpu),
+            // Any other rig's gateway counts on neither side.
+            client: system::threads_cpu(|name| !name.starts_with(GATEWAY_THREADS)),
+            redis,
         }
     }
 

@@ -11,6 +11,9 @@
 //! 100 BLOCK 1000` then `XACK`: the plain client loop that the gateway
 //! replaces (it reads without BLOCK on its shared connection and waits on
 //! its doorbell instead).
+//! C3 is S3 on a Redis Cluster: one stream per master, each drained by
+//! two consumers, the entries split evenly over the streams; its direct
+//! consumers each hold a cluster client of their own.
 //! Filling the stream is not timed; the clock runs from the first
 //! Subscribe (or read) until every entry is acked.
 
@@ -18,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 use serde_json::json;
 use streamgate::pb::{
@@ -37,11 +39,13 @@ use crate::Fallible;
 use crate::options::ScenarioId;
 use crate::payload;
 use crate::report::{Report, Target};
-use crate::rig::{Cpu, Usage};
+use crate::rig::{Conn, Cpu, Usage};
 use crate::stats::{Latency, Side};
 
-/// Consumers in the group.
+/// Consumers in the group of each stream.
 const CONSUMERS: usize = 2;
+/// C3: streams, one per master.
+const CLUSTER_STREAMS: usize = 3;
 /// Entries per read and per Ack.
 const BATCH: u32 = 100;
 /// Longest blocking read, as the gateway's default `--block-ms`.
@@ -52,8 +56,8 @@ const GROUP: &str = "bench";
 
 /// Runs both sides of S3.
 pub async fn run(ctx: &Ctx<'_>) -> Fallible<Report> {
-    let gateway = gateway_side(ctx, ScenarioId::S3).await?;
-    let direct = direct_side(ctx).await?;
+    let gateway = gateway_side(ctx, ScenarioId::S3, 1).await?;
+    let direct = direct_side(ctx, ScenarioId::S3, 1).await?;
     let params = json!({
         "entries": ctx.plan.consume_entries,
         "consumers": CONSUMERS,
@@ -74,10 +78,36 @@ pub async fn run(ctx: &Ctx<'_>) -> Fallible<Report> {
     Ok(report.target(Target::at_least("gateway/direct throughput", ratio, 0.6)))
 }
 
+/// Runs both sides of C3.
+pub async fn run_cluster(ctx: &Ctx<'_>) -> Fallible<Report> {
+    let gateway = gateway_side(ctx, ScenarioId::C3, CLUSTER_STREAMS).await?;
+    let direct = direct_side(ctx, ScenarioId::C3, CLUSTER_STREAMS).await?;
+    let params = json!({
+        "redis": ctx.rig.storage,
+        "streams": CLUSTER_STREAMS,
+        "entries": per_stream(ctx, CLUSTER_STREAMS) * CLUSTER_STREAMS as u64,
+        "consumers_per_stream": CONSUMERS,
+        "batch_size": BATCH,
+        "direct": "per consumer: own cluster client, XREADGROUP COUNT 100 BLOCK 1000 then XACK",
+    });
+    let report = Report::new(
+        "C3",
+        "cluster-ack",
+        "entries/s",
+        "one consumer cycle: receive a batch, ack it",
+        "throughput",
+        gateway,
+        direct,
+        params,
+    );
+    let ratio = report.ratio;
+    Ok(report.target(Target::at_least("gateway/direct throughput", ratio, 0.6)))
+}
+
 /// Runs both sides of S7.
 pub async fn run_consume(ctx: &Ctx<'_>) -> Fallible<Report> {
-    let gateway = gateway_side(ctx, ScenarioId::S7).await?;
-    let direct = direct_side(ctx).await?;
+    let gateway = gateway_side(ctx, ScenarioId::S7, 1).await?;
+    let direct = direct_side(ctx, ScenarioId::S3, 1).await?;
     let params = json!({
         "entries": ctx.plan.consume_entries,
         "consumers": CONSUMERS,
@@ -167,7 +197,7 @@ async fn finish(
     start: Instant,
     cpu: Cpu,
     tasks: JoinSet<Fallible<Consumed>>,
-    key: String,
+    keys: &[String],
 ) -> Fallible<(Side, Usage)> {
     let ((elapsed, complete), usage) = ctx
         .rig
@@ -176,25 +206,38 @@ async fn finish(
     let spent = ctx.rig.cpu().await.since(cpu);
     progress.done.cancel();
     let parts = join_all(tasks).await?;
-    ctx.clean_up(&[key]).await?;
+    ctx.clean_up(keys).await?;
     Ok((side(parts, elapsed, complete).cpu(spent), usage))
 }
 
-/// The gateway side of S3 (Subscribe + unary Ack) or S7 (Consume with
-/// in-band acks): the same stream, consumers and clock.
-async fn gateway_side(ctx: &Ctx<'_>, id: ScenarioId) -> Fallible<Side> {
-    let stream = ctx.stream(id, SideKind::Gateway, 0);
-    let key = ctx.key(SideKind::Gateway, &stream);
-    fill(ctx, &key).await?;
-    let mut clients = Vec::with_capacity(CONSUMERS);
-    for _ in 0..CONSUMERS {
+/// Entries each of `streams` streams is filled with: the plan's count,
+/// split evenly.
+fn per_stream(ctx: &Ctx<'_>, streams: usize) -> u64 {
+    (ctx.plan.consume_entries / streams as u64).max(1)
+}
+
+/// The gateway side of S3 and C3 (Subscribe + unary Ack) or S7 (Consume
+/// with in-band acks): the same streams, consumers and clock.
+async fn gateway_side(ctx: &Ctx<'_>, id: ScenarioId, streams: usize) -> Fallible<Side> {
+    let names = ctx.streams(id, SideKind::Gateway, streams).await?;
+    let keys: Vec<String> = names
+        .iter()
+        .map(|s| ctx.key(SideKind::Gateway, s))
+        .collect();
+    let entries = per_stream(ctx, streams);
+    for key in &keys {
+        fill(ctx, key, entries).await?;
+    }
+    let mut clients = Vec::with_capacity(CONSUMERS * streams);
+    for _ in 0..CONSUMERS * streams {
         clients.push(ctx.rig.events().await?);
     }
-    let progress = Progress::new(ctx.plan.consume_entries);
+    let progress = Progress::new(entries * streams as u64);
     let cpu = ctx.rig.cpu().await;
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for (i, mut client) in clients.into_iter().enumerate() {
+        let stream = names[i % streams].clone();
         let request = pb::SubscribeRequest {
             stream: stream.clone(),
             group: GROUP.to_owned(),
@@ -216,12 +259,12 @@ async fn gateway_side(ctx: &Ctx<'_>, id: ScenarioId) -> Fallible<Side> {
             tasks.spawn(consume_via_gateway(
                 client,
                 responses,
-                stream.clone(),
+                stream,
                 progress.clone(),
             ));
         }
     }
-    let (side, usage) = finish(ctx, &progress, start, cpu, tasks, key).await?;
+    let (side, usage) = finish(ctx, &progress, start, cpu, tasks, &keys).await?;
     Ok(side.gateway_usage(usage))
 }
 
@@ -305,31 +348,36 @@ async fn consume_in_band(
     Ok(out)
 }
 
-async fn direct_side(ctx: &Ctx<'_>) -> Fallible<Side> {
-    let key = ctx.stream(ScenarioId::S3, SideKind::Direct, 0);
-    fill(ctx, &key).await?;
-    let mut conns = Vec::with_capacity(CONSUMERS);
-    for _ in 0..CONSUMERS {
+/// The direct side: `CONSUMERS` per stream, each with a connection (or
+/// cluster client) of its own, since each blocks in XREADGROUP.
+async fn direct_side(ctx: &Ctx<'_>, id: ScenarioId, streams: usize) -> Fallible<Side> {
+    let keys = ctx.streams(id, SideKind::Direct, streams).await?;
+    let entries = per_stream(ctx, streams);
+    for key in &keys {
+        fill(ctx, key, entries).await?;
+    }
+    let mut conns = Vec::with_capacity(CONSUMERS * streams);
+    for _ in 0..CONSUMERS * streams {
         conns.push(ctx.rig.direct(BLOCK).await?);
     }
-    let progress = Progress::new(ctx.plan.consume_entries);
+    let progress = Progress::new(entries * streams as u64);
     let cpu = ctx.rig.cpu().await;
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for (i, conn) in conns.into_iter().enumerate() {
         tasks.spawn(consume_directly(
             conn,
-            key.clone(),
+            keys[i % streams].clone(),
             format!("c{i}"),
             progress.clone(),
         ));
     }
-    let (side, usage) = finish(ctx, &progress, start, cpu, tasks, key).await?;
+    let (side, usage) = finish(ctx, &progress, start, cpu, tasks, &keys).await?;
     Ok(side.direct_usage(usage))
 }
 
 async fn consume_directly(
-    mut conn: MultiplexedConnection,
+    mut conn: Conn,
     key: String,
     consumer: String,
     progress: Arc<Progress>,
@@ -382,11 +430,10 @@ async fn consume_directly(
     Ok(out)
 }
 
-/// Fills `key` with the scenario's entries (uncapped, untimed) and creates
-/// the group at its start.
-async fn fill(ctx: &Ctx<'_>, key: &str) -> Fallible<()> {
+/// Fills `key` with `total` entries (uncapped, untimed) and creates the
+/// group at its start.
+async fn fill(ctx: &Ctx<'_>, key: &str, total: u64) -> Fallible<()> {
     let mut admin = ctx.rig.admin().await?;
-    let total = ctx.plan.consume_entries;
     let mut seq = 0;
     while seq < total {
         let n = FILL_CHUNK.min(total - seq);

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 use serde_json::json;
 use streamgate::pb::{self, subscribe_response::Kind};
@@ -35,7 +34,7 @@ use crate::Fallible;
 use crate::options::ScenarioId;
 use crate::payload;
 use crate::report::{Report, Target};
-use crate::rig::Usage;
+use crate::rig::{Conn, Usage};
 use crate::stats::{Latency, Side, round3};
 
 /// Subscribe / XREADGROUP batch size.
@@ -356,7 +355,7 @@ pub async fn direct_side(ctx: &Ctx<'_>, spec: Spec) -> Fallible<Side> {
 }
 
 async fn receive_directly(
-    mut conn: MultiplexedConnection,
+    mut conn: Conn,
     keys: Vec<String>,
     recorder: Arc<Recorder>,
     stop: CancellationToken,

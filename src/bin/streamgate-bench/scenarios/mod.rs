@@ -1,5 +1,7 @@
-//! The seven scenarios. Each runs its gateway side, cleans up, runs its
-//! direct side with the same shape of work, and returns a [`Report`].
+//! The scenarios: S1..S7 on one Redis, C1, C3 and C30 on a Redis Cluster.
+//! Each runs its gateway side, cleans up, runs its direct side with the
+//! same shape of work, and returns a [`Report`]; C30 does both on three
+//! masters and again on one.
 
 mod consume_ack;
 mod fan_in;
@@ -7,14 +9,18 @@ mod latency;
 mod produce;
 mod produce_stream;
 
+use std::io::Write;
 use std::time::Duration;
 
+use streamgate::broker::slot_of;
+use streamgate::pb;
 use tokio::task::JoinSet;
 
 use crate::Fallible;
 use crate::options::{Plan, ScenarioId};
+use crate::payload;
 use crate::report::Report;
-use crate::rig::Rig;
+use crate::rig::{Rig, topology};
 
 /// Everything a scenario needs.
 pub struct Ctx<'a> {
@@ -25,6 +31,9 @@ pub struct Ctx<'a> {
     /// Redis connections the idle gateway holds (its shared connection),
     /// measured before the first scenario.
     pub idle_gateway_connections: u64,
+    /// C30's baseline: the same work on one master, through a gateway of
+    /// its own.
+    pub one_master: Option<&'a Ctx<'a>>,
 }
 
 /// Which side of a scenario a stream belongs to.
@@ -36,7 +45,81 @@ pub enum SideKind {
     Direct,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// Measures the idle gateway's Redis connections and prints the rig's
+    /// line of the report's header. A cluster-mode gateway connects to
+    /// the nodes on first use, so on a cluster one event goes through it
+    /// first (and is deleted).
+    pub async fn new(rig: &'a Rig, plan: &'a Plan, table: &mut dyn Write) -> Fallible<Ctx<'a>> {
+        if rig.cluster {
+            let stream = format!("sgbench:{}:warm-up", std::process::id());
+            let request = pb::ProduceRequest {
+                stream: stream.clone(),
+                events: vec![payload::event(0)],
+                ..Default::default()
+            };
+            rig.events().await?.produce(request).await?;
+            redis::cmd("DEL")
+                .arg(rig.gateway_key(&stream))
+                .query_async::<()>(&mut rig.admin().await?)
+                .await?;
+        }
+        let idle = rig
+            .usage()
+            .await
+            .map_err(|e| format!("cannot reach Redis at {}: {e}", rig.redis_url))?
+            .gateway_connections;
+        let _ = writeln!(
+            table,
+            "gateway {} on {} ({})",
+            rig.gateway_addr, rig.storage, rig.redis_url
+        );
+        Ok(Ctx {
+            rig,
+            plan,
+            idle_gateway_connections: idle,
+            one_master: None,
+        })
+    }
+
+    /// `count` client stream names of a scenario's side. On a cluster they
+    /// are spread evenly over the masters, round-robin (name `i` lives on
+    /// master `i % masters`), found by computing each candidate key's
+    /// slot; on one Redis they are [`Ctx::stream`] `0..count`.
+    pub async fn streams(
+        &self,
+        scenario: ScenarioId,
+        side: SideKind,
+        count: usize,
+    ) -> Fallible<Vec<String>> {
+        let ranges = self.rig.slot_ranges().await?;
+        let masters = topology::masters(ranges);
+        if masters.is_empty() {
+            return Ok((0..count).map(|i| self.stream(scenario, side, i)).collect());
+        }
+        let per_master = count.div_ceil(masters.len());
+        let mut buckets: Vec<Vec<String>> = vec![Vec::new(); masters.len()];
+        for n in 0.. {
+            if buckets.iter().all(|b| b.len() >= per_master) {
+                break;
+            }
+            if n > 1_000_000 {
+                return Err("no stream names found for every master".into());
+            }
+            let name = self.stream(scenario, side, n);
+            let slot = slot_of(self.key(side, &name).as_bytes());
+            let master = topology::master_of(ranges, slot)
+                .ok_or_else(|| format!("slot {slot} has no master"))?;
+            let i = masters.iter().position(|m| m == master).unwrap_or(0);
+            if buckets[i].len() < per_master {
+                buckets[i].push(name);
+            }
+        }
+        Ok((0..count)
+            .map(|i| buckets[i % masters.len()][i / masters.len()].clone())
+            .collect())
+    }
+
     /// Client stream name `i` of a scenario's side. The process ID keeps
     /// runs against a shared Redis apart.
     pub fn stream(&self, scenario: ScenarioId, side: SideKind, i: usize) -> String {
@@ -87,6 +170,9 @@ pub async fn run(id: ScenarioId, ctx: &Ctx<'_>) -> Fallible<Report> {
         ScenarioId::S5 => fan_in::run(ctx).await?,
         ScenarioId::S6 => produce::run(ctx, produce::Shape::STREAM).await?,
         ScenarioId::S7 => consume_ack::run_consume(ctx).await?,
+        ScenarioId::C1 => produce::run(ctx, produce::Shape::CLUSTER_BATCH).await?,
+        ScenarioId::C3 => consume_ack::run_cluster(ctx).await?,
+        ScenarioId::C30 => produce::run_scaling(ctx).await?,
     };
     report.rss_scope = ctx.rig.rss_scope.clone();
     Ok(report)

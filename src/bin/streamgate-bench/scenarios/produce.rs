@@ -1,12 +1,16 @@
 //! S1 produce-batch and S2 produce-unary: closed-loop producers, each
-//! waiting for its reply before it sends again, for a fixed time.
+//! waiting for its reply before it sends again, for a fixed time. C1 is
+//! S1 on a Redis Cluster with its producers spread over one stream per
+//! master; C30 is S1's work over 30 streams, on three masters and on one.
 //!
 //! Gateway side: `channels` HTTP/2 connections (simulated clients) shared
-//! round-robin by `tasks` concurrent callers of Produce. Direct side: the
-//! same callers on one shared multiplexed redis-rs connection, which is
-//! also what the gateway uses underneath, so the ratio isolates what the
-//! gRPC hop adds. A batch is a pipeline of XADDs: one round trip, as in
-//! the gateway.
+//! round-robin by `tasks` concurrent callers of Produce, caller `t`
+//! writing to stream `t % streams`. Direct side: the same callers on one
+//! shared redis-rs connection (multiplexed; on a cluster, the cluster
+//! client with one multiplexed connection per node), which is also what
+//! the gateway uses underneath, so the ratio isolates what the gRPC hop
+//! adds. A batch is a pipeline of XADDs to one stream: one round trip, as
+//! in the gateway.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +36,9 @@ pub struct Shape {
     pub tasks: usize,
     /// Events per call.
     pub batch: u64,
+    /// Streams the callers are spread over (one per master on a cluster,
+    /// round-robin).
+    pub streams: usize,
     /// Target: at least this fraction of direct throughput.
     pub target_ratio: f64,
 }
@@ -44,6 +51,31 @@ impl Shape {
         channels: 4,
         tasks: 4,
         batch: 100,
+        streams: 1,
+        target_ratio: 0.7,
+    };
+
+    /// C1: S1 on a 3-master cluster, over one stream per master: 6
+    /// clients (two per stream), 100 events per Produce.
+    pub const CLUSTER_BATCH: Shape = Shape {
+        id: ScenarioId::C1,
+        name: "cluster-batch",
+        channels: 6,
+        tasks: 6,
+        batch: 100,
+        streams: 3,
+        target_ratio: 0.7,
+    };
+
+    /// C30: S1's work over 30 streams, one caller each (10 streams per
+    /// master on the 3-master cluster), over 6 client connections.
+    pub const SCALE: Shape = Shape {
+        id: ScenarioId::C30,
+        name: "cluster-scale",
+        channels: 6,
+        tasks: 30,
+        batch: 100,
+        streams: 30,
         target_ratio: 0.7,
     };
 
@@ -55,6 +87,7 @@ impl Shape {
         channels: 1,
         tasks: 64,
         batch: 1,
+        streams: 1,
         target_ratio: 0.5,
     };
 
@@ -65,6 +98,7 @@ impl Shape {
         channels: 1,
         tasks: 64,
         batch: 1,
+        streams: 1,
         target_ratio: 0.5,
     };
 }
@@ -77,7 +111,56 @@ pub async fn run(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Report> {
         gateway_side(ctx, shape).await?
     };
     let direct = direct_side(ctx, shape).await?;
+    let report = report(ctx, shape, gateway, direct);
+    let ratio = report.ratio;
+    Ok(report.target(Target::at_least(
+        "gateway/direct throughput",
+        ratio,
+        shape.target_ratio,
+    )))
+}
+
+/// Runs C30: S1's work over 30 streams through the gateway and directly,
+/// on the 3-master cluster and again on the one-master cluster.
+pub async fn run_scaling(ctx: &Ctx<'_>) -> Fallible<Report> {
+    let shape = Shape::SCALE;
+    let one = ctx
+        .one_master
+        .ok_or("C30 needs the one-master cluster beside the 3-master one")?;
+    let gateway = gateway_side(ctx, shape).await?;
+    let direct = direct_side(ctx, shape).await?;
+    let gateway_1 = gateway_side(one, shape).await?;
+    let direct_1 = direct_side(one, shape).await?;
+    let report =
+        report(ctx, shape, gateway, direct).one_master(&one.rig.storage, gateway_1, direct_1);
+    let ratio = report.ratio;
+    let relative = report
+        .one_master
+        .as_ref()
+        .map_or(0.0, |baseline| baseline.relative_scaling);
+    Ok(report
+        .target(Target::at_least(
+            "gateway/direct throughput on 3 masters",
+            ratio,
+            shape.target_ratio,
+        ))
+        .target(Target::at_least(
+            "gateway 3-vs-1 scaling / direct 3-vs-1 scaling",
+            relative,
+            SCALING_KEPT,
+        )))
+}
+
+/// C30's target: the gateway keeps at least this share of the speed-up
+/// that three masters give a direct client on the same machine (whatever
+/// that is: on two shared cores, little).
+const SCALING_KEPT: f64 = 0.9;
+
+/// The report of a produce scenario, without its targets.
+fn report(ctx: &Ctx<'_>, shape: Shape, gateway: Side, direct: Side) -> Report {
     let params = json!({
+        "redis": ctx.rig.storage,
+        "streams": shape.streams,
         "clients": shape.channels,
         "in_flight": shape.tasks,
         "events_per_call": shape.batch,
@@ -88,9 +171,13 @@ pub async fn run(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Report> {
         },
         "max_len": ctx.rig.max_len,
         "secs_per_side": ctx.plan.produce_for.as_secs_f64(),
-        "direct": "one shared multiplexed connection; a batch is one pipeline",
+        "direct": if ctx.rig.cluster {
+            "one shared cluster client (a multiplexed connection per node); a batch is one pipeline"
+        } else {
+            "one shared multiplexed connection; a batch is one pipeline"
+        },
     });
-    let report = Report::new(
+    Report::new(
         shape.id.as_str(),
         shape.name,
         "events/s",
@@ -99,17 +186,13 @@ pub async fn run(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Report> {
         gateway,
         direct,
         params,
-    );
-    let ratio = report.ratio;
-    Ok(report.target(Target::at_least(
-        "gateway/direct throughput",
-        ratio,
-        shape.target_ratio,
-    )))
+    )
 }
 
 async fn gateway_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
-    let stream = ctx.stream(shape.id, SideKind::Gateway, 0);
+    let streams = ctx
+        .streams(shape.id, SideKind::Gateway, shape.streams)
+        .await?;
     let mut clients = Vec::with_capacity(shape.channels);
     for _ in 0..shape.channels {
         clients.push(ctx.rig.events().await?);
@@ -121,7 +204,7 @@ async fn gateway_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
     let mut tasks = JoinSet::new();
     for task in 0..shape.tasks {
         let client = clients[task % clients.len()].clone();
-        let stream = stream.clone();
+        let stream = streams[task % streams.len()].clone();
         tasks.spawn(async move {
             closed_loop(deadline, shape.batch, |seq| {
                 let request = pb::ProduceRequest {
@@ -144,23 +227,29 @@ async fn gateway_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
     let elapsed = start.elapsed();
     let spent = ctx.rig.cpu().await.since(cpu);
     drop(clients);
-    ctx.clean_up(&[ctx.key(SideKind::Gateway, &stream)]).await?;
+    let keys: Vec<String> = streams
+        .iter()
+        .map(|s| ctx.key(SideKind::Gateway, s))
+        .collect();
+    ctx.clean_up(&keys).await?;
     Ok(Side::new(count, elapsed, &latency)
         .gateway_usage(usage)
         .cpu(spent))
 }
 
 async fn direct_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
-    let key = ctx.stream(shape.id, SideKind::Direct, 0);
+    let keys = ctx
+        .streams(shape.id, SideKind::Direct, shape.streams)
+        .await?;
     let conn = ctx.rig.direct(Duration::ZERO).await?;
     let cap = Some(ctx.rig.max_len);
     let cpu = ctx.rig.cpu().await;
     let start = Instant::now();
     let deadline = start + ctx.plan.produce_for;
     let mut tasks = JoinSet::new();
-    for _ in 0..shape.tasks {
+    for task in 0..shape.tasks {
         let conn = conn.clone();
-        let key = key.clone();
+        let key = keys[task % keys.len()].clone();
         tasks.spawn(async move {
             closed_loop(deadline, shape.batch, |seq| {
                 let mut conn = conn.clone();
@@ -184,7 +273,7 @@ async fn direct_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
     let elapsed = start.elapsed();
     let spent = ctx.rig.cpu().await.since(cpu);
     drop(conn);
-    ctx.clean_up(&[key]).await?;
+    ctx.clean_up(&keys).await?;
     Ok(Side::new(count, elapsed, &latency)
         .direct_usage(usage)
         .cpu(spent))
