@@ -193,6 +193,15 @@ impl Report {
             self.ratio_of,
             verdicts.join("; ")
         )?;
+        if self.gateway.extra.contains_key("xadds_per_master") {
+            writeln!(
+                out,
+                "{:<17} XADDs per master: gateway side {}; direct side {}",
+                "",
+                shares(&self.gateway),
+                shares(&self.direct)
+            )?;
+        }
         if let Some(baseline) = &self.one_master {
             writeln!(
                 out,
@@ -219,6 +228,25 @@ impl Report {
         }
         Ok(())
     }
+}
+
+/// `34/33/33 %`: each master's share of a side's `xadds_per_master`.
+fn shares(side: &Side) -> String {
+    let counts: Vec<f64> = side
+        .extra
+        .get("xadds_per_master")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|n| n.as_f64()).collect())
+        .unwrap_or_default();
+    let total: f64 = counts.iter().sum();
+    if total <= 0.0 {
+        return "-".to_owned();
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|n| format!("{:.0}", n / total * 100.0))
+        .collect();
+    format!("{} %", parts.join("/"))
 }
 
 /// `a / b` to four decimals; 0 when `b` is not positive.

@@ -280,16 +280,23 @@ impl Rig {
         Ok(ranges)
     }
 
-    /// The URL of every Redis node: the server, or every node of the
-    /// cluster's slot map.
-    async fn node_urls(&self) -> Fallible<Vec<String>> {
+    /// The URL of every Redis node, and whether it is a master: the
+    /// server, or every node of the cluster's slot map (masters first, in
+    /// slot order).
+    async fn node_urls(&self) -> Fallible<Vec<(String, bool)>> {
         if !self.cluster {
-            return Ok(vec![self.redis_url.clone()]);
+            return Ok(vec![(self.redis_url.clone(), true)]);
         }
         let seed = self.first_seed();
-        Ok(topology::all_nodes(self.slot_ranges().await?)
+        let ranges = self.slot_ranges().await?;
+        let masters = topology::masters(ranges);
+        let replicas = topology::all_nodes(ranges)
+            .into_iter()
+            .filter(|node| !masters.contains(node));
+        Ok(masters
             .iter()
-            .map(|addr| topology::node_url(seed, addr))
+            .map(|addr| (topology::node_url(seed, addr), true))
+            .chain(replicas.map(|addr| (topology::node_url(seed, &addr), false)))
             .collect())
     }
 

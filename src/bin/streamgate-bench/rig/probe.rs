@@ -67,6 +67,8 @@ impl Usage {
 pub(super) struct Probe {
     conn: MultiplexedConnection,
     pid: Option<u32>,
+    /// Whether the node serves slots as a master (always, for one Redis).
+    master: bool,
 }
 
 impl Rig {
@@ -76,7 +78,7 @@ impl Rig {
             .probes
             .get_or_try_init(|| async {
                 let mut probes = Vec::new();
-                for url in self.node_urls().await? {
+                for (url, master) in self.node_urls().await? {
                     let mut conn = super::single(&url, Duration::from_secs(5)).await?;
                     redis::cmd("CLIENT")
                         .arg("SETNAME")
@@ -91,7 +93,7 @@ impl Rig {
                         .lines()
                         .find_map(|l| l.strip_prefix("process_id:"))
                         .and_then(|pid| pid.trim().parse().ok());
-                    probes.push(Probe { conn, pid });
+                    probes.push(Probe { conn, pid, master });
                 }
                 Fallible::Ok(probes)
             })
@@ -134,6 +136,27 @@ impl Rig {
             bench_connections: bench,
             rss_mb: self.rss_mb(),
         })
+    }
+
+    /// XADD calls so far on each master, in slot order (`INFO
+    /// commandstats`; XADDs inside scripts count too): the difference
+    /// over a phase shows how the work was spread over the masters.
+    pub async fn xadds_per_master(&self) -> Fallible<Vec<u64>> {
+        let mut out = Vec::new();
+        for probe in self.probes().await?.iter().filter(|p| p.master) {
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut probe.conn.clone())
+                .await?;
+            let calls = info
+                .lines()
+                .find_map(|l| l.strip_prefix("cmdstat_xadd:calls="))
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            out.push(calls);
+        }
+        Ok(out)
     }
 
     /// Runs `work` while sampling [`Rig::usage`] every 250 ms; returns its

@@ -127,9 +127,11 @@ pub async fn run_scaling(ctx: &Ctx<'_>) -> Fallible<Report> {
     let one = ctx
         .one_master
         .ok_or("C30 needs the one-master cluster beside the 3-master one")?;
+    // Each 3-vs-1 pair back to back, so that a change in the machine's
+    // load (other builds) between the pairs does not enter one quotient.
     let gateway = gateway_side(ctx, shape).await?;
-    let direct = direct_side(ctx, shape).await?;
     let gateway_1 = gateway_side(one, shape).await?;
+    let direct = direct_side(ctx, shape).await?;
     let direct_1 = direct_side(one, shape).await?;
     let report =
         report(ctx, shape, gateway, direct).one_master(&one.rig.storage, gateway_1, direct_1);
@@ -198,6 +200,7 @@ async fn gateway_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
         clients.push(ctx.rig.events().await?);
     }
     let max_len = Some(ctx.rig.max_len);
+    let xadds = ctx.rig.xadds_per_master().await?;
     let cpu = ctx.rig.cpu().await;
     let start = Instant::now();
     let deadline = start + ctx.plan.produce_for;
@@ -226,15 +229,18 @@ async fn gateway_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
     let (count, latency) = merge(parts?);
     let elapsed = start.elapsed();
     let spent = ctx.rig.cpu().await.since(cpu);
+    let spread = spread(ctx, xadds).await?;
     drop(clients);
     let keys: Vec<String> = streams
         .iter()
         .map(|s| ctx.key(SideKind::Gateway, s))
         .collect();
     ctx.clean_up(&keys).await?;
-    Ok(Side::new(count, elapsed, &latency)
-        .gateway_usage(usage)
-        .cpu(spent))
+    Ok(spread(
+        Side::new(count, elapsed, &latency)
+            .gateway_usage(usage)
+            .cpu(spent),
+    ))
 }
 
 async fn direct_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
@@ -243,6 +249,7 @@ async fn direct_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
         .await?;
     let conn = ctx.rig.direct(Duration::ZERO).await?;
     let cap = Some(ctx.rig.max_len);
+    let xadds = ctx.rig.xadds_per_master().await?;
     let cpu = ctx.rig.cpu().await;
     let start = Instant::now();
     let deadline = start + ctx.plan.produce_for;
@@ -272,11 +279,34 @@ async fn direct_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
     let (count, latency) = merge(parts?);
     let elapsed = start.elapsed();
     let spent = ctx.rig.cpu().await.since(cpu);
+    let spread = spread(ctx, xadds).await?;
     drop(conn);
     ctx.clean_up(&keys).await?;
-    Ok(Side::new(count, elapsed, &latency)
-        .direct_usage(usage)
-        .cpu(spent))
+    Ok(spread(
+        Side::new(count, elapsed, &latency)
+            .direct_usage(usage)
+            .cpu(spent),
+    ))
+}
+
+/// On a cluster, a function that adds to a side the XADDs each master ran
+/// since `before` (`xadds_per_master`, in slot order): whether the work
+/// was spread. On one Redis it adds nothing.
+async fn spread(ctx: &Ctx<'_>, before: Vec<u64>) -> Fallible<impl FnOnce(Side) -> Side> {
+    let after = ctx.rig.xadds_per_master().await?;
+    let counts: Vec<u64> = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .collect();
+    let cluster = ctx.rig.cluster;
+    Ok(move |side: Side| {
+        if cluster {
+            side.with("xadds_per_master", counts)
+        } else {
+            side
+        }
+    })
 }
 
 /// Calls `call(first_seq)` until `deadline`, one call in flight, timing
