@@ -110,33 +110,33 @@ fn main() -> ExitCode {
     }
     if !on_cluster.is_empty() {
         // C30's baseline: one master (and its replica) behind a gateway of
-        // its own, beside the 3-master cluster.
-        let one_master = if on_cluster.contains(&ScenarioId::C30) {
-            Some(Rig::start(&args, Storage::Cluster(1)))
-        } else {
-            None
-        };
-        ok &= match (Rig::start(&args, Storage::Cluster(3)), one_master) {
-            (Ok(rig), None) => {
-                let ok = runtime.block_on(run(&args, &plan, &mut table, &on_cluster, &rig, None));
+        // its own, beside the 3-master cluster. A rig dropped unstopped
+        // (when the other fails to start) just kills its processes.
+        let started = Rig::start(&args, Storage::Cluster(3)).and_then(|rig| {
+            let one = on_cluster
+                .contains(&ScenarioId::C30)
+                .then(|| Rig::start(&args, Storage::Cluster(1)))
+                .transpose()?;
+            Ok((rig, one))
+        });
+        ok &= match started {
+            Ok((rig, one)) => {
+                let ok = runtime.block_on(run(
+                    &args,
+                    &plan,
+                    &mut table,
+                    &on_cluster,
+                    &rig,
+                    one.as_ref(),
+                ));
                 rig.stop();
+                if let Some(one) = one {
+                    one.stop();
+                }
                 ok
             }
-            (Ok(rig), Some(Ok(one))) => {
-                let ok =
-                    runtime.block_on(run(&args, &plan, &mut table, &on_cluster, &rig, Some(&one)));
-                rig.stop();
-                one.stop();
-                ok
-            }
-            (Err(e), one) => {
+            Err(e) => {
                 eprintln!("streamgate-bench: {e}");
-                one.into_iter().flatten().for_each(Rig::stop);
-                false
-            }
-            (Ok(rig), Some(Err(e))) => {
-                eprintln!("streamgate-bench: {e}");
-                rig.stop();
                 false
             }
         };

@@ -73,6 +73,7 @@ impl RedisServer {
                 .stderr(Stdio::null())
                 .spawn()
                 .map_err(|e| {
+                    let _ = std::fs::remove_dir_all(&dir);
                     format!(
                         "cannot start {}: {e} (install it with `apt-get install -y redis-server`)",
                         binary.display()
