@@ -45,8 +45,8 @@ pub struct Args {
     pub redis_cluster: bool,
 
     /// Use this Redis (loopback only) instead of starting a private
-    /// redis-server (with --redis-cluster: a cluster's seed URLs). Scenario keys start with `sgbench:`; they are deleted
-    /// afterwards.
+    /// redis-server (with --redis-cluster: a cluster's seed URLs).
+    /// Scenario keys start with `sgbench:`; they are deleted afterwards.
     #[arg(long)]
     pub redis_url: Option<String>,
 
