@@ -297,3 +297,48 @@ fn plan(ready: Vec<Result<Append>>) -> Vec<Work> {
     flush(&mut together, &mut plan);
     plan
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Event;
+
+    fn append(stream: &str, key: &str) -> Result<Append> {
+        let mut event = Event::new(0, "t".into(), Default::default(), Default::default())?;
+        event.idempotency_key = key.into();
+        Ok(Append {
+            stream: stream.into(),
+            events: vec![event],
+            cap: None,
+        })
+    }
+
+    /// The plan as letters: `T<n>` n requests together, `O` one, `R` refused.
+    fn shape(plan: &[Work]) -> Vec<String> {
+        plan.iter()
+            .map(|work| match work {
+                Work::Refused(_) => "R".to_owned(),
+                Work::One(_) => "O".to_owned(),
+                Work::Together(appends) => format!("T{}", appends.len()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consecutive_plain_requests_to_one_stream_go_together() {
+        let refused = Err(Error::invalid("events", "at least one event is required"));
+        let ready = vec![
+            append("a", ""),
+            append("a", ""),
+            append("a", ""),
+            append("b", ""),
+            append("a", "k"),
+            append("a", ""),
+            refused,
+            append("a", ""),
+            append("a", ""),
+        ];
+        assert_eq!(shape(&plan(ready)), ["T3", "O", "O", "O", "R", "T2"]);
+        assert!(plan(Vec::new()).is_empty());
+    }
+}
