@@ -23,7 +23,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis::{Pipeline, RedisResult, Value};
+use redis::{Pipeline, Value};
 
 use super::BrokerOptions;
 use super::link::{Backend, Link};
@@ -45,7 +45,7 @@ pub(super) struct Durable {
     /// Replicas that must hold a write.
     replicas: u32,
     /// WAIT's timeout, in milliseconds: `--redis-timeout-ms`.
-    timeout_ms: u128,
+    timeout_ms: u64,
     pool: Vec<Backend>,
     next: AtomicUsize,
 }
@@ -64,7 +64,7 @@ impl Durable {
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(Durable {
             replicas: options.wait_replicas,
-            timeout_ms: options.response_timeout.as_millis(),
+            timeout_ms: u64::try_from(options.response_timeout.as_millis()).unwrap_or(u64::MAX),
             pool,
             next: AtomicUsize::new(0),
         }))
@@ -76,18 +76,12 @@ impl Durable {
         self.pool[turn].link().await
     }
 
-    /// Sends `pipe` followed by WAIT on `link` (one of [`Durable::link`]'s)
-    /// and answers the pipeline's own replies and how many replicas
-    /// confirmed them. The pipeline is routed by its first key; WAIT has
-    /// none, so it rides along to the same node.
-    pub(super) async fn send(&self, link: &mut Link, pipe: &Pipeline) -> RedisResult<Replicated> {
-        let mut pipe = pipe.clone();
-        pipe.cmd("WAIT")
-            .arg(self.replicas)
-            .arg(self.timeout_ms as u64);
-        let mut replies: Vec<Value> = pipe.query_async(link).await?;
-        let wait = replies.pop().unwrap_or(Value::Nil);
-        Ok(Replicated { replies, wait })
+    /// Appends WAIT to a pipeline of writes. Sent on one of
+    /// [`Durable::link`]'s connections, the pipeline is routed by its first
+    /// key; WAIT has none, so it rides along to the same node, and its reply
+    /// (the pipeline's last) is for [`Durable::check`].
+    pub(super) fn wait_after(&self, pipe: &mut Pipeline) {
+        pipe.cmd("WAIT").arg(self.replicas).arg(self.timeout_ms);
     }
 
     /// Ok when WAIT's answer counts enough replicas; else UNAVAILABLE
@@ -111,12 +105,4 @@ impl Durable {
             ))),
         }
     }
-}
-
-/// What a durable pipeline answered.
-pub(super) struct Replicated {
-    /// The replies of the pipeline's own commands.
-    pub replies: Vec<Value>,
-    /// WAIT's own reply: the number of replicas that acknowledged them.
-    pub wait: Value,
 }

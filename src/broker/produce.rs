@@ -32,7 +32,7 @@ impl Broker {
             self.push_xadds(&mut pipe, stream, events, cap, &ts);
         }
         let script = idempotent.then_some(&*scripts::PRODUCE_IDEMPOTENT);
-        let (replies, replicated) = self.write(&pipe, stream, script).await?;
+        let (replies, replicated) = self.write(pipe, stream, script).await?;
         let replies = checked(replies, stream, None)?;
         replicated?;
         if idempotent {
@@ -59,7 +59,7 @@ impl Broker {
             debug_assert!(events.iter().all(|e| e.idempotency_key.is_empty()));
             self.push_xadds(&mut pipe, stream, events, *cap, &ts);
         }
-        let (replies, replicated) = self.write(&pipe, stream, None).await?;
+        let (replies, replicated) = self.write(pipe, stream, None).await?;
         let mut replies = replies.into_iter();
         Ok(requests
             .iter()
@@ -132,28 +132,32 @@ impl Broker {
 
     /// Sends a pipeline of writes to `stream` and returns its replies (each
     /// may be an error) and whether enough replicas confirmed them (always
-    /// Ok unless writes wait for replicas, on the durable connections). A
-    /// pipeline calling `script` by hash loads it and goes again when Redis
-    /// does not know it yet: only for a pipeline that is that one call, so
-    /// that nothing ran.
+    /// Ok unless writes wait for replicas: then the pipeline ends with WAIT
+    /// and goes on the durable connections). A pipeline calling `script` by
+    /// hash loads it and goes again when Redis does not know it yet: only
+    /// for a pipeline that is that one call, so that nothing ran.
     async fn write(
         &self,
-        pipe: &redis::Pipeline,
+        mut pipe: redis::Pipeline,
         stream: &str,
         script: Option<&redis::Script>,
     ) -> Result<(Vec<Value>, Result<()>)> {
         let failed = |e: RedisError| Error::from_redis(&e, stream, None);
         let mut link = self.conn().await?;
+        if let Some(durable) = &self.durable {
+            durable.wait_after(&mut pipe);
+        }
         let mut loaded = false;
         loop {
-            let (replies, wait) = match &self.durable {
-                None => (pipe.query_async(&mut link).await.map_err(failed)?, None),
-                Some(durable) => {
-                    let mut own = durable.link().await?;
-                    let replicated = durable.send(&mut own, pipe).await.map_err(failed)?;
-                    (replicated.replies, Some(replicated.wait))
-                }
-            };
+            let mut replies: Vec<Value> = match &self.durable {
+                None => pipe.query_async(&mut link).await,
+                Some(durable) => pipe.query_async(&mut durable.link().await?).await,
+            }
+            .map_err(failed)?;
+            let wait = self
+                .durable
+                .as_ref()
+                .map(|_| replies.pop().unwrap_or(Value::Nil));
             let unknown_script = replies
                 .iter()
                 .any(|v| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"));
