@@ -15,7 +15,7 @@ use tonic::Streaming;
 
 use crate::common::{
     DEADLINE, RedisServer, TestGateway, event, eventually, health, ids, next_batch, orders,
-    produce, sub, subscribe, take_entries,
+    produce, sub, subscribe, take_entries, take_tail_entries,
 };
 use crate::redis_cluster::RedisCluster;
 
@@ -227,7 +227,7 @@ async fn every_rpc_works_on_every_master(cluster: &RedisCluster) {
             .await
             .expect("tail")
             .into_inner();
-        assert_eq!(tail_entries(&mut tail, 6).await.len(), 6);
+        assert_eq!(take_tail_entries(&mut tail, 6).await.len(), 6);
 
         // Safe trim keeps what group g still needs (4 pending from
         // produced[2]); a plain trim then empties the stream.
@@ -575,21 +575,6 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut response = String::new();
     conn.read_to_string(&mut response).await.unwrap();
     response
-}
-
-async fn tail_entries(t: &mut Streaming<pb::TailResponse>, n: usize) -> Vec<pb::Entry> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        let message = tokio::time::timeout(DEADLINE, t.message())
-            .await
-            .expect("a tail message within the deadline")
-            .expect("tail stays open")
-            .expect("tail does not end");
-        if let Some(pb::tail_response::Kind::Batch(batch)) = message.kind {
-            out.extend(batch.entries);
-        }
-    }
-    out
 }
 
 /// A slot moves to another master while a subscriber waits on a stream in

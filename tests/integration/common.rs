@@ -505,6 +505,25 @@ pub async fn next_batch(
     }
 }
 
+/// Reads Tail batches until `n` entries have arrived.
+pub async fn take_tail_entries(
+    stream: &mut Streaming<pb::TailResponse>,
+    n: usize,
+) -> Vec<pb::Entry> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let message = tokio::time::timeout(DEADLINE, stream.message())
+            .await
+            .expect("a tail message within the deadline")
+            .expect("tail stays open")
+            .expect("tail does not end");
+        if let Some(pb::tail_response::Kind::Batch(batch)) = message.kind {
+            out.extend(batch.entries);
+        }
+    }
+    out
+}
+
 /// Reads batches until `n` entries have arrived.
 pub async fn take_entries(
     stream: &mut Streaming<pb::SubscribeResponse>,

@@ -3,7 +3,7 @@
 use streamgate::pb;
 use tonic::Streaming;
 
-use crate::common::{DEADLINE, TestGateway, orders, produce, setup};
+use crate::common::{TestGateway, orders, produce, setup, take_tail_entries};
 
 async fn tail(gw: &mut TestGateway, stream: &str, start_id: &str) -> Streaming<pb::TailResponse> {
     gw.events
@@ -18,22 +18,6 @@ async fn tail(gw: &mut TestGateway, stream: &str, start_id: &str) -> Streaming<p
         .into_inner()
 }
 
-/// Reads batches until `n` entries have arrived.
-async fn take(stream: &mut Streaming<pb::TailResponse>, n: usize) -> Vec<pb::Entry> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        let message = tokio::time::timeout(DEADLINE, stream.message())
-            .await
-            .expect("a tail message within the deadline")
-            .expect("tail stays open")
-            .expect("tail does not end");
-        if let Some(pb::tail_response::Kind::Batch(batch)) = message.kind {
-            out.extend(batch.entries);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn tail_from_now_sees_only_new_entries_and_no_group_state() {
     let (redis, mut gw) = setup().await;
@@ -45,7 +29,7 @@ async fn tail_from_now_sees_only_new_entries_and_no_group_state() {
     for _ in 0..10 {
         produced.extend(produce(&mut gw, "orders", orders(3)).await);
     }
-    let got = take(&mut t, 30).await;
+    let got = take_tail_entries(&mut t, 30).await;
     assert_eq!(
         got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
         produced
@@ -68,7 +52,7 @@ async fn tail_from_zero_replays_history_then_follows() {
     let mut produced = produce(&mut gw, "orders", orders(5)).await;
     let mut t = tail(&mut gw, "orders", "0").await;
     produced.extend(produce(&mut gw, "orders", orders(2)).await);
-    let got = take(&mut t, 7).await;
+    let got = take_tail_entries(&mut t, 7).await;
     assert_eq!(
         got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
         produced
@@ -80,7 +64,7 @@ async fn tail_waits_for_a_stream_that_does_not_exist_yet() {
     let (_redis, mut gw) = setup().await;
     let mut t = tail(&mut gw, "later", "$").await;
     let produced = produce(&mut gw, "later", orders(2)).await;
-    let got = take(&mut t, 2).await;
+    let got = take_tail_entries(&mut t, 2).await;
     assert_eq!(
         got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
         produced
