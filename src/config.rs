@@ -138,6 +138,12 @@ pub struct Settings {
     /// Largest gRPC request message, in bytes.
     pub max_message_bytes: u64,
 
+    /// Request bytes held for calls not yet answered, over the whole
+    /// gateway. When they are used up the gateway stops reading client
+    /// messages (HTTP/2 flow control pushes back on the clients) until
+    /// answers go out, instead of buffering.
+    pub max_buffered_bytes: u64,
+
     /// Most Subscribe and Tail streams open at once on this gateway.
     pub max_subscriptions: u64,
 
@@ -180,6 +186,7 @@ impl Default for Settings {
             max_event_fields: 1024,
             max_field_bytes: 1 << 20,
             max_message_bytes: 4 << 20,
+            max_buffered_bytes: 256 << 20,
             max_subscriptions: 5000,
             max_subscriptions_per_connection: 200,
         }

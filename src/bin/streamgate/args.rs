@@ -206,6 +206,14 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_message_bytes: u64,
 
+    /// Request bytes held for calls not yet answered, over the whole
+    /// gateway; when used up, the gateway stops reading from clients
+    /// (HTTP/2 flow control pushes back) until answers go out. At least
+    /// --max-message-bytes.
+    #[arg(long, env = "STREAMGATE_MAX_BUFFERED_BYTES", default_value_t = defaults().max_buffered_bytes,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_buffered_bytes: u64,
+
     /// Most Subscribe and Tail streams open at once on this gateway.
     #[arg(long, env = "STREAMGATE_MAX_SUBSCRIPTIONS", default_value_t = defaults().max_subscriptions,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -304,6 +312,7 @@ impl From<ServeArgs> for Settings {
             max_event_fields: args.max_event_fields,
             max_field_bytes: args.max_field_bytes,
             max_message_bytes: args.max_message_bytes,
+            max_buffered_bytes: args.max_buffered_bytes,
             max_subscriptions: args.max_subscriptions,
             max_subscriptions_per_connection: args.max_subscriptions_per_connection,
         }
