@@ -1,7 +1,8 @@
 //! Compiles `proto/` into Rust with pure-Rust tooling (protox), so that a
 //! fresh machine needs no system `protoc`. The encoded descriptor set is also
 //! written to `OUT_DIR` for gRPC server reflection, and so is the list of
-//! every rpc's path, which labels the per-RPC metrics.
+//! every rpc's path, which labels the per-RPC metrics and tells the request
+//! reading layer which rpcs take a stream of messages.
 
 use std::{env, fs, path::PathBuf};
 
@@ -23,11 +24,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for service in &file.service {
             for method in &service.method {
                 methods.push_str(&format!(
-                    "    (\"/{}.{}/{}\", \"{}\"),\n",
+                    "    Method {{ path: \"/{}.{}/{}\", name: \"{}\", client_streaming: {} }},\n",
                     file.package(),
                     service.name(),
                     method.name(),
-                    method.name()
+                    method.name(),
+                    method.client_streaming()
                 ));
             }
         }
@@ -35,6 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     methods.push(']');
     fs::write(out.join("streamgate_methods.rs"), methods)?;
     tonic_prost_build::configure()
+        // prost's decoder, with an undecodable message answered as the
+        // client's fault (INVALID_ARGUMENT), not INTERNAL.
+        .codec_path("crate::limits::Codec")
         // Produce decodes these maps for every event: a BTreeMap skips
         // SipHash and arrives sorted, so the gateway need not sort again.
         .btree_map(".streamgate.v1.Event")

@@ -238,6 +238,11 @@ impl Settings {
         saturating_usize(self.max_message_bytes)
     }
 
+    /// The byte budget of requests held for calls not yet answered.
+    pub fn max_buffered_bytes(&self) -> usize {
+        saturating_usize(self.max_buffered_bytes)
+    }
+
     /// The subscription limits.
     pub fn subscription_slots(&self) -> SubscriptionSlots {
         SubscriptionSlots::new(

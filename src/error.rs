@@ -22,6 +22,20 @@ pub enum Error {
         /// Why it is rejected.
         reason: String,
     },
+    /// A request that cannot be read: undecodable, cut short, compressed,
+    /// or without its message.
+    #[error("{rpc}: {reason}")]
+    Unreadable {
+        /// The rpc's method name, e.g. `ProduceStream`.
+        rpc: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A client's request stream failed: the status it failed with, which
+    /// the reading layer ([`crate::limits::ReadingLayer`]) settles on its
+    /// way out.
+    #[error("{}", .0.message())]
+    RequestStream(Status),
     /// A configured limit was exceeded; the message names the limit.
     #[error("{0}")]
     LimitExceeded(String),
@@ -164,7 +178,8 @@ impl Error {
     /// The gRPC code this error maps to.
     pub fn code(&self) -> Code {
         match self {
-            Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::InvalidArgument { .. } | Error::Unreadable { .. } => Code::InvalidArgument,
+            Error::RequestStream(status) => status.code(),
             Error::LimitExceeded(_) | Error::ClientStalled(_) => Code::ResourceExhausted,
             Error::GroupNotFound { .. }
             | Error::StreamNotFound { .. }
@@ -179,25 +194,6 @@ impl Error {
             Error::Internal(_) => Code::Internal,
         }
     }
-}
-
-/// tonic rejects a request message above `max_decoding_message_size`
-/// itself, before any handler runs, with OUT_OF_RANGE. The contract says a
-/// limit is RESOURCE_EXHAUSTED naming the limit, so the message-size layer
-/// ([`crate::limits::MessageSizeLayer`]) asks this function whether a
-/// status tonic produced is that rejection, and answers with this error
-/// instead.
-pub fn from_transport_status(status: &Status, max_message_bytes: usize) -> Option<Error> {
-    (status.code() == Code::OutOfRange
-        && status
-            .message()
-            .starts_with("Error, decoded message length too large"))
-    .then(|| {
-        Error::LimitExceeded(format!(
-            "the request message exceeds the limit of {max_message_bytes} bytes \
-             (--max-message-bytes)"
-        ))
-    })
 }
 
 impl From<Error> for Status {

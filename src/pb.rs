@@ -9,6 +9,22 @@ tonic::include_proto!("streamgate.v1");
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/streamgate_descriptor.bin"));
 
-/// Every streamgate rpc as `(path, method name)`, e.g.
-/// `("/streamgate.v1.EventStream/Produce", "Produce")`, from the protos.
-pub const METHODS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/streamgate_methods.rs"));
+/// One streamgate rpc, as the protos declare it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Method {
+    /// The HTTP/2 path, e.g. `/streamgate.v1.EventStream/Produce`.
+    pub path: &'static str,
+    /// The method name, e.g. `Produce`.
+    pub name: &'static str,
+    /// Whether the client sends a stream of messages (ProduceStream,
+    /// Consume) rather than exactly one.
+    pub client_streaming: bool,
+}
+
+/// Every streamgate rpc, from the protos.
+pub const METHODS: &[Method] = include!(concat!(env!("OUT_DIR"), "/streamgate_methods.rs"));
+
+/// The streamgate rpc served at `path`, if any.
+pub fn method(path: &str) -> Option<&'static Method> {
+    METHODS.iter().find(|method| method.path == path)
+}

@@ -21,7 +21,7 @@ use crate::broker::Broker;
 use crate::config::Settings;
 use crate::dashboard::{self, LocalGrpc};
 use crate::doorbell::Doorbell;
-use crate::limits::MessageSizeLayer;
+use crate::limits::{BudgetMetrics, ByteBudget, ReadingLayer};
 use crate::metrics::{self, Metrics, RpcMetricsLayer};
 use crate::pb::{
     self, event_stream_server::EventStreamServer, stream_admin_server::StreamAdminServer,
@@ -218,6 +218,16 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
     let auth_enabled = auth.is_enabled();
     let authenticate = Authenticate::new(auth);
     let max_message = config.max_message_bytes();
+    let reading = ReadingLayer::new(
+        max_message,
+        ByteBudget::new(
+            config.max_buffered_bytes(),
+            BudgetMetrics {
+                held: metrics.buffered_request_bytes.clone(),
+                waited: metrics.read_pushback.clone(),
+            },
+        ),
+    );
     let mut builder = Server::builder();
     if let Some(tls) = server_tls {
         builder = builder.tls_config(tls)?;
@@ -240,7 +250,7 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
     let local = LocalGrpc::new(
         routes.clone(),
         RpcMetricsLayer::new(metrics.clone()),
-        MessageSizeLayer::new(max_message),
+        reading.clone(),
     );
     let router = builder
         .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
@@ -251,7 +261,7 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
         // Outermost, so that it counts what the layers and interceptors
         // inside refuse as well as what the handlers answer.
         .layer(RpcMetricsLayer::new(metrics))
-        .layer(MessageSizeLayer::new(max_message))
+        .layer(reading)
         .add_routes(routes);
     let http_addr = match config.http_listen {
         Some(http) => Some(

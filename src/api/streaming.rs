@@ -20,6 +20,7 @@ use super::event_stream::{Append, Message, ResponseStream, holding, id_list, mes
 use super::{Caller, EventStreamService};
 use crate::consume::{self, Op, OpKind, Out};
 use crate::error::{Error, Result};
+use crate::limits::Answers;
 use crate::metrics::OpenGuard;
 use crate::pb::{self, consume_request, consume_response};
 
@@ -57,6 +58,7 @@ impl EventStreamService {
         &self,
         request: Request<Streaming<pb::ProduceRequest>>,
     ) -> ResponseStream<pb::ProduceStreamResponse> {
+        let read = Answers::of(&request);
         let (caller, mut requests) = Caller::split(request);
         let (answers, rx) = mpsc::channel(PRODUCE_IN_FLIGHT);
         let service = self.clone();
@@ -107,6 +109,7 @@ impl EventStreamService {
                     if answers.send(Ok(answer)).await.is_err() {
                         return;
                     }
+                    read.one();
                 }
             }
         });
@@ -163,6 +166,7 @@ impl EventStreamService {
         &self,
         request: Request<Streaming<pb::ConsumeRequest>>,
     ) -> Result<ResponseStream<pb::ConsumeResponse>, Status> {
+        let read = Answers::of(&request);
         let (caller, mut requests) = Caller::split(request);
         let ctx = &self.ctx;
         let first = tokio::select! {
@@ -189,6 +193,7 @@ impl EventStreamService {
                 .into());
             }
         };
+        read.one();
         let spec = self.subscribe_spec(&caller, open)?;
         let slot = ctx.subscriptions.acquire(caller.peer)?;
         let session = consume::start(
@@ -198,7 +203,7 @@ impl EventStreamService {
             ctx.groups.clone(),
             &ctx.doorbell,
             ctx.shutdown.clone(),
-            Box::pin(operations(requests)),
+            Box::pin(operations(requests, read)),
         )
         .await?;
         let guard = OpenGuard::new(&ctx.metrics.open_subscriptions);
@@ -231,10 +236,30 @@ impl EventStreamService {
     }
 }
 
-/// The operations a Consume client sends after `open`, validated; a
-/// message that cannot be read ends them (the call is broken anyway).
-fn operations(requests: Streaming<pb::ConsumeRequest>) -> impl Stream<Item = Result<Op>> + Send {
-    requests.map_while(|message| message.ok().map(operation))
+/// The operations a Consume client sends after `open`, validated. A
+/// message that cannot be read is the last item: its error ends the call.
+///
+/// The session asks for the next operation only once the previous one is
+/// applied and its confirm queued, so that is when the previous message
+/// counts as answered for the byte budget.
+fn operations(
+    requests: Streaming<pb::ConsumeRequest>,
+    read: Answers,
+) -> impl Stream<Item = Result<Op>> + Send {
+    futures_util::stream::unfold(
+        Some((requests, read, false)),
+        |state| async move {
+            let (mut requests, read, answering) = state?;
+            if answering {
+                read.one();
+            }
+            match requests.message().await {
+                Ok(Some(message)) => Some((operation(message), Some((requests, read, true)))),
+                Ok(None) => None,
+                Err(status) => Some((Err(Error::RequestStream(status)), None)),
+            }
+        },
+    )
 }
 
 /// One client message as an operation.

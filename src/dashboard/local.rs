@@ -20,7 +20,7 @@ use tonic::transport::server::TcpConnectInfo;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
-use crate::limits::MessageSizeLayer;
+use crate::limits::ReadingLayer;
 use crate::metrics::RpcMetricsLayer;
 use crate::pb::event_stream_client::EventStreamClient;
 use crate::pb::stream_admin_client::StreamAdminClient;
@@ -33,16 +33,12 @@ pub struct LocalGrpc {
 
 impl LocalGrpc {
     /// Wraps `routes` in the layers the network listener applies too, in
-    /// the same order: per-RPC metrics outermost, then the message size
-    /// limit.
-    pub fn new(
-        routes: Routes,
-        metrics: RpcMetricsLayer,
-        message_size: MessageSizeLayer,
-    ) -> LocalGrpc {
+    /// the same order: per-RPC metrics outermost, then the reading rules
+    /// and byte budget.
+    pub fn new(routes: Routes, metrics: RpcMetricsLayer, reading: ReadingLayer) -> LocalGrpc {
         let service = ServiceBuilder::new()
             .layer(metrics)
-            .layer(message_size)
+            .layer(reading)
             .service(routes.prepare());
         let service = ServiceExt::<http::Request<Body>>::map_err(service, BoxError::from);
         LocalGrpc {

@@ -1,13 +1,16 @@
 //! Request limits beyond the per-field bounds the handlers check
 //! themselves (`--max-batch-size`, `--max-produce-events`): the size of one
-//! event, the size of one gRPC message, and how many long-lived streams a
-//! connection and the whole gateway may hold open. Each refusal names the
-//! limit and its flag.
+//! event, how every request is read (one gRPC message's size, broken
+//! messages, the bytes held for calls not yet answered), and how many
+//! long-lived streams a connection and the whole gateway may hold open.
+//! Each refusal names the limit and its flag.
 
-mod message_size;
+mod budget;
+mod reading;
 mod subscriptions;
 
-pub use message_size::MessageSizeLayer;
+pub(crate) use budget::{BudgetMetrics, ByteBudget};
+pub use reading::{Answers, Codec, ReadingLayer};
 pub use subscriptions::{Slot, SubscriptionSlots};
 
 use crate::error::{Error, Result};

@@ -75,6 +75,11 @@ pub struct Metrics {
     pub open_tails: Gauge,
     /// 1 while Redis answers the health check's PING, else 0.
     pub redis_up: Gauge,
+    /// Request bytes held for calls not yet answered (`--max-buffered-bytes`).
+    pub buffered_request_bytes: Gauge,
+    /// Seconds calls waited for room in that budget, summed over calls:
+    /// the time the gateway pushed back on its clients.
+    pub read_pushback: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Per group: entries not yet delivered (absent when Redis cannot tell).
     pub group_lag: Family<GroupLabels, Gauge>,
     /// Per group: entries delivered and not acknowledged.
@@ -107,6 +112,8 @@ impl Metrics {
             open_subscriptions: Gauge::default(),
             open_tails: Gauge::default(),
             redis_up: Gauge::default(),
+            buffered_request_bytes: Gauge::default(),
+            read_pushback: Counter::default(),
             group_lag: Family::default(),
             group_pending: Family::default(),
             group_oldest_pending_idle: Family::default(),
@@ -162,6 +169,16 @@ impl Metrics {
             "redis_up",
             "1 while Redis answers the health check, else 0",
             m.redis_up.clone(),
+        );
+        r.register(
+            "buffered_request_bytes",
+            "Request bytes held for calls not yet answered (limit: --max-buffered-bytes)",
+            m.buffered_request_bytes.clone(),
+        );
+        r.register(
+            "read_pushback_seconds",
+            "Time calls waited for room in --max-buffered-bytes before reading on, summed over calls",
+            m.read_pushback.clone(),
         );
         r.register(
             "group_lag",

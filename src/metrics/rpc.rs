@@ -87,10 +87,7 @@ where
 
 /// The method name of a streamgate rpc path, `None` for any other path.
 fn method_name(path: &str) -> Option<&'static str> {
-    crate::pb::METHODS
-        .iter()
-        .find(|(known, _)| *known == path)
-        .map(|(_, name)| *name)
+    crate::pb::method(path).map(|method| method.name)
 }
 
 /// The status of a trailers-only response, or OK for a call that was set
