@@ -66,8 +66,10 @@ impl EventStreamService {
         self.ctx.tasks.spawn(async move {
             let mut in_flight = FuturesOrdered::new();
             let mut reading = true;
-            // Until the client half-closed and every answer is sent (then
-            // the stream ends OK).
+            // Why the client's side broke, once it did.
+            let mut broken = None;
+            // Until the client half-closed (or its stream broke) and every
+            // request read is answered.
             while reading || !in_flight.is_empty() {
                 let done = tokio::select! {
                     biased;
@@ -81,11 +83,12 @@ impl EventStreamService {
                             match message {
                                 Ok(Some(req)) => ready.push(service.produce_spec(&caller, req)),
                                 Ok(None) => reading = false,
-                                // The client's side broke: nothing more can
-                                // be read; the stream ends with its status.
+                                // Nothing more can be read; what was read is
+                                // still answered, then the stream ends with
+                                // this status.
                                 Err(status) => {
-                                    let _ = answers.send(Err(status)).await;
-                                    return;
+                                    reading = false;
+                                    broken = Some(status);
                                 }
                             }
                             if reading && ready.len() < PRODUCE_TOGETHER {
@@ -111,6 +114,9 @@ impl EventStreamService {
                     }
                     read.one();
                 }
+            }
+            if let Some(status) = broken {
+                let _ = answers.send(Err(status)).await;
             }
         });
         Box::pin(ReceiverStream::new(rx))
@@ -246,20 +252,17 @@ fn operations(
     requests: Streaming<pb::ConsumeRequest>,
     read: Answers,
 ) -> impl Stream<Item = Result<Op>> + Send {
-    futures_util::stream::unfold(
-        Some((requests, read, false)),
-        |state| async move {
-            let (mut requests, read, answering) = state?;
-            if answering {
-                read.one();
-            }
-            match requests.message().await {
-                Ok(Some(message)) => Some((operation(message), Some((requests, read, true)))),
-                Ok(None) => None,
-                Err(status) => Some((Err(Error::RequestStream(status)), None)),
-            }
-        },
-    )
+    futures_util::stream::unfold(Some((requests, read, false)), |state| async move {
+        let (mut requests, read, answering) = state?;
+        if answering {
+            read.one();
+        }
+        match requests.message().await {
+            Ok(Some(message)) => Some((operation(message), Some((requests, read, true)))),
+            Ok(None) => None,
+            Err(status) => Some((Err(Error::RequestStream(status)), None)),
+        }
+    })
 }
 
 /// One client message as an operation.

@@ -19,6 +19,7 @@ mod loss;
 mod metrics;
 mod produce;
 mod produce_stream;
+mod reading;
 mod redis_cluster;
 mod replay_trim;
 mod replicas;

@@ -168,8 +168,15 @@ mod tests {
     #[test]
     fn over_size_and_flags_break_the_body() {
         let mut framing = Framing::new(4);
-        assert_eq!(framing.scan(&message(b"12345")), Err(Broken::TooLarge { len: 5 }));
-        assert_eq!(framing.scan(&message(b"1")), Ok(vec![]), "ignored after a break");
+        assert_eq!(
+            framing.scan(&message(b"12345")),
+            Err(Broken::TooLarge { len: 5 })
+        );
+        assert_eq!(
+            framing.scan(&message(b"1")),
+            Ok(vec![]),
+            "ignored after a break"
+        );
         assert_eq!(framing.end(true), None);
         for flag in [1, 2, 255] {
             let mut framing = Framing::new(4);

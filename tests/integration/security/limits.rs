@@ -194,3 +194,130 @@ async fn subscriptions_are_limited_per_connection_and_in_total() {
     })
     .await;
 }
+
+/// The same limits on the streaming rpcs every client library uses by
+/// default: ProduceStream answers each refused request with the limit's
+/// code and flag and goes on; a message over `--max-message-bytes` ends
+/// either call with RESOURCE_EXHAUSTED; Consume's `open` keeps Subscribe's
+/// limits and takes a subscription place.
+#[tokio::test]
+async fn the_streaming_rpcs_keep_every_limit() {
+    let redis = RedisServer::start();
+    let mut config = config(&redis);
+    config.max_event_fields = 3;
+    config.max_field_bytes = 100;
+    config.max_produce_events = 2;
+    config.max_batch_size = 50;
+    config.max_message_bytes = 64 * 1024;
+    config.max_subscriptions_per_connection = 1;
+    let mut gw = TestGateway::start(config).await;
+    let huge = "x".repeat(100 * 1024);
+    let four: Vec<(String, String)> = (0..4).map(|i| (format!("f{i}"), "v".into())).collect();
+    let four: Vec<(&str, &str)> = four.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+
+    let requests = vec![
+        (
+            produce_request(vec![event("t", &four)]),
+            "--max-event-fields",
+        ),
+        (
+            produce_request(vec![event("t", &[("n", &huge[..100])])]),
+            "--max-field-bytes",
+        ),
+        (
+            produce_request(vec![event("t", &[]); 3]),
+            "--max-produce-events",
+        ),
+        (produce_request(vec![event("t", &four[..3])]), ""),
+        (
+            produce_request(vec![event("t", &[("blob", &huge)])]),
+            "--max-message-bytes",
+        ),
+    ];
+    let expected: Vec<&str> = requests.iter().map(|(_, flag)| *flag).collect();
+    let mut answers = gw
+        .events
+        .produce_stream(tokio_stream::iter(requests.into_iter().map(|(r, _)| r)))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    for flag in &expected[..4] {
+        let answer = answers
+            .message()
+            .await
+            .expect("an answer")
+            .expect("not the end");
+        if flag.is_empty() {
+            assert_eq!((answer.code, answer.ids.len()), (0, 1), "{answer:?}");
+        } else {
+            assert_eq!(answer.code, Code::ResourceExhausted as u32, "{answer:?}");
+            assert!(answer.message.contains(flag), "{flag}: {answer:?}");
+        }
+    }
+    let status = answers
+        .message()
+        .await
+        .expect_err("the over-size request ends the call");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--max-message-bytes"),
+        "{status:?}"
+    );
+
+    // Consume: Subscribe's limits on `open`, then the message size.
+    let open = |batch_size: u32| pb::ConsumeRequest {
+        kind: Some(pb::consume_request::Kind::Open(pb::SubscribeRequest {
+            batch_size,
+            create_group: true,
+            ..sub("orders", "g", "c")
+        })),
+    };
+    let status = gw
+        .events
+        .consume(tokio_stream::iter([open(51)]))
+        .await
+        .expect_err("batch size over the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("--max-batch-size"), "{status:?}");
+
+    let (ops, rx) = tokio::sync::mpsc::channel(4);
+    ops.send(open(10)).await.unwrap();
+    let mut session = gw
+        .events
+        .consume(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("consume opens")
+        .into_inner();
+    // The connection's one subscription place is taken.
+    let status = gw
+        .events
+        .subscribe(sub("orders", "g", "d"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("--max-subscriptions-per-connection"),
+        "{status:?}"
+    );
+    let ack = pb::ConsumeRequest {
+        kind: Some(pb::consume_request::Kind::Ack(pb::AckIds {
+            ids: vec![format!("1-{huge}")],
+        })),
+    };
+    ops.send(ack).await.unwrap();
+    let status = loop {
+        match session.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("Consume ended OK after an over-size ack"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("Consume: "), "{status:?}");
+    assert!(
+        status.message().contains("--max-message-bytes"),
+        "{status:?}"
+    );
+}
