@@ -224,6 +224,7 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
             config.max_buffered_bytes(),
             BudgetMetrics {
                 held: metrics.buffered_request_bytes.clone(),
+                waiting: metrics.read_pushback_calls.clone(),
                 waited: metrics.read_pushback.clone(),
             },
         ),

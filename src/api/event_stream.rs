@@ -184,7 +184,7 @@ impl EventStreamService {
     ) -> Result<Vec<String>> {
         let append = self.produce_spec(caller, req)?;
         let ids = (self.ctx.broker)
-            .produce(&append.stream, &append.events, append.cap)
+            .produce(&append.stream, append.events, append.cap)
             .await?;
         self.ctx.metrics.produced.inc_by(ids.len() as u64);
         Ok(ids)

@@ -131,15 +131,17 @@ impl EventStreamService {
             Work::One(append) => {
                 vec![
                     broker
-                        .produce(&append.stream, &append.events, append.cap)
+                        .produce(&append.stream, append.events, append.cap)
                         .await,
                 ]
             }
             Work::Together(appends) => {
-                let requests: Vec<_> = appends.iter().map(|a| (&a.events[..], a.cap)).collect();
-                match broker.produce_many(&appends[0].stream, &requests).await {
+                let count = appends.len();
+                let stream = appends[0].stream.clone();
+                let requests = appends.into_iter().map(|a| (a.events, a.cap)).collect();
+                match broker.produce_many(&stream, requests).await {
                     Ok(results) => results,
-                    Err(err) => vec![Err(err); appends.len()],
+                    Err(err) => vec![Err(err); count],
                 }
             }
         };

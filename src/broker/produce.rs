@@ -16,10 +16,14 @@ impl Broker {
     /// atomic script (see `scripts::PRODUCE_IDEMPOTENT`). With
     /// `--produce-wait-replicas` the answer waits for the replicas (see
     /// [`super::durable`]).
+    ///
+    /// Takes the events by value and drops them once the commands hold
+    /// their bytes: while Redis is slow, every request waiting for its
+    /// answer would otherwise sit in memory twice.
     pub async fn produce(
         &self,
         stream: &str,
-        events: &[Event],
+        events: Vec<Event>,
         cap: Option<Cap>,
     ) -> Result<Vec<String>> {
         let ts = now_ms().to_string();
@@ -27,10 +31,11 @@ impl Broker {
         pipe.ignore_errors();
         let idempotent = events.iter().any(|e| !e.idempotency_key.is_empty());
         if idempotent {
-            self.push_idempotent(&mut pipe, stream, events, cap, &ts);
+            self.push_idempotent(&mut pipe, stream, &events, cap, &ts);
         } else {
-            self.push_xadds(&mut pipe, stream, events, cap, &ts);
+            self.push_xadds(&mut pipe, stream, &events, cap, &ts);
         }
+        drop(events);
         let script = idempotent.then_some(&*scripts::PRODUCE_IDEMPOTENT);
         let (replies, replicated) = self.write(pipe, stream, script).await?;
         let replies = checked(replies, stream, None)?;
@@ -46,25 +51,28 @@ impl Broker {
     /// pipelined round trip (ProduceStream's requests that arrived
     /// together): each request's IDs, or its own error, in request order.
     /// For events without idempotency keys only. Fails as a whole only when
-    /// nothing could be sent.
+    /// nothing could be sent. Drops the events once the commands hold
+    /// them, as [`Broker::produce`] does.
     pub async fn produce_many(
         &self,
         stream: &str,
-        requests: &[(&[Event], Option<Cap>)],
+        requests: Vec<(Vec<Event>, Option<Cap>)>,
     ) -> Result<Vec<Result<Vec<String>>>> {
         let ts = now_ms().to_string();
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        let mut counts = Vec::with_capacity(requests.len());
         for (events, cap) in requests {
             debug_assert!(events.iter().all(|e| e.idempotency_key.is_empty()));
-            self.push_xadds(&mut pipe, stream, events, *cap, &ts);
+            self.push_xadds(&mut pipe, stream, &events, cap, &ts);
+            counts.push(events.len());
         }
         let (replies, replicated) = self.write(pipe, stream, None).await?;
         let mut replies = replies.into_iter();
-        Ok(requests
-            .iter()
-            .map(|(events, _)| {
-                let own = replies.by_ref().take(events.len()).collect();
+        Ok(counts
+            .into_iter()
+            .map(|count| {
+                let own = replies.by_ref().take(count).collect();
                 let own = checked(own, stream, None)?;
                 replicated.clone()?;
                 ids(own)
@@ -83,13 +91,15 @@ impl Broker {
     ) {
         let key = self.key(stream);
         for event in events {
-            let cmd = pipe.cmd("XADD").arg(&key);
+            let mut cmd = sized_command(event, 6, key.len() + 32);
+            cmd.arg("XADD").arg(&key);
             if let Some(cap) = cap {
                 cmd.arg("MAXLEN")
                     .arg(if cap.exact { "=" } else { "~" })
                     .arg(cap.max_len);
             }
             write_event(cmd.arg("*"), event, ts);
+            pipe.add_command(cmd);
         }
     }
 
@@ -104,8 +114,19 @@ impl Broker {
         ts: &str,
     ) {
         let keyed = events.iter().filter(|e| !e.idempotency_key.is_empty());
-        let call = pipe
-            .cmd("EVALSHA")
+        let bytes: usize = events
+            .iter()
+            .map(|e| {
+                e.fields
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len())
+                    .sum::<usize>()
+                    + 64
+            })
+            .sum();
+        let args: usize = events.iter().map(|e| 6 + 2 * e.fields.len()).sum();
+        let mut call = redis::Cmd::with_capacity(args + 8, bytes + 128);
+        call.arg("EVALSHA")
             .arg(scripts::PRODUCE_IDEMPOTENT.get_hash())
             .arg(1 + keyed.clone().count())
             .arg(self.key(stream));
@@ -126,8 +147,10 @@ impl Broker {
                 "1"
             });
             let reserved = usize::from(!event.event_type.is_empty()) + 1;
-            write_event(call.arg(2 * (event.fields.len() + reserved)), event, ts);
+            call.arg(2 * (event.fields.len() + reserved));
+            write_event(&mut call, event, ts);
         }
+        pipe.add_command(call);
     }
 
     /// Sends a pipeline of writes to `stream` and returns its replies (each
@@ -184,9 +207,22 @@ fn ids(replies: Vec<Value>) -> Result<Vec<String>> {
         .collect()
 }
 
-/// Appends to the pipeline's last command an entry's field/value pairs as
-/// stored: `type` (when set), `ts_ms`, then the event's own fields.
-fn write_event(cmd: &mut redis::Pipeline, event: &Event, ts: &str) {
+/// A command with room for `event`'s fields and `other_args` arguments of
+/// `other_bytes` in all, allocated once: grown argument by argument, its
+/// buffer would double past a large value and hold up to twice the
+/// event's bytes while the command waits for Redis.
+fn sized_command(event: &Event, other_args: usize, other_bytes: usize) -> redis::Cmd {
+    let fields: usize = event.fields.iter().map(|(n, v)| n.len() + v.len()).sum();
+    let reserved = TYPE_FIELD.len() + event.event_type.len() + TS_FIELD.len() + 20;
+    redis::Cmd::with_capacity(
+        other_args + 4 + 2 * event.fields.len(),
+        other_bytes + reserved + fields,
+    )
+}
+
+/// Appends to `cmd` an entry's field/value pairs as stored: `type` (when
+/// set), `ts_ms`, then the event's own fields.
+fn write_event(cmd: &mut redis::Cmd, event: &Event, ts: &str) {
     if !event.event_type.is_empty() {
         cmd.arg(TYPE_FIELD).arg(&event.event_type);
     }

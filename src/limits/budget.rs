@@ -10,11 +10,13 @@
 //! side of the network, until answers release bytes.
 //!
 //! Why a fair share: one flooding call must not take the whole budget and
-//! leave every other client waiting behind it. While several calls hold or
-//! want bytes, each may grow only up to an equal part of the budget; a call
-//! that holds nothing may always take its next message when the budget has
-//! room for it, and any call may when nothing at all is held, so every
-//! call makes progress.
+//! leave every other client waiting behind it. While several calls wait
+//! for room, each may grow only up to an equal part of the budget, so the
+//! room that answers free goes to the others first; a call that holds
+//! nothing may always take its next message when the budget has room for
+//! it, and any call may when nothing at all is held, so every call makes
+//! progress. Calls that hold bytes without asking for more (a Consume
+//! applying an ack) do not shrink anyone's share.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +31,8 @@ use tokio::sync::Notify;
 pub(crate) struct BudgetMetrics {
     /// Bytes held now.
     pub held: Gauge,
+    /// Calls waiting for room now: clients the gateway is not reading.
+    pub waiting: Gauge,
     /// Seconds calls spent waiting for room (summed over calls).
     pub waited: Counter<f64, std::sync::atomic::AtomicU64>,
 }
@@ -47,8 +51,8 @@ pub(crate) struct ByteBudget {
 struct Totals {
     /// Bytes held by every call.
     held: usize,
-    /// Calls that hold bytes or wait for room: the fair share is the
-    /// limit divided among them.
+    /// Calls waiting for room: the fair share is the limit divided among
+    /// them.
     contenders: usize,
 }
 
@@ -82,8 +86,8 @@ impl ByteBudget {
 }
 
 /// One call's bytes. Its fields change only under the budget's lock, so
-/// the totals always agree with the sum over calls; dropping it releases
-/// whatever it still holds.
+/// the totals always agree with the calls; dropping it releases whatever
+/// it still holds.
 #[derive(Debug)]
 pub(crate) struct Share {
     budget: Arc<ByteBudget>,
@@ -98,18 +102,13 @@ impl Share {
         if !self.fits(&totals, bytes) {
             return false;
         }
-        self.update(&mut totals, |share| {
-            share.held.fetch_add(bytes, Ordering::Relaxed);
-        });
-        totals.held += bytes;
-        self.budget.metrics.held.set(gauge(totals.held));
+        self.take(&mut totals, bytes);
         true
     }
 
     /// Waits until `bytes` fit, then takes them.
     pub(crate) async fn hold(&self, bytes: usize) {
-        let started = Instant::now();
-        let waiting = Waiting(self);
+        let mut waiting = None;
         loop {
             let freed = self.budget.freed.notified();
             tokio::pin!(freed);
@@ -119,25 +118,18 @@ impl Share {
             {
                 let mut totals = self.budget.totals();
                 if self.fits(&totals, bytes) {
-                    self.update(&mut totals, |share| {
-                        share.held.fetch_add(bytes, Ordering::Relaxed);
-                        share.waiting.store(false, Ordering::Relaxed);
-                    });
-                    totals.held += bytes;
-                    self.budget.metrics.held.set(gauge(totals.held));
+                    self.stop_waiting(&mut totals);
+                    self.take(&mut totals, bytes);
                     break;
                 }
-                self.update(&mut totals, |share| {
-                    share.waiting.store(true, Ordering::Relaxed);
-                });
+                if waiting.is_none() {
+                    self.waiting.store(true, Ordering::Relaxed);
+                    totals.contenders += 1;
+                    waiting = Some(Waiting::new(self));
+                }
             }
             freed.await;
         }
-        std::mem::forget(waiting);
-        self.budget
-            .metrics
-            .waited
-            .inc_by(started.elapsed().as_secs_f64());
     }
 
     /// Gives `bytes` back (at most what the call holds).
@@ -147,9 +139,7 @@ impl Share {
         if bytes == 0 {
             return;
         }
-        self.update(&mut totals, |share| {
-            share.held.fetch_sub(bytes, Ordering::Relaxed);
-        });
+        self.held.fetch_sub(bytes, Ordering::Relaxed);
         totals.held -= bytes;
         self.budget.metrics.held.set(gauge(totals.held));
         drop(totals);
@@ -175,17 +165,18 @@ impl Share {
     }
 
     fn contends(&self) -> bool {
-        self.held.load(Ordering::Relaxed) > 0 || self.waiting.load(Ordering::Relaxed)
+        self.waiting.load(Ordering::Relaxed)
     }
 
-    /// Applies `change` to this share and keeps the contender count right.
-    fn update(&self, totals: &mut Totals, change: impl FnOnce(&Share)) {
-        let before = self.contends();
-        change(self);
-        match (before, self.contends()) {
-            (false, true) => totals.contenders += 1,
-            (true, false) => totals.contenders -= 1,
-            _ => {}
+    fn take(&self, totals: &mut Totals, bytes: usize) {
+        self.held.fetch_add(bytes, Ordering::Relaxed);
+        totals.held += bytes;
+        self.budget.metrics.held.set(gauge(totals.held));
+    }
+
+    fn stop_waiting(&self, totals: &mut Totals) {
+        if self.waiting.swap(false, Ordering::Relaxed) {
+            totals.contenders -= 1;
         }
     }
 }
@@ -196,17 +187,31 @@ impl Drop for Share {
     }
 }
 
-/// Clears a share's waiting mark when its wait is abandoned (the call
-/// ended while it waited).
-struct Waiting<'a>(&'a Share);
+/// A call waiting for room: counted while it waits, and its waiting time
+/// added up when the wait ends, or is abandoned (the call ended while it
+/// waited), which also clears its waiting mark.
+struct Waiting<'a> {
+    share: &'a Share,
+    since: Instant,
+}
+
+impl Waiting<'_> {
+    fn new(share: &Share) -> Waiting<'_> {
+        share.budget.metrics.waiting.inc();
+        Waiting {
+            share,
+            since: Instant::now(),
+        }
+    }
+}
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let share = self.0;
-        let mut totals = share.budget.totals();
-        share.update(&mut totals, |share| {
-            share.waiting.store(false, Ordering::Relaxed);
-        });
+        let share = self.share;
+        let metrics = &share.budget.metrics;
+        metrics.waiting.dec();
+        metrics.waited.inc_by(self.since.elapsed().as_secs_f64());
+        share.stop_waiting(&mut share.budget.totals());
     }
 }
 
@@ -260,7 +265,7 @@ mod tests {
         assert!(!flood.try_hold(1));
         assert!(wait.as_mut().now_or_never().is_some());
         assert_eq!(budget.metrics.held.get(), 80);
-        assert_eq!(budget.totals().contenders, 2);
+        assert_eq!(budget.totals().contenders, 0);
     }
 
     #[test]
@@ -271,9 +276,11 @@ mod tests {
         let other = budget.share();
         let mut wait = Box::pin(other.hold(10));
         assert!(wait.as_mut().now_or_never().is_none());
-        assert_eq!(budget.totals().contenders, 2);
-        drop(wait);
         assert_eq!(budget.totals().contenders, 1);
+        assert_eq!(budget.metrics.waiting.get(), 1);
+        drop(wait);
+        assert_eq!(budget.totals().contenders, 0);
+        assert_eq!(budget.metrics.waiting.get(), 0);
         flood.release(50);
         assert!(flood.try_hold(50), "alone again: the whole budget");
     }

@@ -77,6 +77,9 @@ pub struct Metrics {
     pub redis_up: Gauge,
     /// Request bytes held for calls not yet answered (`--max-buffered-bytes`).
     pub buffered_request_bytes: Gauge,
+    /// Calls waiting for room in that budget now: clients whose requests
+    /// the gateway is not reading.
+    pub read_pushback_calls: Gauge,
     /// Seconds calls waited for room in that budget, summed over calls:
     /// the time the gateway pushed back on its clients.
     pub read_pushback: Counter<f64, std::sync::atomic::AtomicU64>,
@@ -113,6 +116,7 @@ impl Metrics {
             open_tails: Gauge::default(),
             redis_up: Gauge::default(),
             buffered_request_bytes: Gauge::default(),
+            read_pushback_calls: Gauge::default(),
             read_pushback: Counter::default(),
             group_lag: Family::default(),
             group_pending: Family::default(),
@@ -174,6 +178,11 @@ impl Metrics {
             "buffered_request_bytes",
             "Request bytes held for calls not yet answered (limit: --max-buffered-bytes)",
             m.buffered_request_bytes.clone(),
+        );
+        r.register(
+            "read_pushback_calls",
+            "Calls waiting for room in --max-buffered-bytes: clients the gateway is not reading now",
+            m.read_pushback_calls.clone(),
         );
         r.register(
             "read_pushback_seconds",

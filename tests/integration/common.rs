@@ -615,6 +615,8 @@ pub struct GatewayProcess {
     /// The gRPC address it serves on.
     pub addr: String,
     args: Vec<String>,
+    /// The lines it printed after `listening on`.
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl GatewayProcess {
@@ -638,8 +640,33 @@ impl GatewayProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the gateway binary");
-        let addr = listening_addr(&mut child);
-        GatewayProcess { child, addr, args }
+        let lines = stdout_lines(&mut child);
+        let addr = listening_line(&lines);
+        GatewayProcess {
+            child,
+            addr,
+            args,
+            lines,
+        }
+    }
+
+    /// The process ID, for reading its memory use.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What follows `prefix` on the next line that starts with it (e.g.
+    /// `metrics on `), waiting for the gateway to print it.
+    pub fn line_after(&self, prefix: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|_| panic!("no line starting with {prefix:?}"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
     }
 
     /// A data-plane client.
@@ -669,15 +696,33 @@ impl GatewayProcess {
 /// Reads the gateway binary's first line, `listening on ADDR`, from its
 /// piped stdout and returns ADDR.
 pub fn listening_addr(child: &mut Child) -> String {
-    use std::io::BufRead;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout is piped"))
-        .read_line(&mut line)
+    listening_line(&stdout_lines(child))
+}
+
+fn listening_line(lines: &std::sync::mpsc::Receiver<String>) -> String {
+    let line = lines
+        .recv_timeout(DEADLINE)
         .expect("read the listening line");
     line.trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned()
+}
+
+/// The lines of a child's piped stdout, read by a thread that drains the
+/// pipe to its end, so that the child never writes into a closed pipe
+/// (which would fail its `println!`), whether or not anyone reads them.
+fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 impl Drop for GatewayProcess {

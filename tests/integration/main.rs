@@ -11,6 +11,7 @@ mod dashboard;
 mod errors;
 mod failover;
 mod faults;
+mod flood;
 mod fuzz;
 mod guarantees;
 mod lifecycle;

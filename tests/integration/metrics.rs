@@ -13,7 +13,7 @@ use crate::common::{
 };
 
 /// One scrape over plain HTTP/1.1.
-async fn scrape(addr: SocketAddr) -> String {
+pub async fn scrape(addr: SocketAddr) -> String {
     let mut conn = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to /metrics");
@@ -31,7 +31,7 @@ async fn scrape(addr: SocketAddr) -> String {
 }
 
 /// The value of the sample `series` (name with labels), if exported.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
