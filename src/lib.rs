@@ -18,8 +18,9 @@
 //!   authorizes, calls the broker and converts. Knows nothing of RESP.
 //! - [`auth`]: bearer-token authentication (a tonic interceptor) and the
 //!   grants handlers check; [`tls`]: certificates for the gRPC listener
-//!   and for `rediss://`; [`limits`]: event, message and subscription
-//!   limits; [`namespace`]: which stream names may become Redis keys.
+//!   and for `rediss://`; [`limits`]: event and subscription limits, how
+//!   every request is read and the byte budget; [`namespace`]: which stream
+//!   names may become Redis keys.
 //! - [`broker`]: typed Redis Streams operations on a shared multiplexed
 //!   connection, plus [`broker::Waiter`], the doorbell's blocking
 //!   connection. Knows nothing of gRPC.

@@ -3,7 +3,7 @@
 //!
 //! The layer sits outermost, so it sees every answer the way the client
 //! does: refusals by the auth interceptor (UNAUTHENTICATED), by
-//! [`crate::limits::MessageSizeLayer`] (RESOURCE_EXHAUSTED) and by the
+//! [`crate::limits::ReadingLayer`] (unreadable or over-size messages) and by the
 //! handlers are counted alike, and no handler has to remember to record
 //! itself. An error is a trailers-only response whose `grpc-status` sits in
 //! the headers; a response without it in the headers is a call that was
