@@ -10,6 +10,16 @@
 /// Bytes of a message's prefix: the flag and the length.
 const PREFIX: usize = 5;
 
+/// A message whose prefix completed in a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Start {
+    /// Where in the chunk its prefix begins (0 when it began in an earlier
+    /// chunk): the bytes before belong to messages already under way.
+    pub at: usize,
+    /// Its size on the wire, prefix included.
+    pub size: usize,
+}
+
 /// What is wrong with a request body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Broken {
@@ -67,15 +77,17 @@ impl Framing {
         }
     }
 
-    /// Follows one chunk of the body; returns the wire size (prefix
-    /// included) of each message whose prefix completed in it, or what is
-    /// broken. After a break every chunk is ignored.
-    pub(crate) fn scan(&mut self, mut data: &[u8]) -> Result<Vec<usize>, Broken> {
+    /// Follows one chunk of the body; returns each message whose prefix
+    /// completed in it, or what is broken. After a break every chunk is
+    /// ignored.
+    pub(crate) fn scan(&mut self, chunk: &[u8]) -> Result<Vec<Start>, Broken> {
         let mut started = Vec::new();
+        let mut data = chunk;
         while !data.is_empty() {
             match &mut self.state {
                 State::Broken => break,
                 State::Prefix { bytes, have } => {
+                    let at = (chunk.len() - data.len()).saturating_sub(*have);
                     let take = (PREFIX - *have).min(data.len());
                     bytes[*have..*have + take].copy_from_slice(&data[..take]);
                     *have += take;
@@ -91,7 +103,10 @@ impl Framing {
                     if len > self.max_message_bytes {
                         return Err(self.broke(Broken::TooLarge { len }));
                     }
-                    started.push(PREFIX + len);
+                    started.push(Start {
+                        at,
+                        size: PREFIX + len,
+                    });
                     self.messages += 1;
                     self.state = State::Message { len, left: len };
                 }
@@ -156,8 +171,14 @@ mod tests {
         for chunk in [1, 2, 4, 5, 6, 7, 100, body.len()] {
             let mut framing = Framing::new(1000);
             let mut sizes = Vec::new();
+            let mut at = 0;
             for part in body.chunks(chunk) {
-                sizes.extend(framing.scan(part).unwrap());
+                for start in framing.scan(part).unwrap() {
+                    sizes.push(start.size);
+                    // Where the prefix began in the whole body.
+                    assert_eq!(at + start.at, [0, 10, 15][sizes.len() - 1].max(at));
+                }
+                at += part.len();
             }
             assert_eq!(sizes, [10, 5, 305], "chunks of {chunk}");
             assert_eq!(framing.end(true), None);

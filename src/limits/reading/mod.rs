@@ -116,6 +116,7 @@ where
             inner: body,
             framing: Framing::new(call.max_message_bytes),
             call: call.clone(),
+            rest: None,
             admitting: None,
         });
         let response = self.inner.call(http::Request::from_parts(parts, body));
@@ -251,34 +252,51 @@ impl Answers {
 
 /// A request body that follows the framing, records what breaks, and lets
 /// a message through only once the budget holds its size.
+///
+/// A chunk is cut where its first new message begins: the bytes before it
+/// finish messages already let through, which must never wait for room
+/// (their calls could not answer them, and so release bytes, before they
+/// are whole), while the rest waits until its messages are held.
 struct Metered {
     inner: Body,
     framing: Framing,
     call: Arc<Call>,
+    /// The rest of a cut chunk, with the sizes of the messages starting in
+    /// it, to be let through next.
+    rest: Option<(Bytes, Vec<usize>)>,
     /// A chunk waiting for its messages' bytes to be held.
     admitting: Option<Admitting>,
 }
 
 struct Admitting {
     hold: Pin<Box<dyn Future<Output = ()> + Send>>,
-    frame: Frame<Bytes>,
+    data: Bytes,
 }
 
 impl Metered {
-    /// Holds `sizes` for the call and lets `frame` through, now or once
-    /// the budget has room.
-    fn admit(&mut self, sizes: Vec<usize>, frame: Frame<Bytes>) -> Option<Frame<Bytes>> {
+    /// Holds `sizes` for the call and lets `data` through, now or once the
+    /// budget has room.
+    fn admit(&mut self, sizes: Vec<usize>, data: Bytes) -> Option<Bytes> {
         let total = sizes.iter().sum();
         lock(&self.call.unanswered).extend(&sizes);
-        if total == 0 || self.call.share.try_hold(total) {
-            return Some(frame);
+        if self.call.share.try_hold(total) {
+            return Some(data);
         }
         let call = self.call.clone();
         self.admitting = Some(Admitting {
             hold: Box::pin(async move { call.share.hold(total).await }),
-            frame,
+            data,
         });
         None
+    }
+
+    /// Lets a waiting chunk through once its bytes are held.
+    fn poll_admitted(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let Some(admitting) = &mut self.admitting else {
+            return Poll::Ready(None);
+        };
+        ready!(admitting.hold.as_mut().poll(cx));
+        Poll::Ready(self.admitting.take().map(|a| a.data))
     }
 }
 
@@ -291,10 +309,16 @@ impl http_body::Body for Metered {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
-        if let Some(admitting) = &mut this.admitting {
-            ready!(admitting.hold.as_mut().poll(cx));
-            let frame = this.admitting.take().map(|a| a.frame);
-            return Poll::Ready(frame.map(Ok));
+        let data = |data: Bytes| Poll::Ready(Some(Ok(Frame::data(data))));
+        if this.admitting.is_some() {
+            let admitted = ready!(this.poll_admitted(cx));
+            return data(admitted.expect("a chunk was waiting"));
+        }
+        if let Some((rest, sizes)) = this.rest.take() {
+            return match this.admit(sizes, rest) {
+                Some(rest) => data(rest),
+                None => self.poll_frame(cx),
+            };
         }
         let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => frame,
@@ -306,15 +330,21 @@ impl http_body::Body for Metered {
             }
             other => return Poll::Ready(other),
         };
-        let Some(data) = frame.data_ref() else {
+        let Some(chunk) = frame.data_ref() else {
             return Poll::Ready(Some(Ok(frame)));
         };
-        match this.framing.scan(data) {
-            Ok(sizes) => match this.admit(sizes, frame) {
-                Some(frame) => Poll::Ready(Some(Ok(frame))),
-                // No room: polled once now, so that a release wakes it.
-                None => self.poll_frame(cx),
-            },
+        match this.framing.scan(chunk) {
+            Ok(starts) if starts.is_empty() => Poll::Ready(Some(Ok(frame))),
+            Ok(starts) => {
+                let mut chunk = frame.into_data().unwrap_or_default();
+                let rest = chunk.split_off(starts[0].at);
+                this.rest = Some((rest, starts.iter().map(|s| s.size).collect()));
+                if chunk.is_empty() {
+                    self.poll_frame(cx)
+                } else {
+                    data(chunk)
+                }
+            }
             Err(broken) => {
                 this.call.broke(broken);
                 // tonic stops at the same place with its own error, which
@@ -361,5 +391,85 @@ impl http_body::Body for Settled {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::budget::BudgetMetrics;
+    use futures_util::FutureExt;
+    use http_body_util::BodyExt;
+
+    fn framed(len: usize) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        out.extend(std::iter::repeat_n(0x20, len));
+        out
+    }
+
+    /// A ProduceStream body of `chunks`, metered against `budget`.
+    fn metered(budget: &Arc<ByteBudget>, chunks: Vec<Vec<u8>>) -> (Metered, Arc<Call>) {
+        let call = Arc::new(Call {
+            rpc: pb::method("/streamgate.v1.EventStream/ProduceStream").unwrap(),
+            max_message_bytes: 1000,
+            share: budget.share(),
+            unanswered: Mutex::default(),
+            broken: Mutex::default(),
+        });
+        let frames = chunks
+            .into_iter()
+            .map(|c| Ok::<_, Status>(Frame::data(Bytes::from(c))));
+        let inner = Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )));
+        let body = Metered {
+            inner,
+            framing: Framing::new(1000),
+            call: call.clone(),
+            rest: None,
+            admitting: None,
+        };
+        (body, call)
+    }
+
+    fn next(body: &mut Metered) -> Option<Vec<u8>> {
+        let frame = body.frame().now_or_never()?;
+        Some(frame.unwrap().unwrap().into_data().unwrap().to_vec())
+    }
+
+    #[test]
+    fn the_end_of_a_message_never_waits_for_room_the_next_one_does() {
+        let budget = ByteBudget::new(100, BudgetMetrics::default());
+        // 60 + 50 bytes on the wire; the second prefix shares a chunk with
+        // the end of the first message.
+        let (first, second) = (framed(55), framed(45));
+        let mut chunk = first[50..].to_vec();
+        chunk.extend_from_slice(&second);
+        let (mut body, call) = metered(&budget, vec![first[..50].to_vec(), chunk]);
+        assert_eq!(next(&mut body).unwrap(), first[..50]);
+        // Another call fills the rest of the budget.
+        let other = budget.share();
+        assert!(other.try_hold(40));
+        assert_eq!(next(&mut body).unwrap(), first[50..], "the tail passes");
+        assert_eq!(next(&mut body), None, "the next message waits");
+        Answers(Some(call.clone())).one();
+        assert_eq!(next(&mut body).unwrap(), second, "room again");
+        assert_eq!(lock(&call.unanswered).len(), 1);
+    }
+
+    #[test]
+    fn a_body_ending_inside_a_message_is_recorded() {
+        let budget = ByteBudget::new(1000, BudgetMetrics::default());
+        let (mut body, call) = metered(&budget, vec![framed(10)[..8].to_vec()]);
+        assert!(next(&mut body).is_some());
+        assert!(body.frame().now_or_never().unwrap().is_none());
+        assert_eq!(
+            *lock(&call.broken),
+            Some(Broken::Truncated {
+                got: 8,
+                want: Some(15)
+            })
+        );
     }
 }
