@@ -89,8 +89,41 @@ pub struct GroupSignals {
 struct Signals {
     /// Bumped by every Ack.
     acked: watch::Sender<u64>,
-    /// Due time (Unix ms) of the earliest Nack still to come due.
-    nacked: watch::Sender<i64>,
+    /// The Nack inboxes of the group's reclaiming subscriptions here.
+    nacks: Mutex<Vec<Weak<NackInbox>>>,
+}
+
+/// The Nacks announced to one reclaiming subscription since its latest
+/// round began: the earliest due time (Unix ms), [`NO_NACK`] when none.
+///
+/// A Nack is announced only once its schedule is written to Redis, and a
+/// round empties its subscription's inbox before its script reads that
+/// schedule. So a Nack announced before a round began is in what the round
+/// reads (and the round plans the next one by the earliest due time it
+/// reports), and one announced after it is in the inbox. Which Nacks a
+/// round saw is decided by that order alone, never by comparing clocks: a
+/// Nack due in the millisecond a round began, or announced while a round
+/// runs, may well not be in what that round read. Each subscription has
+/// an inbox of its own, since each empties it at its own rounds.
+type NackInbox = watch::Sender<i64>;
+
+/// An empty [`NackInbox`].
+const NO_NACK: i64 = i64::MAX;
+
+impl Signals {
+    fn lock_nacks(&self) -> std::sync::MutexGuard<'_, Vec<Weak<NackInbox>>> {
+        self.nacks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new subscription's inbox, empty: its first round, due at once,
+    /// reads every Nack announced before.
+    fn nack_inbox(&self) -> Arc<NackInbox> {
+        let inbox = Arc::new(watch::channel(NO_NACK).0);
+        let mut inboxes = self.lock_nacks();
+        inboxes.retain(|inbox| inbox.strong_count() > 0);
+        inboxes.push(Arc::downgrade(&inbox));
+        inbox
+    }
 }
 
 impl GroupSignals {
@@ -107,7 +140,7 @@ impl GroupSignals {
         }
         let signals = Arc::new(Signals {
             acked: watch::channel(0).0,
-            nacked: watch::channel(0).0,
+            nacks: Mutex::default(),
         });
         groups.insert(group.to_owned(), Arc::downgrade(&signals));
         signals
@@ -132,18 +165,24 @@ impl GroupSignals {
     }
 
     /// Tells the group's subscriptions that Nacked entries come due at
-    /// `due_ms` (Unix ms).
+    /// `due_ms` (Unix ms). Called once the Nack is scheduled in Redis (see
+    /// [`NackInbox`]).
     pub fn nacked(&self, stream: &str, group: &str, due_ms: i64) {
         if let Some(signals) = self.get(stream, group) {
-            let now = now_ms();
-            signals.nacked.send_if_modified(|earliest| {
-                // Keep the earliest due time still ahead; one in the past
-                // has been seen by a round already or is taken by the next.
-                let replace = *earliest <= now || due_ms < *earliest;
-                if replace {
-                    *earliest = due_ms;
-                }
-                replace
+            signals.lock_nacks().retain(|inbox| {
+                let Some(inbox) = inbox.upgrade() else {
+                    return false;
+                };
+                // An inbox keeps its earliest due time: a later one is
+                // read from Redis by the round that one brings on.
+                inbox.send_if_modified(|earliest| {
+                    let earlier = due_ms < *earliest;
+                    if earlier {
+                        *earliest = due_ms;
+                    }
+                    earlier
+                });
+                true
             });
         }
     }
@@ -168,10 +207,11 @@ pub async fn start(
             .create_group(&spec.stream, &spec.group, spec.group_start, true)
             .await?;
     }
+    let reclaim = spec.reclaim.map(|options| Reclaim::new(options, &group));
     let wakers = Wakers {
         entries: bell,
         room: (spec.max_in_flight > 0).then(|| group.acked.subscribe()),
-        replan: spec.reclaim.map(|_| group.nacked.subscribe()),
+        replan: reclaim.as_ref().map(Reclaim::replan),
     };
     let live = Live {
         room: spec.batch_size,
@@ -183,13 +223,7 @@ pub async fn start(
             } else {
                 From::New
             },
-            reclaim: spec.reclaim.map(|options| Reclaim {
-                options,
-                next: Instant::now(),
-                after: None,
-                nacks: group.nacked.subscribe(),
-                nacks_handled_until: now_ms(),
-            }),
+            reclaim,
             broker,
             spec,
             waiting_for_room: false,
@@ -217,25 +251,71 @@ struct Reclaim {
     next: Instant,
     /// Where an unfinished idle scan continues.
     after: Option<StreamId>,
-    /// Nacks through this gateway: the earliest due time.
-    nacks: watch::Receiver<i64>,
-    /// Nacks due at or before this time (Unix ms) were visible to a round.
-    nacks_handled_until: i64,
+    /// Nacks announced through this gateway since the latest round began.
+    nacks: Arc<NackInbox>,
 }
 
 impl Reclaim {
-    /// When the next round is due, seen at `now`: its planned time, or
-    /// earlier for a Nack announced since the last round (its wall-clock
-    /// due time taken relative to `now`, so a due Nack is due *at* `now`).
-    fn due(&self, now: Instant) -> Instant {
-        let nack = *self.nacks.borrow();
-        if nack > self.nacks_handled_until {
-            let wait = u64::try_from(nack - now_ms()).unwrap_or(0);
-            self.next.min(now + Duration::from_millis(wait))
-        } else {
-            self.next
+    /// A timer whose first round is due at once.
+    fn new(options: ReclaimOptions, group: &Signals) -> Reclaim {
+        Reclaim {
+            options,
+            next: Instant::now(),
+            after: None,
+            nacks: group.nack_inbox(),
         }
     }
+
+    /// What wakes the driver when [`Reclaim::due`] may have moved.
+    fn replan(&self) -> watch::Receiver<i64> {
+        self.nacks.subscribe()
+    }
+
+    /// When the next round is due, seen at `now`: its planned time, or
+    /// earlier for a Nack announced since the latest round began.
+    fn due(&self, now: Instant) -> Instant {
+        match *self.nacks.borrow() {
+            NO_NACK => self.next,
+            nack => earlier(self.next, nack, now),
+        }
+    }
+
+    /// A round begins at `now`: the Nacks announced so far are in the
+    /// schedule it reads (see [`NackInbox`]). It stays due until it
+    /// completes, so one that fails (Redis away) is retried by the next
+    /// read.
+    fn begin_round(&mut self, now: Instant) {
+        // Emptied silently: this is no news for the driver.
+        self.nacks.send_if_modified(|earliest| {
+            *earliest = NO_NACK;
+            false
+        });
+        self.next = now;
+    }
+
+    /// The round that began last completed at `now`: it stopped its idle
+    /// scan at `after` (`None`: complete) and found the group's earliest
+    /// scheduled Nack due at `next_nack_due_ms`.
+    fn end_round(&mut self, after: Option<StreamId>, next_nack_due_ms: Option<i64>, now: Instant) {
+        self.after = after;
+        // A scan that stopped mid-PEL continues at the next read; a
+        // complete one waits for the interval, or for the next Nack due.
+        self.next = if after.is_some() {
+            now
+        } else {
+            let next = now + self.options.interval;
+            next_nack_due_ms.map_or(next, |due| earlier(next, due, now))
+        };
+    }
+}
+
+/// Whichever comes first: `next`, or wall-clock time `due_ms` (Unix ms)
+/// seen at `now`, which is `now` once it has passed (a due Nack is due
+/// *at* `now`).
+fn earlier(next: Instant, due_ms: i64, now: Instant) -> Instant {
+    let wait = u64::try_from(due_ms.saturating_sub(now_ms())).unwrap_or(0);
+    now.checked_add(Duration::from_millis(wait))
+        .map_or(next, |due| next.min(due))
 }
 
 /// One consumer's reader.
@@ -362,8 +442,8 @@ impl Subscription {
         if now < reclaim.due(now) {
             return Ok(Vec::new());
         }
+        reclaim.begin_round(now);
         let spec = &self.spec;
-        let started_ms = now_ms();
         let round = self
             .broker
             .reclaim(
@@ -386,21 +466,148 @@ impl Subscription {
                 dead_letter_stream = %spec.dead_letter_stream, "moved entries to the dead-letter stream"
             );
         }
-        reclaim.nacks_handled_until = started_ms;
-        reclaim.after = round.after;
-        // A scan that stopped mid-PEL continues at the next read; a
-        // complete one waits for the interval, or for the next Nack due.
-        let now = Instant::now();
-        reclaim.next = if round.after.is_some() {
-            now
-        } else {
-            let mut next = now + reclaim.options.interval;
-            if let Some(due) = round.next_nack_due_ms {
-                let wait = u64::try_from(due - now_ms()).unwrap_or(0);
-                next = next.min(now + Duration::from_millis(wait));
-            }
-            next
-        };
+        reclaim.end_round(round.after, round.next_nack_due_ms, Instant::now());
         Ok(round.entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reclaim timer without Redis: what a round plans, and which
+    //! Nacks announced through this gateway move the next round earlier.
+    //! A Nack is announced after its schedule is written to Redis, and a
+    //! round reads that schedule in its script, between `begin_round` and
+    //! `end_round`; the tests replay those orders.
+
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(600);
+
+    fn reclaiming(signals: &GroupSignals) -> (Reclaim, Arc<Signals>) {
+        let group = signals.watch("orders", "g");
+        let options = ReclaimOptions {
+            min_idle_ms: 600_000,
+            interval: INTERVAL,
+        };
+        (Reclaim::new(options, &group), group)
+    }
+
+    /// A complete round at `now` that found no Nack scheduled: the next
+    /// one is an interval away.
+    fn quiet_round(reclaim: &mut Reclaim, now: Instant) {
+        reclaim.begin_round(now);
+        reclaim.end_round(None, None, now);
+        assert_eq!(reclaim.due(now), now + INTERVAL);
+    }
+
+    /// The Nack computed its due time, the round began and read the
+    /// schedule before the Nack's script wrote it, then the Nack was
+    /// announced while the round ran: the round did not see it.
+    #[test]
+    fn a_nack_announced_while_a_round_runs_makes_the_next_round_due_at_once() {
+        let signals = GroupSignals::default();
+        let (mut reclaim, _group) = reclaiming(&signals);
+        let mut replan = reclaim.replan();
+        replan.borrow_and_update();
+        let now = Instant::now();
+        let due = now_ms();
+        reclaim.begin_round(now);
+        signals.nacked("orders", "g", due);
+        reclaim.end_round(None, None, now);
+        assert!(replan.has_changed().unwrap(), "the driver is woken");
+        assert_eq!(reclaim.due(now), now);
+    }
+
+    /// A round completed; then a Nack is announced whose due time is no
+    /// later than the millisecond that round began (a Nack with delay 0 in
+    /// the same millisecond): its schedule was written after the round's
+    /// script, so it is still to be taken.
+    #[test]
+    fn a_nack_due_when_the_last_round_began_is_not_taken_as_seen() {
+        let signals = GroupSignals::default();
+        let (mut reclaim, _group) = reclaiming(&signals);
+        let now = Instant::now();
+        let due = now_ms();
+        quiet_round(&mut reclaim, now);
+        signals.nacked("orders", "g", due);
+        assert_eq!(reclaim.due(now), now);
+    }
+
+    /// Two Nacks announced before the subscription's next round: the one
+    /// due now is not put off until the later one comes due.
+    #[test]
+    fn a_later_nack_does_not_displace_an_earlier_one_not_yet_taken() {
+        let signals = GroupSignals::default();
+        let (mut reclaim, _group) = reclaiming(&signals);
+        let now = Instant::now();
+        quiet_round(&mut reclaim, now);
+        signals.nacked("orders", "g", now_ms());
+        signals.nacked("orders", "g", now_ms() + 60_000);
+        assert_eq!(reclaim.due(now), now);
+    }
+
+    /// Every reclaiming subscription of the group here hears a Nack, and
+    /// a round of one does not take it as seen by another: their rounds
+    /// read Redis at different times.
+    #[test]
+    fn each_subscription_keeps_its_own_account_of_the_nacks_it_has_read() {
+        let signals = GroupSignals::default();
+        let (mut a, _group) = reclaiming(&signals);
+        let (mut b, _group) = reclaiming(&signals);
+        let now = Instant::now();
+        quiet_round(&mut a, now);
+        quiet_round(&mut b, now);
+        signals.nacked("orders", "g", now_ms());
+        assert_eq!((a.due(now), b.due(now)), (now, now));
+        quiet_round(&mut a, now);
+        assert_eq!(b.due(now), now);
+    }
+
+    /// A Nack with a delay moves the next round to its due time; once a
+    /// round has begun after the announcement, the schedule that round read
+    /// plans instead (here: empty, say another gateway's round took the
+    /// entry), and no round runs for the Nack announced here.
+    #[test]
+    fn a_delayed_nack_plans_the_next_round_until_a_round_read_the_schedule() {
+        let signals = GroupSignals::default();
+        let (mut reclaim, _group) = reclaiming(&signals);
+        let now = Instant::now();
+        quiet_round(&mut reclaim, now);
+        signals.nacked("orders", "g", now_ms() + 60_000);
+        let due = reclaim.due(now);
+        assert!(
+            due > now && due <= now + Duration::from_secs(60),
+            "{:?}",
+            due - now
+        );
+        quiet_round(&mut reclaim, now);
+    }
+
+    /// A round whose script never completed (Redis went away) is still
+    /// due, with whatever it was due for.
+    #[test]
+    fn a_round_that_did_not_complete_stays_due() {
+        let signals = GroupSignals::default();
+        let (mut reclaim, _group) = reclaiming(&signals);
+        let now = Instant::now();
+        quiet_round(&mut reclaim, now);
+        signals.nacked("orders", "g", now_ms());
+        reclaim.begin_round(now);
+        assert_eq!(reclaim.due(now), now);
+    }
+
+    /// A Nack due at the end of time (`delay_ms` up to i64::MAX is
+    /// accepted) leaves the interval in charge.
+    #[test]
+    fn a_nack_due_at_the_end_of_time_leaves_the_interval() {
+        let signals = GroupSignals::default();
+        let (mut reclaim, _group) = reclaiming(&signals);
+        let now = Instant::now();
+        quiet_round(&mut reclaim, now);
+        signals.nacked("orders", "g", i64::MAX);
+        assert_eq!(reclaim.due(now), now + INTERVAL);
+        reclaim.begin_round(now);
+        reclaim.end_round(None, Some(i64::MAX), now);
+        assert_eq!(reclaim.due(now), now + INTERVAL);
     }
 }
