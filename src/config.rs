@@ -129,7 +129,8 @@ pub struct Settings {
     /// grants of the file's `[anonymous]` table (none if it has none).
     pub allow_anonymous: bool,
 
-    /// Most fields (text and binary) in one produced event.
+    /// Most fields (text and binary) in one produced event; at most
+    /// [`MAX_EVENT_FIELDS_LIMIT`].
     pub max_event_fields: u64,
 
     /// Most bytes in one field of a produced event, name plus value.
@@ -141,7 +142,8 @@ pub struct Settings {
     /// Request bytes held for calls not yet answered, over the whole
     /// gateway. When they are used up the gateway stops reading client
     /// messages (HTTP/2 flow control pushes back on the clients) until
-    /// answers go out, instead of buffering.
+    /// answers go out, instead of buffering. At least `max_message_bytes`,
+    /// so that one whole message always fits.
     pub max_buffered_bytes: u64,
 
     /// Most Subscribe and Tail streams open at once on this gateway.
@@ -193,7 +195,149 @@ impl Default for Settings {
     }
 }
 
+/// Longest `block_ms`: one minute. Longer blocks only delay what waits for
+/// them (a read after acks made through another gateway).
+pub const MAX_BLOCK_MS: u64 = 60_000;
+
+/// Shortest `metrics_poll_ms`: every round costs Redis work per group.
+pub const MIN_METRICS_POLL_MS: u64 = 100;
+
+/// Smallest `max_message_bytes` (and `max_buffered_bytes`): a smaller
+/// limit refuses ordinary requests.
+pub const MIN_MESSAGE_BYTES: u64 = 1024;
+
+/// Most values Lua's `unpack` returns in Redis' (and Valkey's) Lua 5.1:
+/// `unpack` asks `lua_checkstack` for room for its results, which refuses
+/// once the C function's stack would pass `LUAI_MAXCSTACK` (8000) slots,
+/// the call's own arguments included. `unpack(t, i, j)` holds 3 arguments,
+/// so it returns at most 7997 values; measured on Redis 7.0, Valkey 8.1
+/// and 9.1 (7996 items pass, 7998 fail with "too many results to
+/// unpack").
+const LUA_UNPACK_MAX_VALUES: u64 = 8000 - 3;
+
+/// Metadata fields of a dead-letter record (`dlq.stream`, `dlq.id`,
+/// `dlq.group`, `dlq.consumer`, `dlq.deliveries`, `dlq.reason`; see
+/// `Broker::reclaim`).
+const DEAD_LETTER_META_FIELDS: u64 = 6;
+
+/// Room for the reserved fields the gateway writes beside the user's:
+/// `type` and `ts_ms` today, and the ones the v1 contract adds (`key`,
+/// `traceparent`, `tracestate`), with room to spare.
+const RESERVED_FIELDS_ROOM: u64 = 8;
+
+/// Highest `max_event_fields` (`--max-event-fields`): 3984.
+///
+/// The dead-letter script writes a record with one
+/// `XADD dlq * unpack(ARGV, i, j)`: the entry's fields plus
+/// [`DEAD_LETTER_META_FIELDS`], two values each, must fit in
+/// [`LUA_UNPACK_MAX_VALUES`] (3998 pairs, so an entry may hold 3992 stored
+/// fields). An entry above that could never be dead-lettered: the script
+/// fails for it on every reclaim round, whoever wrote it. The idempotent
+/// Produce script unpacks one XADD's arguments too, which allows 3997
+/// stored fields; the dead-letter record is the tighter bound.
+pub const MAX_EVENT_FIELDS_LIMIT: u64 =
+    LUA_UNPACK_MAX_VALUES / 2 - DEAD_LETTER_META_FIELDS - RESERVED_FIELDS_ROOM;
+
+/// Why [`Settings::validate`] refused the settings: the field, its flag,
+/// the value and what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {field} (--{}): {reason}", .field.replace('_', "-"))]
+pub struct InvalidSetting {
+    /// The [`Settings`] field at fault, e.g. `max_event_fields`.
+    pub field: &'static str,
+    /// The value and the allowed range.
+    pub reason: String,
+}
+
+/// Checks that `value` of `field` lies in `min..=max` (no upper bound
+/// when `max` is `None`).
+fn in_range(
+    field: &'static str,
+    value: u64,
+    min: u64,
+    max: Option<u64>,
+) -> Result<(), InvalidSetting> {
+    if value >= min && max.is_none_or(|max| value <= max) {
+        return Ok(());
+    }
+    let allowed = match max {
+        Some(max) => format!("{min} to {max}"),
+        None => format!("at least {min}"),
+    };
+    Err(InvalidSetting {
+        field,
+        reason: format!("{value} is out of range (allowed: {allowed})"),
+    })
+}
+
 impl Settings {
+    /// Refuses settings the gateway cannot serve with; [`crate::server::start`]
+    /// calls it first. The command line enforces the same ranges (its
+    /// `value_parser`s) for the settings it builds; a program embedding the
+    /// library builds [`Settings`] itself and gets them checked here, where
+    /// a zero `dedup_window_ms` would otherwise make every idempotent
+    /// Produce fail and a huge `max_event_fields` would admit entries the
+    /// dead-letter script cannot move. The first refusal names its field.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        in_range("block_ms", self.block_ms, 1, Some(MAX_BLOCK_MS))?;
+        in_range("batch_size", u64::from(self.batch_size), 1, None)?;
+        in_range("max_batch_size", u64::from(self.max_batch_size), 1, None)?;
+        in_range("max_produce_events", self.max_produce_events, 1, None)?;
+        in_range("redis_timeout_ms", self.redis_timeout_ms, 1, None)?;
+        in_range("dedup_window_ms", self.dedup_window_ms, 1, None)?;
+        in_range("health_interval_ms", self.health_interval_ms, 1, None)?;
+        in_range(
+            "metrics_poll_ms",
+            self.metrics_poll_ms,
+            MIN_METRICS_POLL_MS,
+            None,
+        )?;
+        in_range(
+            "client_stall_timeout_ms",
+            self.client_stall_timeout_ms,
+            1,
+            None,
+        )?;
+        in_range(
+            "max_event_fields",
+            self.max_event_fields,
+            1,
+            Some(MAX_EVENT_FIELDS_LIMIT),
+        )?;
+        in_range("max_field_bytes", self.max_field_bytes, 1, None)?;
+        in_range(
+            "max_message_bytes",
+            self.max_message_bytes,
+            MIN_MESSAGE_BYTES,
+            None,
+        )?;
+        in_range(
+            "max_buffered_bytes",
+            self.max_buffered_bytes,
+            MIN_MESSAGE_BYTES,
+            None,
+        )?;
+        if self.max_buffered_bytes < self.max_message_bytes {
+            return Err(InvalidSetting {
+                field: "max_buffered_bytes",
+                reason: format!(
+                    "{} is less than max_message_bytes (--max-message-bytes, {}); the \
+                     gateway must be able to hold one whole request message (allowed: at \
+                     least {})",
+                    self.max_buffered_bytes, self.max_message_bytes, self.max_message_bytes
+                ),
+            });
+        }
+        in_range("max_subscriptions", self.max_subscriptions, 1, None)?;
+        in_range(
+            "max_subscriptions_per_connection",
+            self.max_subscriptions_per_connection,
+            1,
+            None,
+        )?;
+        Ok(())
+    }
+
     /// Broker options derived from the flags.
     pub fn broker_options(&self) -> BrokerOptions {
         let timeout = Duration::from_millis(self.redis_timeout_ms);
@@ -303,7 +447,139 @@ fn redact_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_password;
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(Settings::default().validate(), Ok(()));
+    }
+
+    /// The derivation of [`MAX_EVENT_FIELDS_LIMIT`] spelled out: the
+    /// largest event's dead-letter record fits one `unpack`, with every
+    /// reserved field it may carry.
+    #[test]
+    fn the_largest_event_fits_a_dead_letter_record() {
+        assert_eq!(MAX_EVENT_FIELDS_LIMIT, 3984);
+        let stored = MAX_EVENT_FIELDS_LIMIT + RESERVED_FIELDS_ROOM;
+        assert!(2 * (stored + DEAD_LETTER_META_FIELDS) <= 8000 - 3);
+        assert!(2 * (stored + 1 + DEAD_LETTER_META_FIELDS) > 8000 - 3);
+    }
+
+    /// Every refusal names the field, its flag and the allowed range; one
+    /// step inside the range is accepted.
+    #[test]
+    fn each_refusal_names_its_field_and_range() {
+        type Set = fn(&mut Settings, u64);
+        let cases: [(&str, Set, u64, Option<u64>); 15] = [
+            ("block_ms", |s, v| s.block_ms = v, 1, Some(MAX_BLOCK_MS)),
+            ("batch_size", |s, v| s.batch_size = v as u32, 1, None),
+            (
+                "max_batch_size",
+                |s, v| s.max_batch_size = v as u32,
+                1,
+                None,
+            ),
+            (
+                "max_produce_events",
+                |s, v| s.max_produce_events = v,
+                1,
+                None,
+            ),
+            ("redis_timeout_ms", |s, v| s.redis_timeout_ms = v, 1, None),
+            ("dedup_window_ms", |s, v| s.dedup_window_ms = v, 1, None),
+            (
+                "health_interval_ms",
+                |s, v| s.health_interval_ms = v,
+                1,
+                None,
+            ),
+            ("metrics_poll_ms", |s, v| s.metrics_poll_ms = v, 100, None),
+            (
+                "client_stall_timeout_ms",
+                |s, v| s.client_stall_timeout_ms = v,
+                1,
+                None,
+            ),
+            (
+                "max_event_fields",
+                |s, v| s.max_event_fields = v,
+                1,
+                Some(MAX_EVENT_FIELDS_LIMIT),
+            ),
+            ("max_field_bytes", |s, v| s.max_field_bytes = v, 1, None),
+            (
+                "max_message_bytes",
+                |s, v| s.max_message_bytes = v,
+                1024,
+                None,
+            ),
+            (
+                "max_buffered_bytes",
+                |s, v| {
+                    s.max_buffered_bytes = v;
+                    s.max_message_bytes = 1024;
+                },
+                1024,
+                None,
+            ),
+            ("max_subscriptions", |s, v| s.max_subscriptions = v, 1, None),
+            (
+                "max_subscriptions_per_connection",
+                |s, v| s.max_subscriptions_per_connection = v,
+                1,
+                None,
+            ),
+        ];
+        for (field, set, min, max) in cases {
+            let with = |value| {
+                let mut settings = Settings::default();
+                set(&mut settings, value);
+                settings.validate()
+            };
+            let flag = format!("--{}", field.replace('_', "-"));
+            let allowed = match max {
+                Some(max) => format!("allowed: {min} to {max}"),
+                None => format!("allowed: at least {min}"),
+            };
+            let mut refused = vec![min - 1];
+            refused.extend(max.map(|max| max + 1));
+            for value in refused {
+                let err = with(value).expect_err(field);
+                assert_eq!(err.field, field);
+                let message = err.to_string();
+                for part in [field, flag.as_str(), allowed.as_str(), &value.to_string()] {
+                    assert!(message.contains(part), "{message:?} lacks {part:?}");
+                }
+            }
+            assert_eq!(with(min), Ok(()), "{field} = {min}");
+            if let Some(max) = max {
+                assert_eq!(with(max), Ok(()), "{field} = {max}");
+            }
+        }
+    }
+
+    #[test]
+    fn buffered_bytes_below_one_message_are_refused_naming_both_flags() {
+        let settings = Settings {
+            max_message_bytes: 8192,
+            max_buffered_bytes: 4096,
+            ..Settings::default()
+        };
+        let message = settings.validate().unwrap_err().to_string();
+        for part in [
+            "--max-buffered-bytes",
+            "--max-message-bytes",
+            "4096",
+            "8192",
+        ] {
+            assert!(message.contains(part), "{message:?} lacks {part:?}");
+        }
+        let equal = Settings {
+            max_buffered_bytes: 8192,
+            ..settings
+        };
+        assert_eq!(equal.validate(), Ok(()));
+    }
 
     #[test]
     fn passwords_never_reach_the_logs() {

@@ -5,8 +5,12 @@
 //! decision in one file, and a Redis error a client can cause (a missing
 //! group, a key of the wrong type) can never leak out as INTERNAL.
 
-use redis::RedisError;
+use std::time::{Duration, Instant};
+
+use redis::{RedisError, ServerError};
 use tonic::{Code, Status};
+
+use crate::log_throttle::LogThrottle;
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -72,10 +76,22 @@ pub enum Error {
     /// The request is valid but the state of the stream refuses it.
     #[error("{0}")]
     FailedPrecondition(String),
-    /// Redis cannot be reached, the connection was lost, or Redis is not
-    /// ready (loading, failover). Retryable.
+    /// Redis cannot be reached, the connection was lost, or Redis refuses
+    /// commands for now (loading, failover, read-only replica, ...; see
+    /// [`REFUSING_FOR_NOW`]). Retryable. The live streams ride this out.
     #[error("Redis is unavailable: {0}")]
     Unavailable(String),
+    /// Redis is at `maxmemory` and refuses writes (`maxmemory-policy
+    /// noeviction`, or nothing left it may evict): the reply `OOM`, as
+    /// Redis worded it. Not a fault of the request and not a bug, so
+    /// RESOURCE_EXHAUSTED: retrying soon is pointless until an operator or
+    /// the consumers (trimming) free memory.
+    #[error(
+        "Redis is out of memory (maxmemory): {}; writes fail until memory is freed \
+         (trim or delete streams) or maxmemory is raised",
+        .0.trim_end_matches('.')
+    )]
+    RedisOutOfMemory(String),
     /// Redis did not answer within the configured timeout.
     #[error("Redis did not answer in time: {0}")]
     Timeout(String),
@@ -126,9 +142,22 @@ impl Error {
     /// Classifies a Redis error raised while working on `stream` (and
     /// `group`, where the command names one), so that the message names what
     /// the client asked for.
+    ///
+    /// Error replies are told apart by their code (the reply's first word),
+    /// never by their wording: the code is the part Redis keeps stable, and
+    /// since Redis 7.0 an error raised by `redis.call` inside a script or
+    /// function keeps the code of the command that failed (`OOM command not
+    /// allowed ... script: <sha>, on @user_script:1.`), so a condition met
+    /// inside one of [`crate::broker`]'s scripts classifies like the same
+    /// condition met by a plain command.
     pub fn from_redis(err: &RedisError, stream: &str, group: Option<&str>) -> Error {
-        let detail = err.detail().unwrap_or_default();
-        match err.code() {
+        let reply = error_reply(err);
+        let code = reply.as_ref().map(ServerError::code);
+        let detail = reply
+            .as_ref()
+            .and_then(ServerError::details)
+            .unwrap_or_default();
+        match code {
             Some("NOGROUP") => match group {
                 Some(group) => Error::GroupNotFound {
                     stream: stream.to_owned(),
@@ -141,13 +170,16 @@ impl Error {
             Some("WRONGTYPE") => Error::WrongType {
                 stream: stream.to_owned(),
             },
-            // A cluster in motion: redis-rs follows MOVED and ASK and retries
-            // TRYAGAIN / CLUSTERDOWN itself; what still surfaces is a failover
-            // or resharding that outlasted its retries.
-            Some(
-                "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "BUSY"
-                | "MOVED" | "ASK",
-            ) => Error::Unavailable(err.to_string()),
+            Some(OUT_OF_MEMORY) => {
+                let said = said(OUT_OF_MEMORY, detail);
+                log_redis_condition(OUT_OF_MEMORY, &said);
+                Error::RedisOutOfMemory(said)
+            }
+            Some(code) if REFUSING_FOR_NOW.contains(&code) => {
+                let said = said(code, detail);
+                log_redis_condition(code, &said);
+                Error::Unavailable(said)
+            }
             Some("NOPERM") => Error::RedisPermission(err.to_string()),
             Some("ERR")
                 if detail.contains("no such key")
@@ -180,7 +212,9 @@ impl Error {
         match self {
             Error::InvalidArgument { .. } | Error::Unreadable { .. } => Code::InvalidArgument,
             Error::RequestStream(status) => status.code(),
-            Error::LimitExceeded(_) | Error::ClientStalled(_) => Code::ResourceExhausted,
+            Error::LimitExceeded(_) | Error::ClientStalled(_) | Error::RedisOutOfMemory(_) => {
+                Code::ResourceExhausted
+            }
             Error::GroupNotFound { .. }
             | Error::StreamNotFound { .. }
             | Error::ConsumerNotFound { .. } => Code::NotFound,
@@ -196,10 +230,92 @@ impl Error {
     }
 }
 
+/// The code of Redis' reply when it is at `maxmemory` and may not evict.
+const OUT_OF_MEMORY: &str = "OOM";
+
+/// Codes of error replies by which Redis refuses a command for a while,
+/// whatever the command: UNAVAILABLE, so that clients retry (later, or
+/// against another gateway or node).
+///
+/// - `READONLY`: the node is a replica (a failover demoted it, or the
+///   gateway points at a replica).
+/// - `NOREPLICAS`: fewer replicas than `min-replicas-to-write` are
+///   connected.
+/// - `MISCONF`: the last RDB save failed and `stop-writes-on-bgsave-error`
+///   stops writes.
+/// - `BUSY`: a script or function has run past `busy-reply-threshold`.
+/// - `LOADING`: the dataset is being loaded after a restart.
+/// - `MASTERDOWN`: a replica lost its master and serves no stale data.
+/// - `TRYAGAIN`, `CLUSTERDOWN`, `MOVED`, `ASK`: a cluster in motion.
+///   redis-rs follows MOVED and ASK and retries TRYAGAIN and CLUSTERDOWN
+///   itself; what still surfaces is a failover or resharding that outlasted
+///   its retries.
+const REFUSING_FOR_NOW: [&str; 10] = [
+    "READONLY",
+    "NOREPLICAS",
+    "MISCONF",
+    "BUSY",
+    "LOADING",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MOVED",
+    "ASK",
+];
+
+/// The error reply inside `err`: the error itself, or the first failed
+/// command of a pipeline. redis-rs reports a pipeline run without
+/// `ignore_errors` as one error whose `code()` is `None` for any code
+/// outside its own short list (OOM, NOREPLICAS, MISCONF, BUSY, WRONGTYPE,
+/// NOGROUP are all outside it) and whose `detail()` is always `None`; the
+/// replies themselves still carry both.
+fn error_reply(err: &RedisError) -> Option<ServerError> {
+    let replies = err.clone().into_server_errors()?;
+    replies.first().map(|(_, reply)| reply.clone())
+}
+
+/// The error reply as Redis sent it: `CODE detail`.
+fn said(code: &str, detail: &str) -> String {
+    if detail.is_empty() {
+        code.to_owned()
+    } else {
+        format!("{code} {detail}")
+    }
+}
+
+/// One log line a minute at most per kind of trouble: a Redis condition
+/// refuses every request while it lasts, and a bug may hit every request.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The throttle of every error log line in this file, keyed by the Redis
+/// code or `internal`.
+static LOGGED: LogThrottle = LogThrottle::new(LOG_EVERY);
+
+/// Logs a Redis condition where it is recognized: the UNAVAILABLE ones
+/// become [`Error::Unavailable`], like a lost connection, so which
+/// condition it was is known only here.
+fn log_redis_condition(code: &str, said: &str) {
+    if let Some(count) = LOGGED.occurred(code, Instant::now()) {
+        tracing::warn!(
+            redis_error = code,
+            count,
+            "Redis refuses commands: {said} (seen {count} time(s) since {code} was last \
+             logged; logged at most once a minute)"
+        );
+    }
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
-        if let Error::Internal(_) = err {
-            tracing::error!(error = %err, "internal error");
+        if let Error::Internal(_) = err
+            && let Some(count) = LOGGED.occurred("internal", Instant::now())
+        {
+            tracing::error!(
+                error = %err,
+                count,
+                "internal error (seen {count} time(s) since an internal error was last \
+                 logged; logged at most once a minute)"
+            );
         }
         Status::new(err.code(), bounded_message(err.to_string()))
     }
@@ -276,17 +392,81 @@ mod tests {
         );
     }
 
+    /// How Redis 7.0 / Valkey 8.1 and Valkey 9.1 end an error reply raised
+    /// by `redis.call` inside a script (EVALSHA); FCALL and a script
+    /// refused before it runs send the bare reply.
+    const SCRIPT_SUFFIXES: [&str; 3] = [
+        "",
+        " script: e81023deb3af3d1fd09b14ca33098d3a6f82f668, on @user_script:1.",
+        " script: on @user_script:1.",
+    ];
+
     #[test]
-    fn cluster_conditions_are_unavailable_never_internal() {
+    fn out_of_memory_is_resource_exhausted_naming_maxmemory_and_quoting_redis() {
+        for suffix in SCRIPT_SUFFIXES {
+            let detail = format!("command not allowed when used memory > 'maxmemory'.{suffix}");
+            let err = Error::from_redis(&server_error("OOM", &detail), "orders", None);
+            assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+            let message = Status::from(err).message().to_owned();
+            assert!(
+                message.starts_with("Redis is out of memory (maxmemory): OOM command not allowed"),
+                "{message}"
+            );
+            assert!(message.contains(suffix.trim_end_matches('.')), "{message}");
+            assert!(message.contains("maxmemory is raised"), "{message}");
+        }
+    }
+
+    #[test]
+    fn conditions_refusing_commands_for_now_are_unavailable_with_what_redis_said() {
         for (code, detail) in [
-            ("CLUSTERDOWN", "The cluster is down"),
+            ("READONLY", "You can't write against a read only replica."),
+            ("NOREPLICAS", "Not enough good replicas to write."),
+            (
+                "MISCONF",
+                "Redis is configured to save RDB snapshots, but it's currently unable to \
+                 persist to disk.",
+            ),
+            (
+                "BUSY",
+                "Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN \
+                 NOSAVE.",
+            ),
+            ("LOADING", "Redis is loading the dataset in memory"),
+            (
+                "MASTERDOWN",
+                "Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            ),
             ("TRYAGAIN", "Multiple keys request during rehashing of slot"),
-            ("MASTERDOWN", "Link with MASTER is down"),
+            ("CLUSTERDOWN", "The cluster is down"),
             ("MOVED", "12722 127.0.0.1:7103"),
             ("ASK", "12722 127.0.0.1:7103"),
         ] {
+            for suffix in SCRIPT_SUFFIXES {
+                let detail = format!("{detail}{suffix}");
+                let err = Error::from_redis(&server_error(code, &detail), "orders", None);
+                assert_eq!(err.code(), Code::Unavailable, "{code}: {err}");
+                assert_eq!(
+                    err.to_string(),
+                    format!("Redis is unavailable: {code} {detail}")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_code_is_matched_whole_not_as_a_prefix_or_in_the_text() {
+        // BUSYKEY (RESTORE onto an existing key) is not BUSY; an ERR that
+        // mentions OOM is not OOM.
+        for (code, detail) in [
+            ("BUSYKEY", "Target key name already exists."),
+            (
+                "ERR",
+                "OOM command not allowed when used memory > 'maxmemory'.",
+            ),
+        ] {
             let err = Error::from_redis(&server_error(code, detail), "orders", None);
-            assert_eq!(err.code(), Code::Unavailable, "{code}: {err}");
+            assert_eq!(err.code(), Code::Internal, "{code}: {err}");
         }
     }
 

@@ -37,7 +37,9 @@
 //!   the gateway's own services called in-process; [`demo`]: `streamgate
 //!   demo`'s consumers, clients of the public API.
 //! - [`ids`], [`model`]: stream IDs and the event/entry data model.
-//! - [`error`]: the one error enum and the one mapping to gRPC status.
+//! - [`error`]: the one error enum and the one mapping to gRPC status;
+//!   it logs Redis conditions and internal errors through
+//!   [`log_throttle`], one line a minute per kind with a count.
 //! - [`shutdown`]: the signal every long-lived task watches.
 //! - [`pb`]: code generated from the protos.
 //!
@@ -81,6 +83,7 @@ pub mod driver;
 pub mod error;
 pub mod ids;
 pub mod limits;
+pub mod log_throttle;
 pub mod metrics;
 pub mod model;
 pub mod namespace;

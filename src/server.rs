@@ -139,6 +139,7 @@ impl Gateway {
 /// Connects to Redis, binds the listener and starts serving in the
 /// background.
 pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
+    config.validate()?;
     // Security settings first: a bad file must fail before anything runs.
     crate::tls::install_crypto_provider();
     let auth = config.auth()?;

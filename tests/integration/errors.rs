@@ -7,8 +7,8 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::common::{
-    RedisServer, TestGateway, config, event, eventually, health, orders, produce, produce_err,
-    produce_when_up, setup, sub,
+    DEADLINE, RedisServer, TestGateway, config, event, eventually, free_port, health, orders,
+    produce, produce_err, produce_when_up, setup, sub,
 };
 
 fn assert_status(status: &tonic::Status, code: Code, mentions: &[&str]) {
@@ -265,4 +265,258 @@ async fn a_redis_that_stops_answering_times_out() {
         matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable),
         "{status:?}"
     );
+}
+
+/// Makes `redis` refuse writes for want of memory the way a full
+/// production Redis does: ballast (4 MiB) written while memory is
+/// unlimited, then `maxmemory` set to 2 MiB, far below what it holds, so
+/// that no freed buffer brings it back under the limit. The server must
+/// run with `maxmemory-policy noeviction`.
+fn exhaust_memory(redis: &RedisServer) {
+    let mut conn = redis.conn();
+    let ballast = vec![b'x'; 100 * 1024];
+    for i in 0..40 {
+        let _: () = conn.set(format!("ballast:{i}"), &ballast).unwrap();
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "2mb"][..])
+        .query(&mut conn)
+        .unwrap();
+    let used: u64 = redis
+        .info_field("memory", "used_memory")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(used > 2 << 20, "the ballast holds {used} bytes only");
+}
+
+/// Produces to `stream`, each event with an idempotency key (so through
+/// the gateway's script), expecting a refusal.
+async fn produce_keyed_err(gw: &mut TestGateway, stream: &str, key: &str) -> tonic::Status {
+    let events = vec![pb::Event {
+        idempotency_key: key.to_owned(),
+        ..event("order.placed", &[("order_id", key)])
+    }];
+    produce_err(gw, stream, events).await
+}
+
+/// An open ProduceStream: requests in, one answer per request out.
+struct ProduceStream {
+    requests: tokio::sync::mpsc::Sender<pb::ProduceRequest>,
+    answers: tonic::Streaming<pb::ProduceStreamResponse>,
+}
+
+impl ProduceStream {
+    async fn open(gw: &mut TestGateway) -> ProduceStream {
+        let (requests, rx) = tokio::sync::mpsc::channel(16);
+        let answers = gw
+            .events
+            .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("ProduceStream opens")
+            .into_inner();
+        ProduceStream { requests, answers }
+    }
+
+    /// Sends `requests` and returns their answers, in order.
+    async fn round(&mut self, requests: Vec<pb::ProduceRequest>) -> Vec<pb::ProduceStreamResponse> {
+        let n = requests.len();
+        for request in requests {
+            self.requests.send(request).await.unwrap();
+        }
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let answer = tokio::time::timeout(DEADLINE, self.answers.message())
+                .await
+                .expect("an answer within the deadline")
+                .expect("the stream goes on")
+                .expect("an answer, not the end");
+            out.push(answer);
+        }
+        out
+    }
+}
+
+/// Two plain requests (pipelined together) and one with an idempotency
+/// key (the script), all to `stream`.
+fn mixed_requests(stream: &str, tag: &str) -> Vec<pb::ProduceRequest> {
+    let plain = |i| pb::ProduceRequest {
+        stream: stream.to_owned(),
+        events: orders(i),
+        ..Default::default()
+    };
+    let keyed = pb::ProduceRequest {
+        stream: stream.to_owned(),
+        events: vec![pb::Event {
+            idempotency_key: tag.to_owned(),
+            ..event("order.placed", &[("order_id", tag)])
+        }],
+        ..Default::default()
+    };
+    vec![plain(1), plain(2), keyed]
+}
+
+#[tokio::test]
+async fn redis_out_of_memory_is_resource_exhausted_naming_maxmemory_and_recovers() {
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
+    let mut gw = TestGateway::start(config(&redis)).await;
+    // A keyed produce while memory lasts loads the script, so that the
+    // refusal below comes from inside it.
+    produce(&mut gw, "orders", orders(1)).await;
+    let mut keyed = orders(1);
+    keyed[0].idempotency_key = "k-0".into();
+    produce(&mut gw, "orders", keyed).await;
+    let mut stream = ProduceStream::open(&mut gw).await;
+    for answer in stream.round(mixed_requests("orders", "k-1")).await {
+        assert_eq!(answer.code, 0, "{answer:?}");
+    }
+
+    exhaust_memory(&redis);
+    let status = produce_err(&mut gw, "orders", orders(2)).await;
+    assert_status(
+        &status,
+        Code::ResourceExhausted,
+        &[
+            "Redis is out of memory (maxmemory)",
+            "OOM command not allowed",
+        ],
+    );
+    // Raised by redis.call inside the script: the same answer, Redis'
+    // text names the script.
+    let status = produce_keyed_err(&mut gw, "orders", "k-2").await;
+    assert_status(
+        &status,
+        Code::ResourceExhausted,
+        &["Redis is out of memory (maxmemory)", "OOM", "@user_script"],
+    );
+    for answer in stream.round(mixed_requests("orders", "k-3")).await {
+        assert_eq!(answer.code, Code::ResourceExhausted as u32, "{answer:?}");
+        assert!(answer.ids.is_empty(), "{answer:?}");
+        assert!(answer.message.contains("maxmemory"), "{answer:?}");
+    }
+
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "0"][..])
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(produce(&mut gw, "orders", orders(2)).await.len(), 2);
+    let mut keyed = orders(1);
+    keyed[0].idempotency_key = "k-2".into();
+    assert_eq!(produce(&mut gw, "orders", keyed).await.len(), 1);
+    for answer in stream.round(mixed_requests("orders", "k-3")).await {
+        assert_eq!(answer.code, 0, "{answer:?}");
+        assert!(!answer.ids.is_empty(), "{answer:?}");
+    }
+    // 1 + 1 + 4 before, 2 + 1 + 4 after: nothing written while refused.
+    assert_eq!(redis.conn().xlen::<_, u64>("orders").unwrap(), 13);
+}
+
+/// The conditions by which Redis refuses writes for a while answer
+/// UNAVAILABLE with what Redis said, from a plain command and from inside
+/// the script alike.
+#[tokio::test]
+async fn redis_refusing_writes_for_now_is_unavailable_with_the_reason() {
+    // A replica (of a master that is not there: it still serves reads).
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &free_port().to_string()]);
+    // A master that needs a replica to accept a write, and has none.
+    let lonely = RedisServer::start_with(&["--min-replicas-to-write", "1"]);
+    for (redis, code) in [(&replica, "READONLY"), (&lonely, "NOREPLICAS")] {
+        let mut gw = TestGateway::start(config(redis)).await;
+        let status = produce_err(&mut gw, "orders", orders(1)).await;
+        assert_status(&status, Code::Unavailable, &["Redis is unavailable", code]);
+        let status = produce_keyed_err(&mut gw, "orders", "k").await;
+        assert_status(&status, Code::Unavailable, &[code, "@user_script"]);
+        let mut stream = ProduceStream::open(&mut gw).await;
+        for answer in stream.round(mixed_requests("orders", "k")).await {
+            assert_eq!(answer.code, Code::Unavailable as u32, "{answer:?}");
+            assert!(answer.message.contains(code), "{answer:?}");
+        }
+    }
+}
+
+/// What redis-rs hands the gateway for one error reply differs by how the
+/// command was sent; [`Error::from_redis`] classifies each shape by the
+/// reply's code, checked here against real replies: a plain command, a
+/// pipeline with and without `ignore_errors`, a script (EVAL) and a
+/// function (FCALL).
+#[tokio::test]
+async fn every_shape_of_an_error_reply_classifies_by_its_code() {
+    use streamgate::error::Error;
+
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
+    let mut conn = redis.conn();
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(
+            "#!lua name=probe\n\
+             redis.register_function('append', function(keys) \
+             return redis.call('XADD', keys[1], '*', 'a', 'b') end)",
+        )
+        .query(&mut conn)
+        .unwrap();
+    let _: () = conn.set("plain", "string").unwrap();
+    exhaust_memory(&redis);
+
+    let xadd = || {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&["orders", "*", "a", "b"][..]);
+        cmd
+    };
+    let mut pipe = redis::pipe();
+    pipe.cmd("PING").add_command(xadd());
+    let mut tolerant = pipe.clone();
+    tolerant.ignore_errors();
+    // WRONGTYPE, a code redis-rs does not know either, in a pipeline.
+    let mut wrongtype = redis::pipe();
+    wrongtype.cmd("PING").cmd("XLEN").arg("plain");
+
+    let failures: Vec<(&str, redis::RedisError, Code)> = vec![
+        (
+            "command",
+            xadd().query::<redis::Value>(&mut conn).unwrap_err(),
+            Code::ResourceExhausted,
+        ),
+        (
+            "pipeline",
+            pipe.query::<Vec<redis::Value>>(&mut conn).unwrap_err(),
+            Code::ResourceExhausted,
+        ),
+        (
+            "pipeline with ignore_errors",
+            match tolerant
+                .query::<Vec<redis::Value>>(&mut conn)
+                .unwrap()
+                .pop()
+            {
+                Some(redis::Value::ServerError(e)) => e.into(),
+                other => panic!("{other:?}"),
+            },
+            Code::ResourceExhausted,
+        ),
+        (
+            "script",
+            redis::Script::new("return redis.call('XADD', KEYS[1], '*', 'a', 'b')")
+                .key("orders")
+                .invoke::<redis::Value>(&mut conn)
+                .unwrap_err(),
+            Code::ResourceExhausted,
+        ),
+        (
+            "function",
+            redis::cmd("FCALL")
+                .arg(&["append", "1", "orders"][..])
+                .query::<redis::Value>(&mut conn)
+                .unwrap_err(),
+            Code::ResourceExhausted,
+        ),
+        (
+            "WRONGTYPE in a pipeline",
+            wrongtype.query::<Vec<redis::Value>>(&mut conn).unwrap_err(),
+            Code::FailedPrecondition,
+        ),
+    ];
+    for (shape, err, code) in failures {
+        let classified = Error::from_redis(&err, "orders", None);
+        assert_eq!(classified.code(), code, "{shape}: {err} -> {classified}");
+    }
 }

@@ -201,3 +201,27 @@ async fn the_binary_refuses_to_start_with_a_bad_redis_url() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("redis-url"), "{stderr}");
 }
+
+/// A pair of flags clap cannot check alone is refused by
+/// `Settings::validate` before anything starts, with one line naming both.
+#[tokio::test]
+async fn the_binary_refuses_a_buffer_smaller_than_one_message() {
+    let output = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "--max-message-bytes",
+            "8192",
+            "--max-buffered-bytes",
+            "4096",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "nothing was announced");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("streamgate: invalid setting max_buffered_bytes (--max-buffered-bytes)")
+            && stderr.contains("--max-message-bytes"),
+        "{stderr}"
+    );
+}

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use streamgate::config::Settings;
+use streamgate::config::{
+    MAX_BLOCK_MS, MAX_EVENT_FIELDS_LIMIT, MIN_MESSAGE_BYTES, MIN_METRICS_POLL_MS, Settings,
+};
 use streamgate::demo::DemoSettings;
 
 /// streamgate: a gRPC gateway to Redis Streams consumer groups.
@@ -68,7 +70,7 @@ pub struct ServeArgs {
     /// through other gateways), in milliseconds. Timers, cancellation and
     /// shutdown do not wait for it.
     #[arg(long, env = "STREAMGATE_BLOCK_MS", default_value_t = defaults().block_ms,
-          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_BLOCK_MS))]
     pub block_ms: u64,
 
     /// Subscribe batch size when the request sets none.
@@ -124,7 +126,7 @@ pub struct ServeArgs {
     /// How often the per-group metrics (lag, pending, oldest pending idle)
     /// are refreshed from Redis, in milliseconds.
     #[arg(long, env = "STREAMGATE_METRICS_POLL_MS", default_value_t = defaults().metrics_poll_ms,
-          value_parser = clap::value_parser!(u64).range(100..))]
+          value_parser = clap::value_parser!(u64).range(MIN_METRICS_POLL_MS..))]
     pub metrics_poll_ms: u64,
 
     /// Serve the live dashboard at `http://ADDR/` (off unless set; port 0
@@ -191,9 +193,11 @@ pub struct ServeArgs {
     #[arg(long, env = "STREAMGATE_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
 
-    /// Most fields (text and binary) in one produced event.
+    /// Most fields (text and binary) in one produced event. At most 3984:
+    /// an entry's dead-letter record is written by one Lua `unpack`, which
+    /// returns at most 7997 values in Redis' Lua.
     #[arg(long, env = "STREAMGATE_MAX_EVENT_FIELDS", default_value_t = defaults().max_event_fields,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_EVENT_FIELDS_LIMIT))]
     pub max_event_fields: u64,
 
     /// Most bytes in one field of a produced event, name plus value.
@@ -203,7 +207,7 @@ pub struct ServeArgs {
 
     /// Largest gRPC request message, in bytes.
     #[arg(long, env = "STREAMGATE_MAX_MESSAGE_BYTES", default_value_t = defaults().max_message_bytes,
-          value_parser = clap::value_parser!(u64).range(1024..))]
+          value_parser = clap::value_parser!(u64).range(MIN_MESSAGE_BYTES..))]
     pub max_message_bytes: u64,
 
     /// Request bytes held for calls not yet answered, over the whole
@@ -211,7 +215,7 @@ pub struct ServeArgs {
     /// (HTTP/2 flow control pushes back) until answers go out. At least
     /// --max-message-bytes.
     #[arg(long, env = "STREAMGATE_MAX_BUFFERED_BYTES", default_value_t = defaults().max_buffered_bytes,
-          value_parser = clap::value_parser!(u64).range(1024..))]
+          value_parser = clap::value_parser!(u64).range(MIN_MESSAGE_BYTES..))]
     pub max_buffered_bytes: u64,
 
     /// Most Subscribe and Tail streams open at once on this gateway.
@@ -431,6 +435,103 @@ mod tests {
         assert_eq!(
             [s.max_subscriptions, s.max_subscriptions_per_connection],
             [20, 21]
+        );
+    }
+
+    /// Every range the command line enforces is the range
+    /// `Settings::validate` enforces for code that builds `Settings`
+    /// itself: at each edge both accept, one step beyond both refuse.
+    #[test]
+    fn the_command_line_and_validate_agree_on_every_range() {
+        let ranges: [(&str, u64, Option<u64>); 15] = [
+            ("block-ms", 1, Some(60_000)),
+            ("batch-size", 1, None),
+            ("max-batch-size", 1, None),
+            ("max-produce-events", 1, None),
+            ("redis-timeout-ms", 1, None),
+            ("dedup-window-ms", 1, None),
+            ("health-interval-ms", 1, None),
+            ("metrics-poll-ms", 100, None),
+            ("client-stall-timeout-ms", 1, None),
+            ("max-event-fields", 1, Some(3984)),
+            ("max-field-bytes", 1, None),
+            ("max-message-bytes", 1024, None),
+            ("max-buffered-bytes", 1024, None),
+            ("max-subscriptions", 1, None),
+            ("max-subscriptions-per-connection", 1, None),
+        ];
+        let parse = |flag: &str, value: u64| {
+            let mut argv = vec!["streamgate".to_owned(), "serve".to_owned()];
+            if flag != "max-message-bytes" {
+                // Small messages, so that the smallest buffer holds one.
+                argv.push("--max-message-bytes=1024".to_owned());
+            }
+            argv.push(format!("--{flag}={value}"));
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Serve(args) => Settings::from(*args),
+                Command::Demo(_) => panic!("parsed `serve`"),
+            })
+        };
+        for (flag, min, max) in ranges {
+            let edges = [Some(min), max];
+            for value in edges.into_iter().flatten() {
+                let settings =
+                    parse(flag, value).unwrap_or_else(|e| panic!("--{flag}={value}: {e}"));
+                assert_eq!(settings.validate(), Ok(()), "--{flag}={value}");
+            }
+            let beyond = [Some(min - 1), max.map(|max| max + 1)];
+            for value in beyond.into_iter().flatten() {
+                assert!(parse(flag, value).is_err(), "--{flag}={value} parses");
+                // The same value set in code: validate names the field.
+                let field = flag.replace('-', "_");
+                let mut settings = parse(flag, min).unwrap();
+                set(&mut settings, &field, value);
+                let err = settings.validate().expect_err(flag);
+                assert_eq!(err.field, field);
+            }
+        }
+    }
+
+    /// Sets the numeric setting named `field`.
+    fn set(s: &mut Settings, field: &str, value: u64) {
+        let small = u32::try_from(value).unwrap();
+        match field {
+            "block_ms" => s.block_ms = value,
+            "batch_size" => s.batch_size = small,
+            "max_batch_size" => s.max_batch_size = small,
+            "max_produce_events" => s.max_produce_events = value,
+            "redis_timeout_ms" => s.redis_timeout_ms = value,
+            "dedup_window_ms" => s.dedup_window_ms = value,
+            "health_interval_ms" => s.health_interval_ms = value,
+            "metrics_poll_ms" => s.metrics_poll_ms = value,
+            "client_stall_timeout_ms" => s.client_stall_timeout_ms = value,
+            "max_event_fields" => s.max_event_fields = value,
+            "max_field_bytes" => s.max_field_bytes = value,
+            "max_message_bytes" => s.max_message_bytes = value,
+            "max_buffered_bytes" => s.max_buffered_bytes = value,
+            "max_subscriptions" => s.max_subscriptions = value,
+            "max_subscriptions_per_connection" => s.max_subscriptions_per_connection = value,
+            other => panic!("no numeric setting {other}"),
+        }
+    }
+
+    /// clap cannot compare two flags; `server::start` refuses the pair
+    /// through `Settings::validate` and the binary prints that message.
+    #[test]
+    fn buffered_bytes_below_message_bytes_parse_but_do_not_validate() {
+        let argv = [
+            "streamgate",
+            "serve",
+            "--max-message-bytes=8192",
+            "--max-buffered-bytes=4096",
+        ];
+        let Command::Serve(args) = Cli::try_parse_from(argv).expect("parses").command else {
+            panic!("parsed `serve`");
+        };
+        let message = Settings::from(*args).validate().unwrap_err().to_string();
+        assert!(
+            message.contains("--max-buffered-bytes") && message.contains("--max-message-bytes"),
+            "{message}"
         );
     }
 

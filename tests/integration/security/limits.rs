@@ -1,12 +1,17 @@
 //! Every configured limit answers with the limit and its flag.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use redis::Commands;
+use streamgate::config::MAX_EVENT_FIELDS_LIMIT;
 use streamgate::pb::{self, event_stream_client::EventStreamClient};
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::{RedisServer, TestGateway, config, event, sub};
+use crate::common::{
+    RedisServer, TestGateway, config, event, eventually, pending_count, read_directly, sub,
+};
 
 async fn connect(gw: &TestGateway) -> EventStreamClient<Channel> {
     let addr = gw.gateway.as_ref().unwrap().addr();
@@ -320,4 +325,66 @@ async fn the_streaming_rpcs_keep_every_limit() {
         status.message().contains("--max-message-bytes"),
         "{status:?}"
     );
+}
+
+/// `--max-event-fields` is capped so that every event it admits can go
+/// through the gateway's Lua scripts, whose `unpack` returns at most 7997
+/// values: the largest event, typed and keyed, is produced through the
+/// idempotent-produce script and later moved whole by the dead-letter
+/// script.
+#[tokio::test]
+async fn the_largest_event_allowed_is_produced_and_dead_lettered_whole() {
+    let redis = RedisServer::start();
+    let mut config = config(&redis);
+    config.max_event_fields = MAX_EVENT_FIELDS_LIMIT;
+    let mut gw = TestGateway::start(config).await;
+    let fields: Vec<(String, String)> = (0..MAX_EVENT_FIELDS_LIMIT)
+        .map(|i| (format!("f{i}"), format!("v{i}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let largest = pb::Event {
+        idempotency_key: "largest".into(),
+        ..event("order.placed", &refs)
+    };
+    let id = gw
+        .events
+        .produce(produce_request(vec![largest]))
+        .await
+        .expect("the largest event allowed is produced")
+        .into_inner()
+        .ids;
+    // Delivered once directly, a second time by a reclaiming subscriber
+    // that does not ack either: the next round dead-letters it.
+    assert_eq!(read_directly(&redis, "orders", "g", "worker-a", 1), id);
+    let mut req = sub("orders", "g", "worker-b");
+    req.reclaim = Some(pb::Reclaim {
+        min_idle_ms: 100,
+        interval_ms: 50,
+    });
+    req.max_deliveries = 2;
+    let _worker_b = gw.events.subscribe(req).await.unwrap().into_inner();
+    let mut conn = redis.conn();
+    let record = eventually("the event is dead-lettered", || {
+        let records: Vec<(String, HashMap<String, String>)> =
+            conn.xrange("orders:dlq", "-", "+").unwrap();
+        async move { records.into_iter().next() }
+    })
+    .await
+    .1;
+    assert_eq!(record["dlq.id"], id[0]);
+    assert_eq!(record["type"], "order.placed");
+    for (name, value) in &fields {
+        assert_eq!(record.get(name), Some(value), "{name}");
+    }
+    // The fields, type, ts_ms and six dlq.* fields.
+    assert_eq!(record.len() as u64, MAX_EVENT_FIELDS_LIMIT + 2 + 6);
+    // Acknowledged in the group right after the move.
+    eventually("the dead-lettered event is acked", || {
+        let pending = pending_count(&redis, "orders", "g");
+        async move { (pending == 0).then_some(()) }
+    })
+    .await;
 }
