@@ -527,12 +527,21 @@ async fn reclaim(
         .into_inner();
     let claimed = reaped.claimed.len();
     let entries: Vec<Value> = reaped.claimed.iter().map(snapshot::entry_json).collect();
-    if let Some(demo) = app.demo.as_ref().filter(|d| d.stream() == body.stream) {
-        demo.hand_over(&body.group, &body.consumer, reaped.claimed);
-    }
+    let handed = match app.demo.as_ref().filter(|d| d.stream() == body.stream) {
+        Some(demo) => demo.hand_over(&body.group, &body.consumer, reaped.claimed),
+        None => true,
+    };
+    let busy = if handed {
+        String::new()
+    } else {
+        format!(
+            "; {} is not keeping up, so they stay pending for it until the next Reclaim",
+            body.consumer
+        )
+    };
     Ok(axum::Json(json!({
         "message": format!(
-            "reclaimed {claimed} entr{} idle at least {min_idle_ms} ms to {}",
+            "reclaimed {claimed} entr{} idle at least {min_idle_ms} ms to {}{busy}",
             if claimed == 1 { "y" } else { "ies" },
             body.consumer
         ),
