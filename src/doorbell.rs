@@ -24,6 +24,17 @@
 //! rather than once per entry): the wake-up costs readers no extra round
 //! trip (see [`Shard::ring`]).
 //!
+//! Shards come and go with their readers. A stream whose readers all left
+//! is forgotten at the shard's next round; a shard left with no stream
+//! lingers for [`SHARD_LINGER`] (keeping its connection, so a subscriber
+//! that reconnects at once costs nothing new) and then retires: its task
+//! ends, its connection closes and the doorbell forgets it. So a gateway
+//! that once watched 100,000 streams holds nothing for them once their
+//! readers are gone. A reader arriving while its shard retires is not
+//! lost: retiring and taking a new stream both happen under the shard's
+//! lock, a retired shard refuses the stream, and [`Doorbell::watch`] then
+//! picks (or starts) another shard.
+//!
 //! On a Redis Cluster one blocking XREAD may only name keys of one slot
 //! (Redis answers CROSSSLOT otherwise, even for keys on one node), so a
 //! shard there covers the streams of one slot, on a connection straight to
@@ -35,7 +46,7 @@
 //! master.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -52,53 +63,110 @@ pub type Bell = watch::Receiver<u64>;
 /// Most streams one shard's blocking read covers.
 pub const STREAMS_PER_SHARD: usize = 100;
 
-/// The doorbell of one gateway: shards, created as streams are watched.
+/// How long a shard nobody waits on keeps its task and connection before
+/// it retires: long enough that a subscriber reconnecting after a dropped
+/// call (clients retry within a second or two) finds its shard still
+/// there, short enough that abandoned shards do not pile up.
+pub const SHARD_LINGER: Duration = Duration::from_secs(5);
+
+/// The doorbell's shards, shared with their tasks so that a retiring shard
+/// can take itself out. Lock order: this list before a shard's streams.
+type Shards = Mutex<Vec<Arc<Shard>>>;
+
+/// The doorbell of one gateway: shards, started as streams are watched and
+/// retired once nobody waits on them.
 pub struct Doorbell {
     broker: Broker,
     block: Duration,
+    linger: Duration,
     shutdown: Shutdown,
-    shards: Mutex<Vec<Arc<Shard>>>,
+    shards: Arc<Shards>,
 }
 
 impl Doorbell {
-    /// A doorbell whose shards block at most `block` and stop at `shutdown`.
+    /// A doorbell whose shards block at most `block`, retire after
+    /// [`SHARD_LINGER`] without readers and stop at `shutdown`.
     pub fn start(broker: Broker, block: Duration, shutdown: Shutdown) -> Arc<Doorbell> {
+        Doorbell::start_with_linger(broker, block, SHARD_LINGER, shutdown)
+    }
+
+    /// [`Doorbell::start`] with shards that retire after `linger` without
+    /// readers instead of [`SHARD_LINGER`].
+    pub fn start_with_linger(
+        broker: Broker,
+        block: Duration,
+        linger: Duration,
+        shutdown: Shutdown,
+    ) -> Arc<Doorbell> {
         Arc::new(Doorbell {
             broker,
             block,
+            linger,
             shutdown,
-            shards: Mutex::new(Vec::new()),
+            shards: Arc::default(),
         })
     }
 
     /// The bell of `stream`, which rings for every entry appended after
     /// this call returns.
     pub async fn watch(&self, stream: &str) -> Result<Bell> {
-        let slot = self.broker.slot(stream);
-        let shard = {
-            let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
-            match shards.iter().find(|s| s.watches(stream)) {
-                Some(shard) => shard.clone(),
-                None => match shards
-                    .iter()
-                    .find(|s| s.slot == slot && s.len() < STREAMS_PER_SHARD)
-                {
-                    Some(shard) => shard.clone(),
-                    None => {
-                        let shard = Shard::start(
-                            self.broker.clone(),
-                            slot,
-                            self.block,
-                            self.shutdown.clone(),
-                        );
-                        shards.push(shard.clone());
-                        shard
-                    }
-                },
+        loop {
+            if let Some(bell) = self.shard_for(stream).watch(stream).await? {
+                return Ok(bell);
             }
-        };
-        shard.watch(stream).await
+            // The shard retired between being picked and taking the
+            // stream; it is out of the list now, so the next pick differs.
+        }
     }
+
+    /// How many shards run (each a task, and a connection while it has
+    /// streams or lingers).
+    pub fn shard_count(&self) -> usize {
+        lock(&self.shards).len()
+    }
+
+    /// The shard that watches `stream`, else one of its slot with room,
+    /// else a new one.
+    fn shard_for(&self, stream: &str) -> Arc<Shard> {
+        let slot = self.broker.slot(stream);
+        let mut shards = lock(&self.shards);
+        if let Some(shard) = shards.iter().find(|s| s.watches(stream)) {
+            return shard.clone();
+        }
+        if let Some(shard) = shards
+            .iter()
+            .find(|s| s.slot == slot && s.len() < STREAMS_PER_SHARD)
+        {
+            return shard.clone();
+        }
+        let shard = Shard::start(
+            self.broker.clone(),
+            slot,
+            Timing {
+                block: self.block,
+                linger: self.linger,
+            },
+            Arc::downgrade(&self.shards),
+            self.shutdown.clone(),
+        );
+        shards.push(shard.clone());
+        shard
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked
+/// (every update is a single step).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A shard's timers.
+#[derive(Clone, Copy)]
+struct Timing {
+    /// Longest blocking read.
+    block: Duration,
+    /// How long the shard stays without streams before it retires.
+    linger: Duration,
 }
 
 /// One blocking read over up to [`STREAMS_PER_SHARD`] streams.
@@ -106,11 +174,20 @@ struct Shard {
     broker: Broker,
     /// The cluster slot of every stream here (`None` on one Redis).
     slot: Option<u16>,
-    streams: Mutex<HashMap<String, Watched>>,
+    streams: Mutex<Streams>,
     /// Wakes the task when the first stream is watched.
     changed: Notify,
     /// The waiting connection, to cut its wait short (`None` = none yet).
     waiter: Mutex<Option<WaiterHandle>>,
+}
+
+/// The streams of a shard.
+#[derive(Default)]
+struct Streams {
+    watched: HashMap<String, Watched>,
+    /// Set once, under this lock, when the shard retires: from then on it
+    /// takes no stream, so none can be added to a shard whose task is gone.
+    retired: bool,
 }
 
 /// One watched stream.
@@ -121,45 +198,59 @@ struct Watched {
 }
 
 impl Shard {
-    /// Starts the shard's task; it runs until `shutdown`.
-    fn start(broker: Broker, slot: Option<u16>, block: Duration, shutdown: Shutdown) -> Arc<Shard> {
+    /// Starts the shard's task; it runs until the shard retires or
+    /// `shutdown`.
+    fn start(
+        broker: Broker,
+        slot: Option<u16>,
+        timing: Timing,
+        shards: Weak<Shards>,
+        shutdown: Shutdown,
+    ) -> Arc<Shard> {
         let doorbell = Arc::new(Shard {
             broker,
             slot,
-            streams: Mutex::new(HashMap::new()),
+            streams: Mutex::default(),
             changed: Notify::new(),
             waiter: Mutex::new(None),
         });
         shutdown
             .clone()
-            .spawn(doorbell.clone().run(block, shutdown));
+            .spawn(doorbell.clone().run(timing, shards, shutdown));
         doorbell
     }
 
     /// Whether `stream` is watched here.
     fn watches(&self, stream: &str) -> bool {
-        self.lock().contains_key(stream)
+        self.lock().watched.contains_key(stream)
     }
 
     /// How many streams are watched here (including ones about to be
     /// forgotten).
     fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().watched.len()
     }
 
     /// Watching a stream for the first time costs one XREVRANGE and cuts
     /// the shard's current wait short so that the next one includes it.
-    async fn watch(&self, stream: &str) -> Result<Bell> {
+    /// `None` when the shard retired meanwhile: watch elsewhere.
+    async fn watch(&self, stream: &str) -> Result<Option<Bell>> {
         if let Some(bell) = self.existing(stream) {
-            return Ok(bell);
+            return Ok(Some(bell));
         }
         let after = self.broker.last_entry_id(stream).await?;
         let bell = {
             let mut streams = self.lock();
-            let watched = streams.entry(stream.to_owned()).or_insert_with(|| Watched {
-                bell: watch::channel(0).0,
-                after,
-            });
+            if streams.retired {
+                return Ok(None);
+            }
+            let watched = streams
+                .watched
+                .entry(stream.to_owned())
+                .or_insert_with(|| Watched {
+                    bell: watch::channel(0).0,
+                    after,
+                });
             watched.bell.subscribe()
         };
         self.changed.notify_one();
@@ -168,37 +259,53 @@ impl Shard {
             // Best effort: without it the new stream joins within a block.
             let _ = self.broker.unblock(&waiter).await;
         }
-        Ok(bell)
+        Ok(Some(bell))
     }
 
     fn waiter_handle(&self) -> Option<WaiterHandle> {
-        self.waiter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.waiter).clone()
     }
 
     fn set_waiter_handle(&self, handle: Option<WaiterHandle>) {
-        *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = handle;
+        *lock(&self.waiter) = handle;
     }
 
     fn existing(&self, stream: &str) -> Option<Bell> {
-        self.lock().get(stream).map(|w| w.bell.subscribe())
+        self.lock().watched.get(stream).map(|w| w.bell.subscribe())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watched>> {
-        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Streams> {
+        lock(&self.streams)
     }
 
     /// The watched streams and their positions, forgetting streams nobody
     /// listens to any more.
     fn snapshot(&self) -> (Vec<String>, Vec<String>, Vec<StreamId>) {
         let mut streams = self.lock();
-        streams.retain(|_, w| w.bell.receiver_count() > 0);
-        let names: Vec<String> = streams.keys().cloned().collect();
+        let watched = &mut streams.watched;
+        watched.retain(|_, w| w.bell.receiver_count() > 0);
+        let names: Vec<String> = watched.keys().cloned().collect();
         let keys = names.iter().map(|s| self.broker.key(s)).collect();
-        let after = names.iter().map(|s| streams[s].after).collect();
+        let after = names.iter().map(|s| watched[s].after).collect();
         (names, keys, after)
+    }
+
+    /// Takes the shard out of the doorbell if it still has no stream
+    /// anybody listens to; false (and nothing changes) if it has one,
+    /// e.g. a reader that arrived during the linger.
+    fn retire(self: &Arc<Self>, shards: &Weak<Shards>) -> bool {
+        let shards = shards.upgrade();
+        let mut list = shards.as_deref().map(lock);
+        let mut streams = self.lock();
+        streams.watched.retain(|_, w| w.bell.receiver_count() > 0);
+        if !streams.watched.is_empty() {
+            return false;
+        }
+        streams.retired = true;
+        if let Some(list) = list.as_mut() {
+            list.retain(|s| !Arc::ptr_eq(s, self));
+        }
+        true
     }
 
     /// Rings the streams the blocking read saw entries on, at once, then
@@ -232,7 +339,7 @@ impl Shard {
 
     /// Moves a stream's position to at least `to` and rings its bell.
     fn bump(&self, stream: &str, to: StreamId) {
-        if let Some(watched) = self.lock().get_mut(stream) {
+        if let Some(watched) = self.lock().watched.get_mut(stream) {
             watched.after = watched.after.max(to);
             watched.bell.send_modify(|v| *v = v.wrapping_add(1));
         }
@@ -240,30 +347,34 @@ impl Shard {
 
     /// Rings every bell: after an error nobody can know what was missed.
     fn ring_all(&self) {
-        for watched in self.lock().values() {
+        for watched in self.lock().watched.values() {
             watched.bell.send_modify(|v| *v = v.wrapping_add(1));
         }
     }
 
-    async fn run(self: Arc<Self>, block: Duration, shutdown: Shutdown) {
+    async fn run(self: Arc<Self>, timing: Timing, shards: Weak<Shards>, shutdown: Shutdown) {
         let mut waiter: Option<Waiter> = None;
         let mut backoff = Backoff::default();
         while !shutdown.is_triggered() {
             let (names, keys, after) = self.snapshot();
             if names.is_empty() {
-                // Nobody to wake: the dedicated connection goes until a
-                // stream is watched again.
-                if waiter.take().is_some() {
-                    self.set_waiter_handle(None);
-                }
+                // Nobody to wake: linger with the connection in case a
+                // reader comes back, then retire (the connection goes with
+                // the task).
                 tokio::select! {
                     () = shutdown.triggered() => return,
                     () = self.changed.notified() => continue,
+                    () = tokio::time::sleep(timing.linger) => {
+                        if self.retire(&shards) {
+                            return;
+                        }
+                        continue;
+                    }
                 }
             }
             let conn = match waiter.as_mut() {
                 Some(conn) => conn,
-                None => match self.broker.waiter(block, self.slot).await {
+                None => match self.broker.waiter(timing.block, self.slot).await {
                     Ok(conn) => {
                         self.set_waiter_handle(Some(conn.handle.clone()));
                         waiter.insert(conn)

@@ -24,8 +24,8 @@
 //! - [`broker`]: typed Redis Streams operations on a shared multiplexed
 //!   connection, plus [`broker::Waiter`], the doorbell's blocking
 //!   connection. Knows nothing of gRPC.
-//! - [`doorbell`]: a few blocking XREADs (one per 100 watched streams)
-//!   that wake idle live streams.
+//! - [`doorbell`]: a few blocking XREADs (one per 100 watched streams,
+//!   retired once nobody waits on them) that wake idle live streams.
 //! - [`driver`]: the one loop behind every live stream (Subscribe, Tail):
 //!   room in the client's buffer, waiting, heartbeats, timers, outage
 //!   riding ([`outage`]), shutdown. [`subscription`] and [`tail`] are its

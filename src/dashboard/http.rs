@@ -25,13 +25,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tonic::{Code, Status};
 
 use super::local::{LocalGrpc, OnBehalf};
-use super::{live, snapshot};
+use super::{LiveLimits, feed, live, outbox, snapshot};
 use crate::demo::Demo;
 use crate::pb;
 use crate::shutdown::Shutdown;
@@ -52,6 +51,10 @@ pub(super) struct App {
     pub shutdown: Shutdown,
     /// The gateway's task tracker: live views end before it is done.
     pub tasks: TaskTracker,
+    /// One permit per open live view.
+    pub live_views: Arc<Semaphore>,
+    /// What a live view may hold.
+    pub limits: LiveLimits,
 }
 
 /// The routes.
@@ -240,15 +243,36 @@ async fn stream(
 }
 
 /// The live view: an event stream (SSE format) read with `fetch()`, which,
-/// unlike `EventSource`, can send the `Authorization` header.
+/// unlike `EventSource`, can send the `Authorization` header. Beyond
+/// [`LiveLimits::max_views`] open views the answer is a single `error`
+/// event (RESOURCE_EXHAUSTED), on which the page tries again a second
+/// later.
 async fn live_events(
     State(app): State<Arc<App>>,
     Who(who): Who,
     Query(q): Query<StreamQuery>,
 ) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
-    app.tasks.clone().spawn(live::run(app, who, q.stream, tx));
-    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    let Ok(view) = app.live_views.clone().try_acquire_owned() else {
+        let status = Status::resource_exhausted(format!(
+            "the dashboard serves at most {} live views at once (close a page; this one \
+             tries again every second)",
+            app.limits.max_views
+        ));
+        let mut response = event_stream(Body::from(feed::event("error", &error_json(&status))));
+        response
+            .headers_mut()
+            .insert("grpc-status", HeaderValue::from(status.code() as i32));
+        return response;
+    };
+    let (outbox, sending) = outbox::outbox(app.limits);
+    app.tasks
+        .clone()
+        .spawn(live::run(app, who, q.stream, outbox, view));
+    event_stream(Body::from_stream(sending))
+}
+
+/// A response carrying `body` as an event stream.
+fn event_stream(body: Body) -> Response {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -366,7 +390,7 @@ async fn replay(
         .into_inner();
     let mut entries = Vec::new();
     while let Some(page) = pages.message().await? {
-        entries.extend(page.entries.iter().map(snapshot::entry_json));
+        entries.extend(page.entries.iter().map(snapshot::entry_shown));
     }
     Ok(axum::Json(json!({
         "message": format!("replayed {} entr{}", entries.len(), if entries.len() == 1 { "y" } else { "ies" }),
@@ -526,13 +550,22 @@ async fn reclaim(
         .await?
         .into_inner();
     let claimed = reaped.claimed.len();
-    let entries: Vec<Value> = reaped.claimed.iter().map(snapshot::entry_json).collect();
-    if let Some(demo) = app.demo.as_ref().filter(|d| d.stream() == body.stream) {
-        demo.hand_over(&body.group, &body.consumer, reaped.claimed);
-    }
+    let entries: Vec<Value> = reaped.claimed.iter().map(snapshot::entry_shown).collect();
+    let handed = match app.demo.as_ref().filter(|d| d.stream() == body.stream) {
+        Some(demo) => demo.hand_over(&body.group, &body.consumer, reaped.claimed),
+        None => true,
+    };
+    let busy = if handed {
+        String::new()
+    } else {
+        format!(
+            "; {} is not keeping up, so they stay pending for it until the next Reclaim",
+            body.consumer
+        )
+    };
     Ok(axum::Json(json!({
         "message": format!(
-            "reclaimed {claimed} entr{} idle at least {min_idle_ms} ms to {}",
+            "reclaimed {claimed} entr{} idle at least {min_idle_ms} ms to {}{busy}",
             if claimed == 1 { "y" } else { "ies" },
             body.consumer
         ),

@@ -11,18 +11,30 @@
 //!
 //! - [`local`]: the in-process gRPC channel.
 //! - `http`: routes, the JSON API and its error shape.
-//! - `live`: the streamed live view.
+//! - `live`: the streamed live view; `feed`: what it sends a page that may
+//!   not keep up; `outbox`: what it holds for a page.
 //! - `snapshot`: what a stream's view holds.
 //! - `assets`: the page itself.
+//!
+//! No page can make the gateway hold without bound ([`LiveLimits`]): at
+//! most [`MAX_LIVE_VIEWS`] live views run at once (each is a task, a Tail
+//! and a re-read of the view twice a second), each holds at most
+//! [`QUEUED_EVENTS`] events and [`QUEUED_BYTES`] for its page, and a page
+//! that falls behind is told how many entries it missed instead of being
+//! buffered for. A page that takes nothing for [`PAGE_STALL`] while events
+//! wait is disconnected.
 
 mod assets;
+mod feed;
 mod http;
 mod live;
 pub mod local;
+mod outbox;
 mod snapshot;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use local::{LocalGrpc, OnBehalf};
 use tokio::net::TcpListener;
@@ -34,6 +46,52 @@ use crate::shutdown::Shutdown;
 /// `Reclaim`'s idle threshold when neither the page nor the demo sets one:
 /// the seed demo's five seconds.
 pub const DEFAULT_CLAIM_MIN_IDLE_MS: u64 = 5000;
+
+/// Live views open at once, on the whole dashboard. A dashboard is for
+/// people: this is a large team with a few tabs each; the next page is
+/// refused with RESOURCE_EXHAUSTED and retries every second.
+pub const MAX_LIVE_VIEWS: usize = 64;
+
+/// Events queued for one page at most: a page that reads keeps this near
+/// zero.
+pub const QUEUED_EVENTS: usize = 64;
+
+/// Bytes queued for one page at most, except that a page with nothing
+/// queued takes any one event (a snapshot of a stream with very many
+/// groups can be larger). Entries are sent at most 16 KiB each and in
+/// events of at most 256 KiB, so this is a few events of large entries or
+/// thousands of small ones.
+pub const QUEUED_BYTES: usize = 1024 * 1024;
+
+/// A page that takes nothing for this long while events wait for it is
+/// disconnected. A real page reconnects within a second and starts from
+/// a fresh view; a tab the browser froze or a client that never reads
+/// gives its live view back.
+pub const PAGE_STALL: Duration = Duration::from_secs(60);
+
+/// What the live views may hold; [`serve`] uses the constants above.
+#[derive(Clone, Copy, Debug)]
+pub struct LiveLimits {
+    /// Live views open at once ([`MAX_LIVE_VIEWS`]).
+    pub max_views: usize,
+    /// Events queued for one page at most ([`QUEUED_EVENTS`]).
+    pub queued_events: usize,
+    /// Bytes queued for one page at most ([`QUEUED_BYTES`]).
+    pub queued_bytes: usize,
+    /// How long a page may take nothing while events wait ([`PAGE_STALL`]).
+    pub stall: Duration,
+}
+
+impl Default for LiveLimits {
+    fn default() -> LiveLimits {
+        LiveLimits {
+            max_views: MAX_LIVE_VIEWS,
+            queued_events: QUEUED_EVENTS,
+            queued_bytes: QUEUED_BYTES,
+            stall: PAGE_STALL,
+        }
+    }
+}
 
 /// What the dashboard serves from.
 pub struct Options {
@@ -53,6 +111,17 @@ pub async fn serve(
     shutdown: Shutdown,
     tasks: &TaskTracker,
 ) -> std::io::Result<SocketAddr> {
+    serve_with_limits(addr, options, LiveLimits::default(), shutdown, tasks).await
+}
+
+/// [`serve`] with other [`LiveLimits`].
+pub async fn serve_with_limits(
+    addr: SocketAddr,
+    options: Options,
+    limits: LiveLimits,
+    shutdown: Shutdown,
+    tasks: &TaskTracker,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let app = http::router(Arc::new(http::App {
@@ -61,6 +130,8 @@ pub async fn serve(
         demo: options.demo,
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
+        live_views: Arc::new(tokio::sync::Semaphore::new(limits.max_views)),
+        limits,
     }));
     tasks.spawn(async move {
         let served = axum::serve(

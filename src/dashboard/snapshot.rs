@@ -24,6 +24,68 @@ pub(super) fn entry_json(e: &pb::Entry) -> Value {
     })
 }
 
+/// Most bytes of one entry the page is sent: the page shows entries as
+/// one line each, and a large one would cost the gateway (and the
+/// browser) its whole size per open page.
+pub(super) const ENTRY_SHOWN_BYTES: usize = 16 * 1024;
+
+/// Bytes of an entry's type shown when its fields are left out.
+const TYPE_SHOWN_BYTES: usize = 256;
+
+/// An entry as the page shows it, or, when its JSON would be larger than
+/// [`ENTRY_SHOWN_BYTES`], its ID, type, time and delivery count with
+/// `omitted_bytes` (about the size of what was left out) instead of its
+/// fields. Replay and Reap over gRPC return it whole.
+pub(super) fn entry_shown(e: &pb::Entry) -> Value {
+    // JSON escaping only adds bytes, so the raw size decides most entries
+    // without building the JSON of a large one.
+    let raw: usize = e.r#type.len()
+        + e.fields
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + e.binary_fields.keys().map(String::len).sum::<usize>();
+    if raw <= ENTRY_SHOWN_BYTES {
+        let json = entry_json(e);
+        if json_len(&json) <= ENTRY_SHOWN_BYTES {
+            return json;
+        }
+    }
+    let raw_values: usize = e.binary_fields.values().map(Vec::len).sum();
+    let event_type = if e.r#type.len() <= TYPE_SHOWN_BYTES {
+        e.r#type.as_str()
+    } else {
+        ""
+    };
+    json!({
+        "id": e.id,
+        "type": event_type,
+        "ts_ms": e.ts_ms,
+        "fields": {},
+        "binary_fields": [],
+        "delivery_count": e.delivery_count,
+        "omitted_bytes": raw + raw_values,
+    })
+}
+
+/// The length of `value` as JSON text, without building the text.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// A ListStreams page.
 pub(super) fn streams_json(page: &pb::ListStreamsResponse) -> Value {
     let streams: Vec<Value> = page
@@ -170,4 +232,43 @@ async fn group(
         "consumers": consumers,
         "pending_entries": pending,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(value: &str) -> pb::Entry {
+        pb::Entry {
+            id: "1-0".to_owned(),
+            r#type: "t".to_owned(),
+            fields: [("f".to_owned(), value.to_owned())].into(),
+            ..pb::Entry::default()
+        }
+    }
+
+    #[test]
+    fn an_entry_the_page_can_show_is_shown_whole() {
+        let e = entry(&"x".repeat(ENTRY_SHOWN_BYTES - 100));
+        assert_eq!(entry_shown(&e), entry_json(&e));
+    }
+
+    #[test]
+    fn a_large_entry_is_shown_without_its_fields() {
+        let e = entry(&"x".repeat(10 * ENTRY_SHOWN_BYTES));
+        let shown = entry_shown(&e);
+        assert_eq!(shown["id"], "1-0");
+        assert_eq!(shown["type"], "t");
+        assert_eq!(shown["fields"], json!({}));
+        assert_eq!(shown["omitted_bytes"], 1 + 1 + 10 * ENTRY_SHOWN_BYTES);
+        assert!(shown.to_string().len() < 1024);
+    }
+
+    #[test]
+    fn escaping_counts_towards_the_size() {
+        // Raw size under the bound, JSON (every byte escaped as \u0001)
+        // six times over it.
+        let e = entry(&"\u{1}".repeat(ENTRY_SHOWN_BYTES / 2));
+        assert!(entry_shown(&e).get("omitted_bytes").is_some());
+    }
 }

@@ -9,13 +9,13 @@
 //! unacknowledged), `Reclaim` hands the reclaimed entries to the chosen
 //! consumer, which processes them, and `Reset demo`.
 
+mod handoff;
 mod worker;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,6 +27,8 @@ use crate::dashboard::{self, LocalGrpc, OnBehalf};
 use crate::pb;
 use crate::server::Gateway;
 use crate::shutdown::Shutdown;
+pub use handoff::HANDOFF_BATCHES;
+use handoff::Handoff;
 use worker::Stats;
 
 /// The demo's consumers: (group, consumer).
@@ -35,6 +37,12 @@ pub const CONSUMERS: [(&str, &str); 3] = [
     ("notifications", "worker-b"),
     ("analytics", "worker-c"),
 ];
+
+/// Most demo consumers running at once. `Add consumer` needs no token on
+/// a gateway without `--auth-config`, and each consumer is a task, a
+/// subscription and its counters: a page clicking in a loop must not grow
+/// them without end.
+pub const MAX_CONSUMERS: usize = 32;
 
 /// What `streamgate demo` runs; plain values, defaults as the seed's demo.
 #[derive(Clone, Debug)]
@@ -138,7 +146,7 @@ struct Worker {
     group: String,
     consumer: String,
     stats: Arc<Mutex<Stats>>,
-    handed: UnboundedSender<Vec<pb::Entry>>,
+    handed: Handoff,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -230,22 +238,31 @@ impl Demo {
     /// Starts the default consumers that are not running.
     pub fn start_defaults(&self) {
         for (group, consumer) in CONSUMERS {
-            self.spawn(group, consumer);
+            // Only a running namesake or a full house refuses, and either
+            // way the consumer stays as it is.
+            let _ = self.spawn(group, consumer);
         }
     }
 
-    /// Starts a consumer unless one of that name runs in that group;
-    /// false if it already ran.
-    fn spawn(&self, group: &str, consumer: &str) -> bool {
+    /// Starts a consumer unless one of that name runs in that group
+    /// (ALREADY_EXISTS) or [`MAX_CONSUMERS`] run (RESOURCE_EXHAUSTED).
+    fn spawn(&self, group: &str, consumer: &str) -> Result<(), Status> {
         let mut workers = self.lock();
         if workers
             .iter()
             .any(|w| w.group == group && w.consumer == consumer)
         {
-            return false;
+            return Err(Status::already_exists(format!(
+                "demo consumer {consumer:?} already runs in group {group:?}"
+            )));
+        }
+        if workers.len() >= MAX_CONSUMERS {
+            return Err(Status::resource_exhausted(format!(
+                "the demo runs at most {MAX_CONSUMERS} consumers: remove one first"
+            )));
         }
         let stats = Arc::new(Mutex::new(Stats::default()));
-        let (handed, handed_rx) = unbounded_channel();
+        let (handed, handed_rx) = handoff::channel();
         let stop = CancellationToken::new();
         let spec = worker::Spec {
             channel: self.channel.clone(),
@@ -271,7 +288,7 @@ impl Demo {
             stop,
             task,
         });
-        true
+        Ok(())
     }
 
     /// `Add consumer` on the demo stream: a new demo consumer in `group`.
@@ -296,12 +313,7 @@ impl Demo {
                 mkstream: Some(true),
             }))
             .await?;
-        if !self.spawn(group, consumer) {
-            return Err(Status::already_exists(format!(
-                "demo consumer {consumer:?} already runs in group {group:?}"
-            )));
-        }
-        Ok(())
+        self.spawn(group, consumer)
     }
 
     /// Stops a demo consumer, if one runs, and waits until it stopped
@@ -333,18 +345,19 @@ impl Demo {
     }
 
     /// Gives entries a `Reclaim` moved to `consumer` to that demo consumer
-    /// to process (no-op for a consumer the demo does not run).
-    pub fn hand_over(&self, group: &str, consumer: &str, entries: Vec<pb::Entry>) {
+    /// to process (no-op for a consumer the demo does not run). Never
+    /// waits: false when that consumer already has
+    /// [`HANDOFF_BATCHES`] waiting, and the entries stay pending for it in
+    /// Redis until the next `Reclaim`.
+    pub fn hand_over(&self, group: &str, consumer: &str, entries: Vec<pb::Entry>) -> bool {
         if entries.is_empty() {
-            return;
+            return true;
         }
         let workers = self.lock();
-        if let Some(w) = workers
+        workers
             .iter()
             .find(|w| w.group == group && w.consumer == consumer)
-        {
-            let _ = w.handed.send(entries);
-        }
+            .is_none_or(|w| w.handed.offer(consumer, entries))
     }
 
     /// `Reset demo`: stops every demo consumer, deletes the stream's groups,
@@ -399,5 +412,63 @@ impl Demo {
         }
         self.start_defaults();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A demo whose consumers cannot subscribe (nothing listens on port
+    /// 1), so they never take a hand-off.
+    fn unreachable_demo(shutdown: &Shutdown) -> Arc<Demo> {
+        Demo::new(
+            "127.0.0.1:1".parse().unwrap(),
+            "orders".to_owned(),
+            0,
+            shutdown.clone(),
+            TaskTracker::new(),
+        )
+        .unwrap()
+    }
+
+    fn batch() -> Vec<pb::Entry> {
+        vec![pb::Entry::default()]
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_takes_nothing_is_handed_a_bounded_backlog() {
+        let shutdown = Shutdown::new();
+        let demo = unreachable_demo(&shutdown);
+        demo.spawn("g", "stuck").unwrap();
+        for i in 0..HANDOFF_BATCHES {
+            assert!(demo.hand_over("g", "stuck", batch()), "batch {i}");
+        }
+        assert!(
+            !demo.hand_over("g", "stuck", batch()),
+            "a batch beyond the bound was taken"
+        );
+        // Not a demo consumer: nothing to hand to, nothing refused.
+        assert!(demo.hand_over("g", "elsewhere", batch()));
+        shutdown.trigger();
+    }
+
+    #[tokio::test]
+    async fn add_consumer_stops_at_the_bound() {
+        let shutdown = Shutdown::new();
+        let demo = unreachable_demo(&shutdown);
+        for i in 0..MAX_CONSUMERS {
+            demo.spawn("g", &format!("c{i}")).unwrap();
+        }
+        let refused = demo.spawn("g", "one-more").unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert!(refused.message().contains("32"), "{}", refused.message());
+        assert_eq!(
+            demo.spawn("g", "c0").unwrap_err().code(),
+            Code::AlreadyExists
+        );
+        demo.stop_consumer("g", "c0").await;
+        demo.spawn("g", "one-more").unwrap();
+        shutdown.trigger();
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -67,7 +67,7 @@ pub struct Spec {
 pub async fn run(
     spec: Spec,
     stats: Arc<Mutex<Stats>>,
-    mut handed: UnboundedReceiver<Vec<pb::Entry>>,
+    mut handed: Receiver<Vec<pb::Entry>>,
     stop: CancellationToken,
 ) {
     let mut client = EventStreamClient::new(spec.channel.clone());

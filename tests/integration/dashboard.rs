@@ -446,3 +446,192 @@ async fn the_demo_crash_and_reclaim_story() {
     })
     .await;
 }
+
+/// A gateway without tokens and its dashboard with `limits`.
+async fn limited_dashboard(
+    limits: streamgate::dashboard::LiveLimits,
+) -> (RedisServer, TestGateway, SocketAddr) {
+    let redis = RedisServer::start();
+    let gw = TestGateway::start(config(&redis)).await;
+    let gateway = gw.gateway.as_ref().unwrap();
+    let http_addr = streamgate::dashboard::serve_with_limits(
+        "127.0.0.1:0".parse().unwrap(),
+        streamgate::dashboard::Options {
+            local: gateway.local(),
+            auth_enabled: gateway.auth_enabled(),
+            demo: None,
+        },
+        limits,
+        gateway.shutdown_signal(),
+        gateway.tasks(),
+    )
+    .await
+    .expect("the dashboard starts");
+    (redis, gw, http_addr)
+}
+
+/// Opens a live view on a connection whose receive buffer is small, so
+/// that a page that stops reading stops taking bytes soon.
+async fn open_live(addr: SocketAddr, path: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut conn = socket.connect(addr).await.unwrap();
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    conn
+}
+
+/// Reads until `seen` contains `needle`; returns everything read so far.
+async fn read_until(conn: &mut TcpStream, seen: &mut String, needle: &str) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while !seen.contains(needle) {
+        let n = tokio::time::timeout(DEADLINE, conn.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} in time: {seen}"))
+            .unwrap();
+        assert!(n > 0, "the live view ended before {needle:?}: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+/// Opens a live view and returns its head and first event, or the whole
+/// answer when it is a refusal (which ends at once).
+async fn first_live_event(addr: SocketAddr, path: &str) -> (TcpStream, String) {
+    let mut conn = open_live(addr, path).await;
+    let mut seen = String::new();
+    read_until(&mut conn, &mut seen, "\r\n\r\n").await;
+    // An event ends with an empty line.
+    let mut buf = vec![0u8; 64 * 1024];
+    while !seen.split_once("\r\n\r\n").unwrap().1.contains("\n\n") {
+        let n = tokio::time::timeout(DEADLINE, conn.read(&mut buf))
+            .await
+            .expect("a first event in time")
+            .unwrap();
+        assert!(n > 0, "the live view ended without an event: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    (conn, seen)
+}
+
+/// Whether a live view answer is the refusal for too many views.
+fn refused_for_too_many(answer: &str) -> bool {
+    answer.contains("grpc-status: 8")
+        && answer.contains("event: error")
+        && answer.contains("RESOURCE_EXHAUSTED")
+        && answer.contains("at most")
+}
+
+#[tokio::test]
+async fn live_views_beyond_the_limit_are_refused_until_a_page_leaves() {
+    let limits = streamgate::dashboard::LiveLimits {
+        max_views: 2,
+        ..Default::default()
+    };
+    let (_redis, _gw, http_addr) = limited_dashboard(limits).await;
+    let (first, answer) = first_live_event(http_addr, "/api/live").await;
+    assert!(answer.contains("event: streams"), "{answer}");
+    let (_second, answer) = first_live_event(http_addr, "/api/live?stream=s").await;
+    assert!(answer.contains("event: snapshot"), "{answer}");
+    let (_, answer) = first_live_event(http_addr, "/api/live").await;
+    assert!(refused_for_too_many(&answer), "a third view: {answer}");
+    assert!(answer.contains("at most 2 live views"), "{answer}");
+
+    // The first page leaves: its place is free again.
+    drop(first);
+    crate::common::eventually("a place for a new page", || async {
+        let (_, answer) = first_live_event(http_addr, "/api/live").await;
+        answer.contains("event: streams").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_page_that_reads_nothing_is_disconnected_and_gives_its_place_back() {
+    let limits = streamgate::dashboard::LiveLimits {
+        max_views: 1,
+        stall: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    let (redis, _gw, http_addr) = limited_dashboard(limits).await;
+    let _: String = redis::cmd("XADD")
+        .arg("flood")
+        .arg("*")
+        .arg("f")
+        .arg("first")
+        .query(&mut redis.conn())
+        .unwrap();
+    let mut silent = open_live(http_addr, "/api/live?stream=flood").await;
+    let mut seen = String::new();
+    read_until(&mut silent, &mut seen, "first").await;
+    let (_, answer) = first_live_event(http_addr, "/api/live?stream=flood").await;
+    assert!(refused_for_too_many(&answer), "{answer}");
+
+    // From now on the page reads nothing, while the stream gets far more
+    // than the socket buffers, the HTTP server and the page's outbox
+    // together can hold.
+    let value = "v".repeat(8 * 1024);
+    let mut flood = redis::pipe();
+    for _ in 0..2048 {
+        flood
+            .cmd("XADD")
+            .arg("flood")
+            .arg("*")
+            .arg("f")
+            .arg(&value)
+            .ignore();
+    }
+    let () = flood.query(&mut redis.conn()).unwrap();
+
+    crate::common::eventually("the silent page's place", || async {
+        let (_, answer) = first_live_event(http_addr, "/api/live?stream=flood").await;
+        answer.contains("event: snapshot").then_some(())
+    })
+    .await;
+    drop(silent);
+}
+
+#[tokio::test]
+async fn an_entry_too_large_to_show_is_sent_without_its_fields() {
+    let (redis, _gw, http_addr) =
+        limited_dashboard(streamgate::dashboard::LiveLimits::default()).await;
+    let huge = "h".repeat(1024 * 1024);
+    let xadd = |value: &str| -> String {
+        redis::cmd("XADD")
+            .arg("big")
+            .arg("*")
+            .arg("f")
+            .arg(value)
+            .query(&mut redis.conn())
+            .unwrap()
+    };
+    let old = xadd(&huge);
+    let mut conn = open_live(http_addr, "/api/live?stream=big").await;
+    let mut seen = String::new();
+    read_until(&mut conn, &mut seen, &old).await;
+    let new = xadd(&huge);
+    let small = xadd("small");
+    read_until(&mut conn, &mut seen, &small).await;
+    assert!(!seen.contains(&huge[..20 * 1024]), "a huge value was sent");
+    assert!(seen.len() < 64 * 1024, "{} bytes sent", seen.len());
+    // Both large ones (the newest at opening, then the tailed one) are
+    // there, with their size; the small one whole.
+    let entries: Vec<Value> = seen
+        .split("\n\n")
+        .filter_map(|event| event.split_once("event: entries\ndata: "))
+        .flat_map(|(_, data)| {
+            let data: Value = serde_json::from_str(data).unwrap();
+            data["entries"].as_array().unwrap().clone()
+        })
+        .collect();
+    let by_id = |id: &str| entries.iter().find(|e| e["id"] == id).cloned().unwrap();
+    for id in [&old, &new] {
+        let entry = by_id(id);
+        assert!(
+            entry["omitted_bytes"].as_u64().unwrap() >= 1024 * 1024,
+            "{entry}"
+        );
+        assert_eq!(entry["fields"], serde_json::json!({}));
+    }
+    assert_eq!(by_id(&small)["fields"]["f"], "small");
+}

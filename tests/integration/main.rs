@@ -8,6 +8,7 @@ mod cluster;
 mod common;
 mod consume;
 mod dashboard;
+mod doorbell;
 mod errors;
 mod failover;
 mod faults;

@@ -10,6 +10,7 @@ const $$ = (sel) => Array.from(document.querySelectorAll(sel));
 
 let info = { auth: false, demo: null };
 let live = null; // AbortController of the open live view
+let skippedCount = 0; // entries the live view skipped because the page fell behind
 let lastSnapshot = null;
 const shownIds = new Set();
 
@@ -71,6 +72,9 @@ function time(tsMs) {
 }
 
 function fieldsText(entry) {
+  if (entry.omitted_bytes !== undefined) {
+    return '(' + entry.omitted_bytes + ' bytes: too large to show here)';
+  }
   const parts = Object.entries(entry.fields || {}).map(([k, v]) => k + '=' + v);
   for (const k of entry.binary_fields || []) parts.push(k + '=<binary>');
   return parts.join('  ');
@@ -241,6 +245,8 @@ function showList() {
 
 function clearStreamData() {
   lastSnapshot = null;
+  skippedCount = 0;
+  $('#tail-skipped').hidden = true;
   shownIds.clear();
   $('#summary').replaceChildren();
   $('#groups').replaceChildren();
@@ -265,6 +271,13 @@ function showStream(name) {
   startLive('/api/live?stream=' + encodeURIComponent(name), {
     snapshot: (snap) => renderSnapshot(snap),
     entries: (batch) => renderEntries(batch.entries, batch.initial),
+    // The page fell behind and the gateway did not hold entries for it.
+    skipped: (s) => {
+      skippedCount += s.entries;
+      $('#tail-skipped').hidden = false;
+      $('#tail-skipped').textContent = skippedCount + ' entries were not shown: '
+        + 'this page fell behind the stream';
+    },
     'tail-error': (e) => {
       $('#tail-error').hidden = false;
       $('#tail-error').textContent = 'Tail: ' + e.error.status + ': ' + e.error.message;
