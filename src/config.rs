@@ -328,6 +328,16 @@ impl Settings {
                 ),
             });
         }
+        if self.batch_size > self.max_batch_size {
+            return Err(InvalidSetting {
+                field: "batch_size",
+                reason: format!(
+                    "{} is more than max_batch_size (--max-batch-size, {}); every Subscribe \
+                     that sets no batch size would be refused (allowed: at most {})",
+                    self.batch_size, self.max_batch_size, self.max_batch_size
+                ),
+            });
+        }
         in_range("max_subscriptions", self.max_subscriptions, 1, None)?;
         in_range(
             "max_subscriptions_per_connection",
@@ -556,6 +566,24 @@ mod tests {
                 assert_eq!(with(max), Ok(()), "{field} = {max}");
             }
         }
+    }
+
+    #[test]
+    fn a_default_batch_above_the_largest_batch_is_refused_naming_both_flags() {
+        let settings = Settings {
+            batch_size: 51,
+            max_batch_size: 50,
+            ..Settings::default()
+        };
+        let message = settings.validate().unwrap_err().to_string();
+        for part in ["--batch-size", "--max-batch-size", "51", "50"] {
+            assert!(message.contains(part), "{message:?} lacks {part:?}");
+        }
+        let equal = Settings {
+            batch_size: 50,
+            ..settings
+        };
+        assert_eq!(equal.validate(), Ok(()));
     }
 
     #[test]
