@@ -485,7 +485,10 @@ mod tests {
             ("batch_size", |s, v| s.batch_size = v as u32, 1, None),
             (
                 "max_batch_size",
-                |s, v| s.max_batch_size = v as u32,
+                |s, v| {
+                    s.max_batch_size = v as u32;
+                    s.batch_size = 1;
+                },
                 1,
                 None,
             ),

@@ -466,6 +466,11 @@ mod tests {
                 // Small messages, so that the smallest buffer holds one.
                 argv.push("--max-message-bytes=1024".to_owned());
             }
+            if flag != "batch-size" {
+                // A small default batch, so that the smallest largest
+                // batch holds it.
+                argv.push("--batch-size=1".to_owned());
+            }
             argv.push(format!("--{flag}={value}"));
             Cli::try_parse_from(argv).map(|cli| match cli.command {
                 Command::Serve(args) => Settings::from(*args),
