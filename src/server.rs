@@ -16,7 +16,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::api::{Context, EventStreamService, StreamAdminService};
-use crate::auth::{self, Authenticate};
+use crate::auth::{self, Auth, Authenticate};
 use crate::broker::Broker;
 use crate::config::Settings;
 use crate::dashboard::{self, LocalGrpc};
@@ -137,7 +137,9 @@ impl Gateway {
 }
 
 /// Connects to Redis, binds the listener and starts serving in the
-/// background.
+/// background. Each step below is one function: settings and security,
+/// Redis, the listener, metrics, the services and their routes, the layers
+/// every call passes, the dashboard, and the server task.
 pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
     config.validate()?;
     // Security settings first: a bad file must fail before anything runs.
@@ -153,26 +155,89 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
     // Background tasks and every live stream's task share one tracker.
     let tasks = shutdown.tasks().clone();
     let metrics = Arc::new(Metrics::new());
-    let metrics_addr = match config.metrics_listen {
-        Some(addr) => Some(
-            metrics::http::serve(addr, metrics.clone(), shutdown.clone(), &tasks)
-                .await
-                .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?,
-        ),
-        None => None,
-    };
-    // The group gauges cost Redis work every round: poll only when someone
-    // can scrape them.
-    if metrics_addr.is_some() {
-        metrics.enable_polling();
-        tasks.spawn(metrics::poll::run(
-            broker.clone(),
-            metrics.clone(),
-            Duration::from_millis(config.metrics_poll_ms),
-            shutdown.clone(),
-        ));
+    let metrics_addr = serve_metrics(config, &broker, &metrics, &shutdown).await?;
+    let auth_enabled = auth.is_enabled();
+    let routes = routes(config, broker, &metrics, auth, &shutdown).await?;
+    let reading = reading_layer(config, &metrics);
+    let local = LocalGrpc::new(
+        routes.clone(),
+        RpcMetricsLayer::new(metrics.clone()),
+        reading.clone(),
+    );
+    let mut builder = Server::builder();
+    if let Some(tls) = server_tls {
+        builder = builder.tls_config(tls)?;
     }
+    let router = builder
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+        .max_concurrent_streams(max_concurrent_streams(config))
+        // Detect dead peers on long-lived, otherwise silent streams.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Outermost, so that it counts what the layers and interceptors
+        // inside refuse as well as what the handlers answer.
+        .layer(RpcMetricsLayer::new(metrics))
+        .layer(reading)
+        .add_routes(routes);
+    let http_addr = serve_dashboard(config, &local, auth_enabled, &shutdown).await?;
+    let signal = shutdown.clone();
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, async move { signal.triggered().await })
+            .await
+    });
+    tracing::info!(%addr, redis = %config.redis_url_for_logs(), prefix = %config.key_prefix,
+        tls = config.tls_cert.is_some(), mtls = config.tls_client_ca.is_some(), "streamgate serving");
+    Ok(Gateway {
+        addr,
+        metrics_addr,
+        http_addr,
+        auth_enabled,
+        local,
+        shutdown,
+        task,
+        tasks,
+    })
+}
 
+/// Serves `/metrics` when `metrics_listen` is set, and only then polls
+/// the group gauges: they cost Redis work every round.
+async fn serve_metrics(
+    config: &Settings,
+    broker: &Broker,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> Result<Option<SocketAddr>, StartError> {
+    let Some(addr) = config.metrics_listen else {
+        return Ok(None);
+    };
+    let tasks = shutdown.tasks();
+    let bound = metrics::http::serve(addr, metrics.clone(), shutdown.clone(), tasks)
+        .await
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    metrics.enable_polling();
+    tasks.spawn(metrics::poll::run(
+        broker.clone(),
+        metrics.clone(),
+        Duration::from_millis(config.metrics_poll_ms),
+        shutdown.clone(),
+    ));
+    Ok(Some(bound))
+}
+
+/// Every gRPC service behind its route: health and reflection (no token
+/// needed), and the two streamgate services behind authentication. One
+/// set of routes serves both the network listener and the in-process
+/// callers (the dashboard), behind the same layers, so both get the same
+/// metrics, limits, authentication and handlers.
+async fn routes(
+    config: &Settings,
+    broker: Broker,
+    metrics: &Arc<Metrics>,
+    auth: Auth,
+    shutdown: &Shutdown,
+) -> Result<Routes, StartError> {
+    let tasks = shutdown.tasks();
     let (reporter, health) = tonic_health::server::health_reporter();
     // tonic-health reports SERVING for "" until told otherwise; nothing is
     // served until Redis has answered.
@@ -184,15 +249,6 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
         Duration::from_millis(config.health_interval_ms),
         shutdown.clone(),
     ));
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-
     let doorbell = Doorbell::start(
         broker.clone(),
         Duration::from_millis(config.block_ms),
@@ -216,11 +272,39 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
             "authentication is off (no --auth-config): every caller may use every stream"
         );
     }
-    let auth_enabled = auth.is_enabled();
     let authenticate = Authenticate::new(auth);
     let max_message = config.max_message_bytes();
-    let reading = ReadingLayer::new(
-        max_message,
+    Ok(with_reflection(Routes::new(health))?
+        .add_service(InterceptedService::new(
+            EventStreamServer::new(event_stream).max_decoding_message_size(max_message),
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            StreamAdminServer::new(admin).max_decoding_message_size(max_message),
+            authenticate,
+        )))
+}
+
+/// `routes` with server reflection, `v1` and `v1alpha` (grpcurl before
+/// 1.9 and many tools speak only the latter), describing the streamgate
+/// and health services.
+fn with_reflection(routes: Routes) -> Result<Routes, StartError> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok(routes.add_service(v1).add_service(v1alpha))
+}
+
+/// How every call reads its request: `--max-message-bytes` and the byte
+/// budget of `--max-buffered-bytes`, reported to `metrics`.
+fn reading_layer(config: &Settings, metrics: &Metrics) -> ReadingLayer {
+    ReadingLayer::new(
+        config.max_message_bytes(),
         ByteBudget::new(
             config.max_buffered_bytes(),
             BudgetMetrics {
@@ -229,77 +313,28 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
                 waited: metrics.read_pushback.clone(),
             },
         ),
-    );
-    let mut builder = Server::builder();
-    if let Some(tls) = server_tls {
-        builder = builder.tls_config(tls)?;
-    }
-    // One set of routes serves both the network listener and the in-process
-    // callers (the dashboard), behind the same layers, so both get the same
-    // metrics, limits, authentication and handlers.
-    // Health and reflection need no token.
-    let routes = Routes::new(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(InterceptedService::new(
-            EventStreamServer::new(event_stream).max_decoding_message_size(max_message),
-            authenticate.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            StreamAdminServer::new(admin).max_decoding_message_size(max_message),
-            authenticate,
-        ));
-    let local = LocalGrpc::new(
-        routes.clone(),
-        RpcMetricsLayer::new(metrics.clone()),
-        reading.clone(),
-    );
-    let router = builder
-        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
-        .max_concurrent_streams(max_concurrent_streams(config))
-        // Detect dead peers on long-lived, otherwise silent streams.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // Outermost, so that it counts what the layers and interceptors
-        // inside refuse as well as what the handlers answer.
-        .layer(RpcMetricsLayer::new(metrics))
-        .layer(reading)
-        .add_routes(routes);
-    let http_addr = match config.http_listen {
-        Some(http) => Some(
-            dashboard::serve(
-                http,
-                dashboard::Options {
-                    local: local.clone(),
-                    auth_enabled,
-                    demo: None,
-                },
-                shutdown.clone(),
-                &tasks,
-            )
-            .await
-            .map_err(|e| format!("cannot serve the dashboard on {http}: {e}"))?,
-        ),
-        None => None,
+    )
+}
+
+/// Serves the dashboard when `http_listen` is set.
+async fn serve_dashboard(
+    config: &Settings,
+    local: &LocalGrpc,
+    auth_enabled: bool,
+    shutdown: &Shutdown,
+) -> Result<Option<SocketAddr>, StartError> {
+    let Some(http) = config.http_listen else {
+        return Ok(None);
     };
-    let signal = shutdown.clone();
-    let task = tokio::spawn(async move {
-        router
-            .serve_with_incoming_shutdown(incoming, async move { signal.triggered().await })
-            .await
-    });
-    tracing::info!(%addr, redis = %config.redis_url_for_logs(), prefix = %config.key_prefix,
-        tls = config.tls_cert.is_some(), mtls = config.tls_client_ca.is_some(), "streamgate serving");
-    Ok(Gateway {
-        addr,
-        metrics_addr,
-        http_addr,
+    let options = dashboard::Options {
+        local: local.clone(),
         auth_enabled,
-        local,
-        shutdown,
-        task,
-        tasks,
-    })
+        demo: None,
+    };
+    let bound = dashboard::serve(http, options, shutdown.clone(), shutdown.tasks())
+        .await
+        .map_err(|e| format!("cannot serve the dashboard on {http}: {e}"))?;
+    Ok(Some(bound))
 }
 
 /// Keeps `grpc.health.v1` in step with Redis: SERVING only while Redis
