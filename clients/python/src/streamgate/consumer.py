@@ -105,7 +105,7 @@ class Consumer:
     its ``--block-ms`` after a client goes away, and such entries stay pending
     for this consumer name.
 
-    Delivery options (see the gateway's README, "Subscribe options"):
+    Delivery options (gateway docs/delivery.md, "Subscribe options"):
 
     - ``reclaim=Reclaim(min_idle_ms, interval_ms=0)``: every ``interval_ms``
       (0: ``min_idle_ms / 2``) claim the group's entries idle for at least
