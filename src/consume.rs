@@ -4,9 +4,9 @@
 //! The delivering half is an ordinary subscription (the same reader and
 //! [`crate::driver`] as Subscribe, so every option behaves the same). The
 //! other half applies the client's operations in the order they arrive,
-//! one at a time, and answers each with a [`Confirm`] saying which IDs took
-//! effect; an ack also tells the group's subscriptions on this gateway, so
-//! one paused by `max_in_flight` reads again at once. The two halves meet
+//! one at a time, through the same [`GroupOps`] as the unary Ack, Nack
+//! and Extend, and answers each with a [`Confirm`] saying which IDs took
+//! effect. The two halves meet
 //! in [`Session`], the response stream, which ends cleanly once the client
 //! has half-closed and every Confirm is sent.
 
@@ -17,10 +17,11 @@ use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 
-use crate::broker::{Broker, Outcome, now_ms};
+use crate::broker::{Broker, Outcome};
 use crate::delivery::{Delivery, LoopSettings};
 use crate::doorbell::Doorbell;
 use crate::error::{Error, Result};
+use crate::group_ops::GroupOps;
 use crate::ids::StreamId;
 use crate::model::Push;
 use crate::shutdown::Shutdown;
@@ -39,8 +40,9 @@ pub enum Op {
     Nack {
         /// The entries.
         ids: Vec<StreamId>,
-        /// Milliseconds until they come due.
-        delay_ms: u64,
+        /// Milliseconds until they come due
+        /// ([`crate::group_ops::nack_delay`]).
+        delay_ms: i64,
     },
     /// Reset the entries' idle time (extend their lease).
     Extend(Vec<StreamId>),
@@ -76,13 +78,13 @@ pub enum Out {
 }
 
 /// Opens the subscription (setup done before this returns, as for
-/// Subscribe) and starts applying `ops`; the returned session is the
-/// response stream.
+/// Subscribe) and starts applying `ops` through `group`'s operations;
+/// the returned session is the response stream.
 pub async fn start<S>(
     broker: Broker,
     spec: SubscribeSpec,
     loops: LoopSettings,
-    signals: Arc<GroupSignals>,
+    group: (Arc<GroupSignals>, GroupOps),
     doorbell: &Doorbell,
     shutdown: Shutdown,
     ops: S,
@@ -90,8 +92,9 @@ pub async fn start<S>(
 where
     S: Stream<Item = Result<Op>> + Send + Unpin + 'static,
 {
+    let (signals, group_ops) = group;
     let pushes = subscription::start(
-        broker.clone(),
+        broker,
         spec.clone(),
         loops,
         &signals,
@@ -100,11 +103,7 @@ where
     )
     .await?;
     let (confirms, confirmed) = mpsc::channel(CONFIRM_BUFFER);
-    let applier = Applier {
-        broker,
-        spec,
-        signals,
-    };
+    let applier = Applier { group_ops, spec };
     shutdown.clone().spawn(applier.run(ops, confirms, shutdown));
     Ok(Session {
         pushes: Some(pushes),
@@ -115,9 +114,8 @@ where
 
 /// Applies a client's operations in order.
 struct Applier {
-    broker: Broker,
+    group_ops: GroupOps,
     spec: SubscribeSpec,
-    signals: Arc<GroupSignals>,
 }
 
 impl Applier {
@@ -151,24 +149,17 @@ impl Applier {
     }
 
     async fn apply(&self, op: Op) -> Result<Confirm> {
-        let (broker, spec) = (&self.broker, &self.spec);
+        let (ops, spec) = (&self.group_ops, &self.spec);
         let (stream, group, consumer) = (&spec.stream, &spec.group, &spec.consumer);
         let (op, outcome) = match op {
-            Op::Ack(ids) => {
-                let outcome = broker.ack_each(stream, group, &ids).await?;
-                self.signals.acked(stream, group);
-                (OpKind::Ack, outcome)
-            }
-            Op::Nack { ids, delay_ms } => {
-                let delay = i64::try_from(delay_ms).unwrap_or(i64::MAX);
-                let due = now_ms().saturating_add(delay);
-                let outcome = broker.nack(stream, group, consumer, &ids, due).await?;
-                self.signals.nacked(stream, group, due);
-                (OpKind::Nack, outcome)
-            }
+            Op::Ack(ids) => (OpKind::Ack, ops.ack_each(stream, group, &ids).await?),
+            Op::Nack { ids, delay_ms } => (
+                OpKind::Nack,
+                ops.nack(stream, group, consumer, &ids, delay_ms).await?,
+            ),
             Op::Extend(ids) => (
                 OpKind::Extend,
-                broker.extend(stream, group, consumer, &ids).await?,
+                ops.extend(stream, group, consumer, &ids).await?,
             ),
         };
         Ok(Confirm { op, outcome })

@@ -81,6 +81,7 @@ pub mod demo;
 pub mod doorbell;
 pub mod driver;
 pub mod error;
+pub mod group_ops;
 pub mod ids;
 pub mod limits;
 pub mod log_throttle;

@@ -21,12 +21,14 @@ use crate::broker::Broker;
 use crate::config::Settings;
 use crate::dashboard::{self, LocalGrpc};
 use crate::doorbell::Doorbell;
+use crate::group_ops::GroupOps;
 use crate::limits::{BudgetMetrics, ByteBudget, ReadingLayer};
 use crate::metrics::{self, Metrics, RpcMetricsLayer};
 use crate::pb::{
     self, event_stream_server::EventStreamServer, stream_admin_server::StreamAdminServer,
 };
 use crate::shutdown::Shutdown;
+use crate::subscription::GroupSignals;
 
 /// HTTP/2 receive window of a whole client connection, in bytes.
 ///
@@ -254,12 +256,14 @@ async fn routes(
         Duration::from_millis(config.block_ms),
         shutdown.clone(),
     );
+    let groups = Arc::new(GroupSignals::default());
     let ctx = Context {
+        group_ops: GroupOps::new(broker.clone(), groups.clone(), metrics.acked.clone()),
         broker,
         settings: Arc::new(config.api_settings()),
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
-        groups: Arc::default(),
+        groups,
         doorbell,
         subscriptions: Arc::new(config.subscription_slots()),
         tasks: tasks.clone(),

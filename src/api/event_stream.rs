@@ -14,6 +14,7 @@ use crate::auth::Permission;
 use crate::broker::{Cap, ReapSpec, TrimTo, now_ms};
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
+use crate::group_ops::nack_delay;
 use crate::ids::{GroupStart, IdRange, StreamId};
 use crate::limits::Slot;
 use crate::metrics::OpenGuard;
@@ -325,9 +326,7 @@ impl EventStream for EventStreamService {
         let group = required("group", &req.group)?;
         let ids = id_list("ids", &req.ids)?;
         self.ctx.authorize(&caller, Permission::Consume, stream)?;
-        let acked = self.ctx.broker.ack(stream, group, &ids).await?;
-        self.ctx.metrics.acked.inc_by(acked);
-        self.ctx.groups.acked(stream, group);
+        let acked = self.ctx.group_ops.ack(stream, group, &ids).await?;
         Ok(Response::new(pb::AckResponse { acked }))
     }
 
@@ -438,16 +437,11 @@ impl EventStream for EventStreamService {
         let group = required("group", &req.group)?;
         let consumer = required("consumer", &req.consumer)?;
         let ids = id_list("ids", &req.ids)?;
-        let delay =
-            i64::try_from(req.delay_ms).map_err(|_| Error::invalid("delay_ms", "is too large"))?;
-        let due = now_ms().saturating_add(delay);
+        let delay = nack_delay("delay_ms", req.delay_ms)?;
         self.ctx.authorize(&caller, Permission::Consume, stream)?;
-        let nacked = self
-            .ctx
-            .broker
-            .nack(stream, group, consumer, &ids, due)
+        let nacked = (self.ctx.group_ops)
+            .nack(stream, group, consumer, &ids, delay)
             .await?;
-        self.ctx.groups.nacked(stream, group, due);
         Ok(Response::new(pb::NackResponse {
             scheduled: nacked.done.len() as u64,
         }))
@@ -463,9 +457,7 @@ impl EventStream for EventStreamService {
         let consumer = required("consumer", &req.consumer)?;
         let ids = id_list("ids", &req.ids)?;
         self.ctx.authorize(&caller, Permission::Consume, stream)?;
-        let extended = self
-            .ctx
-            .broker
+        let extended = (self.ctx.group_ops)
             .extend(stream, group, consumer, &ids)
             .await?;
         Ok(Response::new(pb::ExtendResponse {

@@ -29,6 +29,7 @@ use crate::broker::Broker;
 use crate::delivery::LoopSettings;
 use crate::doorbell::Doorbell;
 use crate::error::{Error, Result};
+use crate::group_ops::GroupOps;
 use crate::limits::{EventLimits, SubscriptionSlots};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -67,6 +68,8 @@ pub struct Context {
     /// Tells subscriptions about acks (room under `max_in_flight`) and
     /// Nacks (an earlier reclaim round) in their group.
     pub groups: Arc<GroupSignals>,
+    /// Ack, Nack and Extend, for the unary rpcs and Consume alike.
+    pub group_ops: GroupOps,
     /// Wakes idle subscriptions and tails when their stream gets entries.
     pub doorbell: Arc<Doorbell>,
     /// Open Subscribe and Tail streams, against their limits.

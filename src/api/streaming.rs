@@ -20,6 +20,7 @@ use super::event_stream::{Append, Message, ResponseStream, holding, id_list, mes
 use super::{Caller, EventStreamService};
 use crate::consume::{self, Op, OpKind, Out};
 use crate::error::{Error, Result};
+use crate::group_ops::nack_delay;
 use crate::limits::Answers;
 use crate::metrics::OpenGuard;
 use crate::pb::{self, consume_request, consume_response};
@@ -208,14 +209,14 @@ impl EventStreamService {
             ctx.broker.clone(),
             spec,
             ctx.settings.loops,
-            ctx.groups.clone(),
+            (ctx.groups.clone(), ctx.group_ops.clone()),
             &ctx.doorbell,
             ctx.shutdown.clone(),
             Box::pin(operations(requests, read)),
         )
         .await?;
         let guard = OpenGuard::new(&ctx.metrics.open_subscriptions);
-        let (delivered, acked) = (ctx.metrics.delivered.clone(), ctx.metrics.acked.clone());
+        let delivered = ctx.metrics.delivered.clone();
         let responses = session.map(move |out| {
             let _open = &guard;
             let kind = match out? {
@@ -223,20 +224,15 @@ impl EventStreamService {
                     Message::Batch(batch) => consume_response::Kind::Batch(batch),
                     Message::Heartbeat(beat) => consume_response::Kind::Heartbeat(beat),
                 },
-                Out::Confirm(confirm) => {
-                    if confirm.op == OpKind::Ack {
-                        acked.inc_by(confirm.outcome.done.len() as u64);
-                    }
-                    consume_response::Kind::Confirm(pb::Confirm {
-                        op: match confirm.op {
-                            OpKind::Ack => pb::ConfirmOp::Ack,
-                            OpKind::Nack => pb::ConfirmOp::Nack,
-                            OpKind::Extend => pb::ConfirmOp::Extend,
-                        } as i32,
-                        done: super::convert::ids(&confirm.outcome.done),
-                        not_pending: super::convert::ids(&confirm.outcome.not_pending),
-                    })
-                }
+                Out::Confirm(confirm) => consume_response::Kind::Confirm(pb::Confirm {
+                    op: match confirm.op {
+                        OpKind::Ack => pb::ConfirmOp::Ack,
+                        OpKind::Nack => pb::ConfirmOp::Nack,
+                        OpKind::Extend => pb::ConfirmOp::Extend,
+                    } as i32,
+                    done: super::convert::ids(&confirm.outcome.done),
+                    not_pending: super::convert::ids(&confirm.outcome.not_pending),
+                }),
             };
             Ok(pb::ConsumeResponse { kind: Some(kind) })
         });
@@ -271,14 +267,10 @@ fn operations(
 fn operation(message: pb::ConsumeRequest) -> Result<Op> {
     match message.kind {
         Some(consume_request::Kind::Ack(ack)) => Ok(Op::Ack(id_list("ack.ids", &ack.ids)?)),
-        Some(consume_request::Kind::Nack(nack)) => {
-            i64::try_from(nack.delay_ms)
-                .map_err(|_| Error::invalid("nack.delay_ms", "is too large"))?;
-            Ok(Op::Nack {
-                ids: id_list("nack.ids", &nack.ids)?,
-                delay_ms: nack.delay_ms,
-            })
-        }
+        Some(consume_request::Kind::Nack(nack)) => Ok(Op::Nack {
+            ids: id_list("nack.ids", &nack.ids)?,
+            delay_ms: nack_delay("nack.delay_ms", nack.delay_ms)?,
+        }),
         Some(consume_request::Kind::Extend(extend)) => {
             Ok(Op::Extend(id_list("extend.ids", &extend.ids)?))
         }
