@@ -162,6 +162,7 @@ async fn a_flood_while_redis_is_stopped_stays_within_the_byte_budget() {
     );
 
     redis.signal("CONT");
+    let resumed = std::time::Instant::now();
     let mut ids = vec![first.ids[0].clone()];
     for i in 1..=REQUESTS {
         let answer = answers.message().await.unwrap().unwrap();
@@ -190,14 +191,17 @@ async fn a_flood_while_redis_is_stopped_stays_within_the_byte_budget() {
         assert_eq!(got, sent.ids, "ack {i}");
     }
     offer_acks.await.unwrap();
+    let drained = resumed.elapsed();
     let (_, peak) = memory(gateway.pid());
     eprintln!(
-        "flood: budget {} MiB; RSS before {} MiB, while stalled {} MiB, peak {} MiB (growth {} MiB)",
+        "flood: budget {} MiB; RSS before {} MiB, while stalled {} MiB, peak {} MiB (growth {} \
+         MiB); drained in {} ms",
         BUDGET >> 20,
         before >> 20,
         stalled >> 20,
         peak >> 20,
-        peak.saturating_sub(before) >> 20
+        peak.saturating_sub(before) >> 20,
+        drained.as_millis()
     );
     assert!(
         peak.saturating_sub(before) <= BUDGET + SLACK,
