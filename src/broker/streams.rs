@@ -129,6 +129,7 @@ impl Broker {
             .flatten()
             .filter_map(|key| key.strip_prefix(prefix.as_str()).map(str::to_owned))
             .collect();
+        parts.finish()?;
         Ok(ScanStep { names, cursor })
     }
 

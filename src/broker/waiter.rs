@@ -130,6 +130,7 @@ impl Waiter {
             let first = reply::raw_entries(stream.next_value()?)?
                 .first()
                 .map(|(id, _)| *id);
+            stream.finish()?;
             if let (Some(i), Some(first)) = (
                 keys.iter().position(|k| k.as_bytes() == key.as_slice()),
                 first,
