@@ -91,13 +91,13 @@ pub struct Settings {
     /// the gateway's own services, so `auth_config` applies to it too.
     pub http_listen: Option<SocketAddr>,
 
-    /// How long an open Subscribe or Tail rides out a lost Redis connection
-    /// (reconnecting with backoff, sending heartbeats) before it ends with
-    /// UNAVAILABLE, in milliseconds.
+    /// How long an open Subscribe, Tail or Consume rides out a lost Redis
+    /// connection (reconnecting with backoff, sending heartbeats) before it
+    /// ends with UNAVAILABLE, in milliseconds.
     pub redis_outage_grace_ms: u64,
 
-    /// End a Subscribe, Tail or Replay whose client takes nothing for this
-    /// long, in milliseconds; what it read stays pending in Redis.
+    /// End a Subscribe, Tail, Consume or Replay whose client takes nothing
+    /// for this long, in milliseconds; what it read stays pending in Redis.
     pub client_stall_timeout_ms: u64,
 
     /// Serve gRPC over TLS with this certificate chain (PEM); needs
@@ -146,10 +146,11 @@ pub struct Settings {
     /// so that one whole message always fits.
     pub max_buffered_bytes: u64,
 
-    /// Most Subscribe and Tail streams open at once on this gateway.
+    /// Most Subscribe, Tail and Consume streams open at once on this
+    /// gateway.
     pub max_subscriptions: u64,
 
-    /// Most Subscribe and Tail streams open at once on one client
+    /// Most Subscribe, Tail and Consume streams open at once on one client
     /// connection.
     pub max_subscriptions_per_connection: u64,
 }

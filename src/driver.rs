@@ -1,5 +1,5 @@
 //! The live-stream driver: one loop for every stream that stays open
-//! waiting for new entries (Subscribe, Tail).
+//! waiting for new entries (Subscribe, Tail, and Consume's deliveries).
 //!
 //! A live stream repeats three steps: take room in the client's buffer,
 //! read from Redis into that room, and when there was nothing, wait. The

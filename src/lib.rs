@@ -26,10 +26,10 @@
 //!   connection. Knows nothing of gRPC.
 //! - [`doorbell`]: a few blocking XREADs (one per 100 watched streams,
 //!   retired once nobody waits on them) that wake idle live streams.
-//! - [`driver`]: the one loop behind every live stream (Subscribe, Tail):
-//!   room in the client's buffer, waiting, heartbeats, timers, outage
-//!   riding ([`outage`]), shutdown. [`subscription`] and [`tail`] are its
-//!   readers; [`replay`] is a plain paging loop. [`delivery`] is the
+//! - [`driver`]: the one loop behind every live stream (Subscribe, Tail,
+//!   Consume): room in the client's buffer, waiting, heartbeats, timers,
+//!   outage riding ([`outage`]), shutdown. [`subscription`] and [`tail`]
+//!   are its readers; [`replay`] is a plain paging loop. [`delivery`] is the
 //!   bounded hand-off from a reading task to a response stream.
 //! - [`metrics`]: the Prometheus registry, the per-RPC metrics layer,
 //!   `/metrics` and the group poller.

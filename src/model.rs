@@ -179,7 +179,7 @@ impl Entry {
     }
 }
 
-/// What a long-lived read stream (Subscribe, Tail) pushes to its client.
+/// What a live stream (Subscribe, Tail, Consume) pushes to its client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Push {
     /// Entries, in the order they were read.

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::{Caller, Context, bounded, convert, interval, redis_int, required};
 use crate::auth::Permission;
@@ -120,23 +121,42 @@ pub(super) fn message(push: Push, delivered: Option<&Counter>) -> Message {
     }
 }
 
-/// Turns a live stream's pushes into a response stream; `guard` lives (and
-/// keeps its gauge up) as long as the stream, `delivered` counts the
-/// entries sent.
-fn push_stream<T: Send + 'static>(
+impl From<Message> for pb::SubscribeResponse {
+    fn from(message: Message) -> Self {
+        let kind = match message {
+            Message::Batch(batch) => subscribe_response::Kind::Batch(batch),
+            Message::Heartbeat(beat) => subscribe_response::Kind::Heartbeat(beat),
+        };
+        pb::SubscribeResponse { kind: Some(kind) }
+    }
+}
+
+impl From<Message> for pb::TailResponse {
+    fn from(message: Message) -> Self {
+        let kind = match message {
+            Message::Batch(batch) => tail_response::Kind::Batch(batch),
+            Message::Heartbeat(beat) => tail_response::Kind::Heartbeat(beat),
+        };
+        pb::TailResponse { kind: Some(kind) }
+    }
+}
+
+/// The response to Subscribe or Tail: the live stream's pushes as `T`.
+/// The subscription `slot` and one count on the `open` gauge are held for
+/// exactly as long as the response stream lives (tonic drops it when the
+/// client leaves); `delivered` counts the entries sent.
+fn live_response<T: From<Message> + Send + 'static>(
     delivery: Delivery<Push>,
-    guard: OpenGuard,
+    slot: Slot,
+    open: &Gauge,
     delivered: Option<Counter>,
-    batch: fn(pb::Batch) -> T,
-    heartbeat: fn(pb::Heartbeat) -> T,
-) -> ResponseStream<T> {
-    Box::pin(delivery.map(move |item| {
+) -> Response<ResponseStream<T>> {
+    let guard = OpenGuard::new(open);
+    let stream = Box::pin(delivery.map(move |item| {
         let _open = &guard;
-        Ok(match message(item?, delivered.as_ref()) {
-            Message::Batch(b) => batch(b),
-            Message::Heartbeat(h) => heartbeat(h),
-        })
-    }))
+        Ok(T::from(message(item?, delivered.as_ref())))
+    }));
+    Response::new(holding(stream, slot))
 }
 
 /// Keeps a subscription's `slot` (its place under the subscription limits)
@@ -303,18 +323,12 @@ impl EventStream for EventStreamService {
             self.ctx.shutdown.clone(),
         )
         .await?;
-        let stream = push_stream(
+        Ok(live_response(
             delivery,
-            OpenGuard::new(&self.ctx.metrics.open_subscriptions),
+            slot,
+            &self.ctx.metrics.open_subscriptions,
             Some(self.ctx.metrics.delivered.clone()),
-            |batch| pb::SubscribeResponse {
-                kind: Some(subscribe_response::Kind::Batch(batch)),
-            },
-            |beat| pb::SubscribeResponse {
-                kind: Some(subscribe_response::Kind::Heartbeat(beat)),
-            },
-        );
-        Ok(Response::new(holding(stream, slot)))
+        ))
     }
 
     async fn ack(
@@ -495,18 +509,12 @@ impl EventStream for EventStreamService {
             self.ctx.shutdown.clone(),
         )
         .await?;
-        let stream = push_stream(
+        Ok(live_response(
             delivery,
-            OpenGuard::new(&self.ctx.metrics.open_tails),
+            slot,
+            &self.ctx.metrics.open_tails,
             None,
-            |batch| pb::TailResponse {
-                kind: Some(tail_response::Kind::Batch(batch)),
-            },
-            |beat| pb::TailResponse {
-                kind: Some(tail_response::Kind::Heartbeat(beat)),
-            },
-        );
-        Ok(Response::new(holding(stream, slot)))
+        ))
     }
 
     type ProduceStreamStream = ResponseStream<pb::ProduceStreamResponse>;

@@ -72,7 +72,7 @@ pub struct Context {
     pub group_ops: GroupOps,
     /// Wakes idle subscriptions and tails when their stream gets entries.
     pub doorbell: Arc<Doorbell>,
-    /// Open Subscribe and Tail streams, against their limits.
+    /// Open Subscribe, Tail and Consume streams, against their limits.
     pub subscriptions: Arc<SubscriptionSlots>,
     /// Where long-lived tasks are spawned, so that shutdown can wait for
     /// them ([`crate::server::Gateway::wait`]).

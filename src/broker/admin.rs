@@ -243,7 +243,13 @@ impl Broker {
             }
             Err(e) => return Err(Error::from_redis(&e, stream, Some(group))),
         };
-        Cursor::new(value, "remove consumer")?.next_uint()
+        let mut parts = Cursor::new(value, "remove consumer")?;
+        let handed_over = parts.next_uint()?;
+        // What DELCONSUMER destroyed: nothing, since the script hands every
+        // pending entry over (or refuses) first.
+        parts.next_uint()?;
+        parts.finish()?;
+        Ok(handed_over)
     }
 }
 
@@ -257,10 +263,12 @@ fn entry_id(value: Value) -> Result<Option<StreamId>> {
 
 /// One `[id, consumer, idle, count]` row of extended XPENDING.
 pub(super) fn pending_row(mut row: Cursor) -> Result<PendingEntry> {
-    Ok(PendingEntry {
+    let entry = PendingEntry {
         id: row.next_id()?,
         consumer: row.next_string()?,
         idle_ms: row.next_uint()?,
         delivery_count: row.next_uint()?,
-    })
+    };
+    row.finish()?;
+    Ok(entry)
 }

@@ -134,6 +134,21 @@ impl Link {
         }
     }
 
+    /// The master of each slot range, `[(first, last, master)]`, from
+    /// CLUSTER SLOTS on any master. redis-rs routes by slot without
+    /// exposing its map, so the broker asks the cluster itself where it
+    /// needs nodes by name: the masters a listing SCANs, the master a
+    /// doorbell waits on.
+    pub(super) async fn slot_masters(&mut self) -> Result<Vec<(u16, u16, Node)>> {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SLOTS");
+        let value = self
+            .on_any_master(&cmd)
+            .await
+            .map_err(|e| Error::from_redis(&e, "", None))?;
+        parse_slots(value)
+    }
+
     /// Runs `cmd` on the node at `host:port` (standalone: on the server).
     pub(super) async fn on_node(&mut self, cmd: &Cmd, node: &Node) -> RedisResult<Value> {
         match self {
@@ -194,7 +209,7 @@ impl std::fmt::Display for Node {
 
 /// The master of each slot range, from a CLUSTER SLOTS reply: `[(first,
 /// last, master)]`.
-pub(super) fn slot_masters(value: Value) -> Result<Vec<(u16, u16, Node)>> {
+fn parse_slots(value: Value) -> Result<Vec<(u16, u16, Node)>> {
     let bad = || Error::Internal("CLUSTER SLOTS reply is malformed".to_owned());
     let Value::Array(ranges) = value else {
         return Err(bad());

@@ -282,6 +282,7 @@ impl Broker {
             // Entries deleted while pending: already gone from the PEL.
             out.deleted_ids
                 .extend(reply::ids(parts.next_value()?, "XAUTOCLAIM deleted")?);
+            parts.finish()?;
             if cursor == StreamId::MIN {
                 break;
             }

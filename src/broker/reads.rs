@@ -1,9 +1,10 @@
 //! Non-blocking reads for the live streams, on the shared connection.
 //!
-//! Subscribe and Tail never block in Redis on a connection of their own:
-//! they read without `BLOCK` here, and when there is nothing to read they
-//! wait for the [`crate::doorbell`] instead. So an idle subscription costs
-//! no Redis connection, and these reads pipeline with every other request.
+//! Subscribe, Tail and Consume never block in Redis on a connection of
+//! their own: they read without `BLOCK` here, and when there is nothing to
+//! read they wait for the [`crate::doorbell`] instead. So an idle
+//! subscription costs no Redis connection, and these reads pipeline with
+//! every other request.
 
 use redis::Value;
 

@@ -134,6 +134,7 @@ impl Broker {
             let id = item.next_id()?;
             let fields = reply::pairs(item.next_value()?)?;
             let count = item.next_uint()?;
+            item.finish()?;
             entries.push(Entry::from_pairs(id, fields).delivered(Delivered::Again(count)));
         }
         let mut dead = Vec::new();
@@ -146,12 +147,14 @@ impl Broker {
                 reason: item.next_string()?,
                 fields: reply::pairs(item.next_value()?)?,
             });
+            item.finish()?;
         }
         let next_nack_due_ms = match parts.next_string()?.as_str() {
             "" => None,
             // Scores come back as decimal text, possibly in float notation.
             due => due.parse::<f64>().ok().map(|ms| ms as i64),
         };
+        parts.finish()?;
         let (dead_lettered, deleted_ids) = if dead.is_empty() {
             (Vec::new(), Vec::new())
         } else {
@@ -274,13 +277,14 @@ impl Broker {
         for _ in 0..3 {
             summary.next_value()?;
         }
-        for row in summary
-            .next_array("XPENDING consumers")?
-            .rows("XPENDING consumer row")
-        {
+        let consumers = summary.next_array("XPENDING consumers")?;
+        summary.finish()?;
+        for row in consumers.rows("XPENDING consumer row") {
             let mut row = row?;
-            if row.next_bytes()? == consumer.as_bytes() {
-                return row.next_uint();
+            let (name, count) = (row.next_bytes()?, row.next_uint()?);
+            row.finish()?;
+            if name == consumer.as_bytes() {
+                return Ok(count);
             }
         }
         Ok(0)
@@ -300,14 +304,15 @@ impl Broker {
                     .arg("-")
                     .arg("+")
                     .arg(1);
-                let oldest = Cursor::new(
+                let mut rows = Cursor::new(
                     self.query(&cmd, stream, Some(&group.name)).await?,
                     "XPENDING",
-                )?
-                .rows("XPENDING row")
-                .next();
+                )?;
+                let oldest = rows.try_next();
+                // COUNT 1: a second row would be a reply of another shape.
+                rows.finish()?;
                 match oldest {
-                    Some(row) => super::admin::pending_row(row?)?.id,
+                    Some(row) => super::admin::pending_row(Cursor::new(row, "XPENDING row")?)?.id,
                     None => after_cursor,
                 }
             } else {

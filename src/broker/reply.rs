@@ -26,8 +26,10 @@ fn unexpected(what: &str, value: &Value) -> Error {
 }
 
 /// The items of one array reply, taken in order, each decoded as the
-/// command documents it. Modelled on a parser's cursor: every `next_*`
-/// either yields the next item as the asked type or fails naming the reply.
+/// command documents it. Modelled on mini-redis' `Parse`: every `next_*`
+/// either yields the next item as the asked type or fails naming the
+/// reply, and a parse that reads a whole reply ends with
+/// [`Cursor::finish`].
 pub(super) struct Cursor {
     items: std::vec::IntoIter<Value>,
     what: &'static str,
@@ -101,6 +103,24 @@ impl Cursor {
     pub fn map<T>(self, f: impl FnMut(Value) -> Result<T>) -> Result<Vec<T>> {
         self.items.map(f).collect()
     }
+
+    /// Ends the parse of a whole reply: every item must have been taken.
+    /// An item nobody read means the reply is not the shape this parse was
+    /// written for (a server that answers differently, a script changed on
+    /// one side only), and decoding the known part as if it were all of it
+    /// would quietly drop what the rest says. Like any other unexpected
+    /// shape, that is the server's or the gateway's fault, never the
+    /// client's: [`Error::Internal`], naming the reply.
+    pub fn finish(mut self) -> Result<()> {
+        match self.items.next() {
+            None => Ok(()),
+            Some(first) => Err(Error::Internal(format!(
+                "the reply to {} has {} item(s) nobody read, the first: {first:?}",
+                self.what,
+                self.items.len() + 1
+            ))),
+        }
+    }
 }
 
 /// A bulk or simple string as bytes.
@@ -173,6 +193,7 @@ pub(super) fn raw_entry(value: Value) -> Result<(StreamId, Option<Pairs>)> {
         Value::Nil => None,
         other => Some(pairs(other)?),
     };
+    parts.finish()?;
     Ok((id, payload))
 }
 
@@ -217,14 +238,13 @@ pub(super) fn read_reply(value: Value) -> Result<Vec<(StreamId, Option<Pairs>)>>
     let Some(stream) = streams.try_next() else {
         return Ok(Vec::new());
     };
-    if streams.len() > 0 {
-        return Err(Error::Internal(
-            "read reply has several streams, expected 1".to_owned(),
-        ));
-    }
+    // One stream asked for, one answered: another would be dropped unread.
+    streams.finish()?;
     let mut pair = Cursor::new(stream, "read reply stream")?;
     pair.next_value()?;
-    raw_entries(pair.next_value()?)
+    let entries = raw_entries(pair.next_value()?)?;
+    pair.finish()?;
+    Ok(entries)
 }
 
 /// A `[name, value, name, value, ...]` reply (XINFO, INFO-like maps; a
@@ -241,6 +261,8 @@ pub(super) fn fields(value: Value, what: &'static str) -> Result<Vec<(String, Va
     while flat.len() >= 2 {
         out.push((flat.next_string()?, flat.next_value()?));
     }
+    // A name without its value.
+    flat.finish()?;
     Ok(out)
 }
 
@@ -287,6 +309,36 @@ mod tests {
     fn a_malformed_id_from_redis_is_internal_not_a_client_error() {
         let err = id(bulk(b"not-an-id")).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Internal, "{err}");
+    }
+
+    #[test]
+    fn finish_refuses_an_item_nobody_read() {
+        let mut c = Cursor::new(Value::Array(vec![bulk(b"0"), bulk(b"extra")]), "SCAN").unwrap();
+        c.next_value().unwrap();
+        let err = c.finish().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal, "{err}");
+        assert!(err.to_string().contains("SCAN"), "{err}");
+    }
+
+    #[test]
+    fn finish_accepts_a_reply_read_to_the_end() {
+        let mut c = Cursor::new(Value::Array(vec![bulk(b"0"), bulk(b"k")]), "SCAN").unwrap();
+        c.next_value().unwrap();
+        c.next_value().unwrap();
+        c.finish().unwrap();
+        Cursor::new(Value::Nil, "XREAD").unwrap().finish().unwrap();
+    }
+
+    #[test]
+    fn whole_reply_parses_refuse_extra_items() {
+        let entry = Value::Array(vec![bulk(b"1-0"), Value::Array(vec![]), bulk(b"extra")]);
+        assert_eq!(raw_entry(entry).unwrap_err().code(), tonic::Code::Internal);
+        let pair = Value::Array(vec![bulk(b"k"), Value::Array(vec![]), bulk(b"extra")]);
+        assert!(read_reply(Value::Array(vec![pair])).is_err());
+        let two = Value::Array(vec![bulk(b"k"), Value::Array(vec![])]);
+        assert!(read_reply(Value::Array(vec![two.clone(), two])).is_err());
+        let odd = Value::Array(vec![bulk(b"length"), Value::Int(1), bulk(b"groups")]);
+        assert!(fields(odd, "XINFO STREAM").is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@
 use redis::Value;
 
 use super::Broker;
-use super::link::{self, Node};
+use super::link::Node;
 use super::reply::{self, Cursor};
 use crate::error::{Error, Result};
 use crate::ids::StreamId;
@@ -86,15 +86,11 @@ impl Broker {
 
     /// The cluster's masters, ordered by address.
     pub async fn masters(&self) -> Result<Vec<Node>> {
-        let mut cmd = redis::cmd("CLUSTER");
-        cmd.arg("SLOTS");
-        let value = self
+        let mut masters: Vec<Node> = self
             .conn()
             .await?
-            .on_any_master(&cmd)
-            .await
-            .map_err(|e| Error::from_redis(&e, "", None))?;
-        let mut masters: Vec<Node> = link::slot_masters(value)?
+            .slot_masters()
+            .await?
             .into_iter()
             .map(|(_, _, node)| node)
             .collect();
@@ -133,6 +129,7 @@ impl Broker {
             .flatten()
             .filter_map(|key| key.strip_prefix(prefix.as_str()).map(str::to_owned))
             .collect();
+        parts.finish()?;
         Ok(ScanStep { names, cursor })
     }
 

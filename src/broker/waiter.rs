@@ -86,15 +86,10 @@ impl Broker {
 
     /// The master serving `slot`, from the cluster's current slot map.
     pub async fn master_of(&self, slot: u16) -> Result<Node> {
-        let mut cmd = redis::cmd("CLUSTER");
-        cmd.arg("SLOTS");
-        let value = self
-            .conn()
+        self.conn()
             .await?
-            .on_any_master(&cmd)
-            .await
-            .map_err(|e| Error::from_redis(&e, "", None))?;
-        link::slot_masters(value)?
+            .slot_masters()
+            .await?
             .into_iter()
             .find(|(first, last, _)| (*first..=*last).contains(&slot))
             .map(|(_, _, node)| node)
@@ -135,6 +130,7 @@ impl Waiter {
             let first = reply::raw_entries(stream.next_value()?)?
                 .first()
                 .map(|(id, _)| *id);
+            stream.finish()?;
             if let (Some(i), Some(first)) = (
                 keys.iter().position(|k| k.as_bytes() == key.as_slice()),
                 first,

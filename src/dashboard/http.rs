@@ -350,9 +350,15 @@ async fn produce(
         .into_inner()
         .ids;
     Ok(axum::Json(json!({
-        "message": format!("produced {} entr{}", ids.len(), if ids.len() == 1 { "y" } else { "ies" }),
+        "message": format!("produced {} {}", ids.len(), entry_word(ids.len() as u64)),
         "ids": ids,
     })))
+}
+
+/// "entry" for one, "entries" for any other count: the page shows the
+/// messages as they are ("produced 1 entry", "trimmed 0 entries").
+fn entry_word(n: u64) -> &'static str {
+    if n == 1 { "entry" } else { "entries" }
 }
 
 #[derive(Deserialize)]
@@ -393,7 +399,7 @@ async fn replay(
         entries.extend(page.entries.iter().map(snapshot::entry_shown));
     }
     Ok(axum::Json(json!({
-        "message": format!("replayed {} entr{}", entries.len(), if entries.len() == 1 { "y" } else { "ies" }),
+        "message": format!("replayed {} {}", entries.len(), entry_word(entries.len() as u64)),
         "entries": entries,
     })))
 }
@@ -440,7 +446,7 @@ async fn trim(
         .into_inner()
         .trimmed;
     Ok(axum::Json(json!({
-        "message": format!("trimmed {trimmed} entr{}", if trimmed == 1 { "y" } else { "ies" }),
+        "message": format!("trimmed {trimmed} {}", entry_word(trimmed)),
         "trimmed": trimmed,
     })))
 }
@@ -507,9 +513,9 @@ async fn remove_consumer(
         .into_inner();
     let handed = if removed.handed_over > 0 {
         format!(
-            ", {} pending entr{} handed to {}",
+            ", {} pending {} handed to {}",
             removed.handed_over,
-            if removed.handed_over == 1 { "y" } else { "ies" },
+            entry_word(removed.handed_over),
             body.handover_to
         )
     } else {
@@ -565,8 +571,8 @@ async fn reclaim(
     };
     Ok(axum::Json(json!({
         "message": format!(
-            "reclaimed {claimed} entr{} idle at least {min_idle_ms} ms to {}{busy}",
-            if claimed == 1 { "y" } else { "ies" },
+            "reclaimed {claimed} {} idle at least {min_idle_ms} ms to {}{busy}",
+            entry_word(claimed as u64),
             body.consumer
         ),
         "claimed": entries,

@@ -4,10 +4,14 @@
 //! buttons for the API's actions.
 //!
 //! It is a thin face over the gateway's own gRPC services ([`LocalGrpc`]):
-//! every read and every action is an RPC made for the person at the page
-//! with their bearer token, so validation, authorization, error messages
-//! and metrics are the API's, not a second copy (DESIGN.md). All assets
-//! are embedded in the binary; the page loads nothing from another host.
+//! every read of Redis and every action on it is an RPC made for the
+//! person at the page with their bearer token, so validation,
+//! authorization, error messages and metrics are the API's, not a second
+//! copy of its rules that could drift from them. The one control that is
+//! no RPC is the demo's `Crash next 3` (only under `streamgate demo`): it
+//! arms a demo consumer of this process to drop its next deliveries,
+//! touches nothing in Redis, and takes no caller. All assets are embedded
+//! in the binary; the page loads nothing from another host.
 //!
 //! - [`local`]: the in-process gRPC channel.
 //! - `http`: routes, the JSON API and its error shape.

@@ -304,6 +304,20 @@ impl Demo {
         if consumer.is_empty() {
             return Err(Status::invalid_argument("consumer: must not be empty"));
         }
+        self.create_group(local, who, group).await?;
+        self.spawn(group, consumer)
+    }
+
+    /// Creates `group` on the demo stream at its end (CreateGroup with
+    /// `who`'s token, so names are validated and the caller authorized as
+    /// for any RPC). A group that exists already is kept as it is, which
+    /// is what `Add consumer` to a running group relies on.
+    async fn create_group(
+        &self,
+        local: &LocalGrpc,
+        who: &OnBehalf,
+        group: &str,
+    ) -> Result<(), Status> {
         local
             .admin()
             .create_group(who.request(pb::CreateGroupRequest {
@@ -313,7 +327,7 @@ impl Demo {
                 mkstream: Some(true),
             }))
             .await?;
-        self.spawn(group, consumer)
+        Ok(())
     }
 
     /// Stops a demo consumer, if one runs, and waits until it stopped
@@ -401,14 +415,7 @@ impl Demo {
                 .await?;
         }
         for group in ["notifications", "analytics"] {
-            admin
-                .create_group(who.request(pb::CreateGroupRequest {
-                    stream: self.stream.clone(),
-                    group: group.to_owned(),
-                    start_id: "$".to_owned(),
-                    mkstream: Some(true),
-                }))
-                .await?;
+            self.create_group(local, who, group).await?;
         }
         self.start_defaults();
         Ok(())

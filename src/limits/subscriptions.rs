@@ -1,5 +1,5 @@
-//! How many long-lived streams (Subscribe and Tail) may be open at once,
-//! per client connection and on the whole gateway.
+//! How many long-lived streams (Subscribe, Tail and Consume) may be open
+//! at once, per client connection and on the whole gateway.
 //!
 //! Each open subscription costs a task, a hand-off buffer, a place in the
 //! doorbell's watch list and its share of the reads on the shared Redis
@@ -52,8 +52,8 @@ impl SubscriptionSlots {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if open.total >= self.max_total {
             return Err(Error::LimitExceeded(format!(
-                "the gateway has {} open subscriptions (Subscribe and Tail), the limit \
-                 (--max-subscriptions); try again later or another gateway",
+                "the gateway has {} open subscriptions (Subscribe, Tail and Consume), the \
+                 limit (--max-subscriptions); try again later or another gateway",
                 self.max_total
             )));
         }
@@ -61,8 +61,9 @@ impl SubscriptionSlots {
             let count = open.per_connection.entry(peer).or_default();
             if *count >= self.max_per_connection {
                 return Err(Error::LimitExceeded(format!(
-                    "this connection has {} open subscriptions (Subscribe and Tail), the \
-                     limit (--max-subscriptions-per-connection); open another connection",
+                    "this connection has {} open subscriptions (Subscribe, Tail and \
+                     Consume), the limit (--max-subscriptions-per-connection); open another \
+                     connection",
                     self.max_per_connection
                 )));
             }

@@ -263,9 +263,9 @@ test('admin views and RemoveConsumer', async () => {
 });
 
 test('RemoveConsumer of an unknown consumer is not INTERNAL', async () => {
-  // API.md: INTERNAL is "never for anything a client can cause". The proto
-  // promises `removed = false` for a consumer that did not exist; NOT_FOUND
-  // would also be a client-side answer.
+  // README.md, Errors: INTERNAL is "never for anything a client can cause".
+  // The proto promises `removed = false` for a consumer that did not exist;
+  // NOT_FOUND would also be a client-side answer.
   const stream = uniqueStream('ghost');
   await client.createGroup(stream, 'g');
   try {

@@ -135,9 +135,9 @@ pub struct ServeArgs {
     #[arg(long, env = "STREAMGATE_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
 
-    /// How long an open Subscribe or Tail rides out a lost Redis connection
-    /// (reconnecting with backoff, sending heartbeats) before it ends with
-    /// UNAVAILABLE, in milliseconds.
+    /// How long an open Subscribe, Tail or Consume rides out a lost Redis
+    /// connection (reconnecting with backoff, sending heartbeats) before it
+    /// ends with UNAVAILABLE, in milliseconds.
     #[arg(
         long,
         env = "STREAMGATE_REDIS_OUTAGE_GRACE_MS",
@@ -145,8 +145,8 @@ pub struct ServeArgs {
     )]
     pub redis_outage_grace_ms: u64,
 
-    /// End a Subscribe, Tail or Replay whose client takes nothing for this
-    /// long, in milliseconds; what it read stays pending in Redis.
+    /// End a Subscribe, Tail, Consume or Replay whose client takes nothing
+    /// for this long, in milliseconds; what it read stays pending in Redis.
     #[arg(long, env = "STREAMGATE_CLIENT_STALL_TIMEOUT_MS", default_value_t = defaults().client_stall_timeout_ms,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub client_stall_timeout_ms: u64,
@@ -218,12 +218,13 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(MIN_MESSAGE_BYTES..))]
     pub max_buffered_bytes: u64,
 
-    /// Most Subscribe and Tail streams open at once on this gateway.
+    /// Most Subscribe, Tail and Consume streams open at once on this
+    /// gateway.
     #[arg(long, env = "STREAMGATE_MAX_SUBSCRIPTIONS", default_value_t = defaults().max_subscriptions,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_subscriptions: u64,
 
-    /// Most Subscribe and Tail streams open at once on one client
+    /// Most Subscribe, Tail and Consume streams open at once on one client
     /// connection.
     #[arg(long, env = "STREAMGATE_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = defaults().max_subscriptions_per_connection,
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -3,7 +3,8 @@
 grpc raises ``grpc.RpcError`` objects whose ``code()`` exists only on some
 subclasses; wrapping them once gives callers a typed ``code`` to branch on
 (``NOT_FOUND`` for a missing group, ``UNAVAILABLE`` to retry, ...). The wire
-contract's error table (API.md) says which code means what.
+contract's error table (the gateway's README.md, Errors) says which code
+means what.
 """
 
 from __future__ import annotations
