@@ -94,8 +94,10 @@ impl Broker {
     ///
     /// 1. [`Broker::write_dead_letters`]: XADD the record to the dead-letter
     ///    stream unless its marker (named by source stream, group and entry
-    ///    ID, in the dead-letter stream's slot) exists, setting the marker
-    ///    in the same script. Repeating this step writes nothing twice.
+    ///    ID, in the dead-letter stream's slot) exists, then set the
+    ///    marker in the same script. Repeating this step writes nothing
+    ///    twice, and a record that cannot be written leaves no marker: the
+    ///    step fails, so step 2 does not run (see `scripts::DEAD_LETTER`).
     /// 2. XACK the entry in the source stream.
     ///
     /// Until step 2 the entry stays pending, so a gateway that crashes (or a

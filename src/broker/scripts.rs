@@ -116,14 +116,26 @@ return {next_cursor, out, dead, first[2] or ''}
 /// marker exists is skipped: it was written by an earlier attempt (a
 /// gateway that crashed before acknowledging the entry, or a competing
 /// gateway's round). Returns how many records were written.
+///
+/// The marker is set only after its record's XADD succeeded (check with
+/// EXISTS, XADD, then SET; the script is atomic, so nothing can come in
+/// between the check and the set). Redis does not roll back a script that
+/// fails midway: a marker set before an XADD that then fails (an entry
+/// written by another program with more fields than `unpack` returns, an
+/// out-of-memory refusal) would make the next round skip the record as
+/// written, and the broker would then acknowledge the entry with no
+/// record anywhere. In this order a failed XADD leaves no marker, the
+/// script fails, the entry stays pending and the next round tries again;
+/// a SET that failed after its XADD can at worst repeat the record.
 pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local written, a = 0, 2
 for k = 2, #KEYS do
   local n = tonumber(ARGV[a])
-  if redis.call('SET', KEYS[k], '1', 'NX', 'PX', ARGV[1]) then
+  if redis.call('EXISTS', KEYS[k]) == 0 then
     redis.call('XADD', KEYS[1], '*', unpack(ARGV, a + 1, a + n))
+    redis.call('SET', KEYS[k], '1', 'PX', ARGV[1])
     written = written + 1
   end
   a = a + n + 1

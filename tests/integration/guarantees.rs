@@ -161,6 +161,79 @@ async fn entries_trimmed_while_pending_are_recorded_as_trimmed_dead_letters() {
     );
 }
 
+/// How a subscription ended: its status, skipping heartbeats. Nothing is
+/// left to deliver, so a batch fails the test.
+async fn end_status(s: &mut Streaming<pb::SubscribeResponse>) -> tonic::Status {
+    loop {
+        match s.message().await {
+            Ok(Some(pb::SubscribeResponse {
+                kind: Some(Kind::Heartbeat(_)),
+            })) => {}
+            Ok(other) => panic!("expected the subscription to fail, got {other:?}"),
+            Err(status) => return status,
+        }
+    }
+}
+
+/// An entry written by another program with more fields than the
+/// dead-letter script can `unpack` (4,000; Produce caps an event at
+/// `--max-event-fields`, at most 3,984) can never get its dead-letter
+/// record written. Each reclaim round that tries fails (today the failure
+/// ends the subscription, which is the event each attempt waits for), and
+/// the entry must stay pending: never acknowledged without its record.
+/// Redis does not roll back a script that fails midway, so a marker set
+/// before the failed XADD made the next round skip the write as done and
+/// acknowledge the entry.
+#[tokio::test]
+async fn an_entry_whose_dead_letter_cannot_be_written_stays_pending() {
+    let (redis, mut gw) = setup().await;
+    let mut conn = redis.conn();
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg("orders").arg("*");
+    for i in 0..4000 {
+        xadd.arg(format!("f{i}")).arg(format!("v{i}"));
+    }
+    let id: String = xadd.query(&mut conn).unwrap();
+    assert_eq!(
+        read_directly(&redis, "orders", "g", "worker-a", 1),
+        std::slice::from_ref(&id)
+    );
+    // Delivered once: the first round that finds it idle makes it a
+    // dead-letter candidate.
+    let mut req = reclaiming("worker-b", 1);
+    req.max_deliveries = 1;
+    for attempt in 1..=3 {
+        let mut b = subscribe(&mut gw, req.clone()).await;
+        // Either the round fails and ends the subscription, or the entry
+        // leaves the PEL (acked: only right with its record written).
+        let subscription = tokio::select! {
+            status = end_status(&mut b) => format!("ended with {:?}", status.code()),
+            () = crate::common::eventually("a failed round or the entry acked", || {
+                let pending = owners(&redis).contains_key(&id);
+                async move { (!pending).then_some(()) }
+            }) => "still open".to_owned(),
+        };
+        let records: Vec<(String, HashMap<String, String>)> =
+            conn.xrange("orders:dlq", "-", "+").unwrap();
+        let recorded = records.iter().any(|(_, r)| r["dlq.id"] == id);
+        let pending = owners(&redis).get(&id).cloned();
+        assert!(
+            pending.is_some() || recorded,
+            "attempt {attempt}: the entry was acknowledged without a dead-letter record \
+             (the subscription {subscription})"
+        );
+        assert!(
+            !recorded,
+            "attempt {attempt}: a record was written after all"
+        );
+        assert_eq!(
+            pending,
+            Some(("worker-a".to_owned(), 1)),
+            "attempt {attempt}: left pending and untouched"
+        );
+    }
+}
+
 #[tokio::test]
 async fn nack_redelivers_at_once_or_after_its_delay_and_only_for_the_owner() {
     let (redis, mut gw) = setup().await;
