@@ -263,7 +263,7 @@ test('admin views and RemoveConsumer', async () => {
 });
 
 test('RemoveConsumer of an unknown consumer is not INTERNAL', async () => {
-  // README.md, Errors: INTERNAL is "never for anything a client can cause".
+  // docs/errors.md: INTERNAL is "never for anything a client can cause".
   // The proto promises `removed = false` for a consumer that did not exist;
   // NOT_FOUND would also be a client-side answer.
   const stream = uniqueStream('ghost');

@@ -276,7 +276,7 @@ def test_admin_views_and_remove_consumer(gateway: Gateway, client: Client, strea
 
 
 def test_remove_unknown_consumer_is_not_internal(client: Client, stream: str) -> None:
-    # README.md, Errors: INTERNAL is "never for anything a client can cause".
+    # docs/errors.md: INTERNAL is "never for anything a client can cause".
     # The proto promises `removed = false` for a consumer that did not exist;
     # NOT_FOUND would also be a client-side answer.
     client.create_group(stream, "g")

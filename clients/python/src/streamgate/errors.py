@@ -3,7 +3,7 @@
 grpc raises ``grpc.RpcError`` objects whose ``code()`` exists only on some
 subclasses; wrapping them once gives callers a typed ``code`` to branch on
 (``NOT_FOUND`` for a missing group, ``UNAVAILABLE`` to retry, ...). The wire
-contract's error table (the gateway's README.md, Errors) says which code
+contract's error table (the gateway's docs/errors.md) says which code
 means what.
 """
 
