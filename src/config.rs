@@ -369,7 +369,7 @@ impl Settings {
     }
 
     /// Request defaults and limits derived from the flags.
-    pub fn api_settings(&self) -> ApiSettings {
+    pub(crate) fn api_settings(&self) -> ApiSettings {
         ApiSettings {
             default_max_len: self.max_len,
             default_batch_size: self.batch_size,
@@ -389,17 +389,17 @@ impl Settings {
     }
 
     /// The largest request message the gRPC services decode.
-    pub fn max_message_bytes(&self) -> usize {
+    pub(crate) fn max_message_bytes(&self) -> usize {
         saturating_usize(self.max_message_bytes)
     }
 
     /// The byte budget of requests held for calls not yet answered.
-    pub fn max_buffered_bytes(&self) -> usize {
+    pub(crate) fn max_buffered_bytes(&self) -> usize {
         saturating_usize(self.max_buffered_bytes)
     }
 
     /// The subscription limits.
-    pub fn subscription_slots(&self) -> SubscriptionSlots {
+    pub(crate) fn subscription_slots(&self) -> SubscriptionSlots {
         SubscriptionSlots::new(
             saturating_usize(self.max_subscriptions),
             saturating_usize(self.max_subscriptions_per_connection),
@@ -408,7 +408,7 @@ impl Settings {
 
     /// Authentication from `--auth-config` and `--allow-anonymous`; off
     /// without a config file.
-    pub fn auth(&self) -> Result<Auth, String> {
+    pub(crate) fn auth(&self) -> Result<Auth, String> {
         match &self.auth_config {
             Some(path) => Auth::from_file(path, self.allow_anonymous),
             None => Ok(Auth::off()),
@@ -416,7 +416,7 @@ impl Settings {
     }
 
     /// The gRPC listener's TLS settings; `None` = plaintext.
-    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, String> {
+    pub(crate) fn server_tls(&self) -> Result<Option<ServerTlsConfig>, String> {
         tls::server_config(
             self.tls_cert.as_deref(),
             self.tls_key.as_deref(),

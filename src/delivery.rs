@@ -63,11 +63,6 @@ impl<T> Feed<T> {
         self.items.reserve().await.map_err(|_| Closed)
     }
 
-    /// True once the client has gone away.
-    pub fn is_closed(&self) -> bool {
-        self.items.is_closed()
-    }
-
     /// Completes when the client goes away.
     pub async fn closed(&self) {
         self.items.closed().await;
@@ -231,7 +226,7 @@ mod tests {
     async fn reserve_fails_once_the_client_is_gone() {
         let (feed, delivery) = channel::<u32>(1);
         drop(delivery);
-        assert!(feed.is_closed());
         assert!(feed.reserve().await.is_err());
+        feed.closed().await;
     }
 }
