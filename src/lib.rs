@@ -35,7 +35,8 @@
 //!   `/metrics` and the group poller.
 //! - [`dashboard`]: the live web page (`--http-listen`), a thin face over
 //!   the gateway's own services called in-process; [`demo`]: `streamgate
-//!   demo`'s consumers, clients of the public API.
+//!   demo`'s consumers, clients of the public API, which the dashboard
+//!   steers through [`dashboard::DemoControls`] without knowing the demo.
 //! - [`ids`], [`model`]: stream IDs and the event/entry data model.
 //! - [`error`]: the one error enum and the one mapping to gRPC status;
 //!   it logs Redis conditions and internal errors through

@@ -30,8 +30,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Code, Status};
 
 use super::local::{LocalGrpc, OnBehalf};
-use super::{LiveLimits, feed, live, outbox, snapshot};
-use crate::demo::Demo;
+use super::{DemoControls, LiveLimits, feed, live, outbox, snapshot};
 use crate::pb;
 use crate::shutdown::Shutdown;
 
@@ -47,7 +46,7 @@ const MAX_PRODUCE_CLICK: u32 = 10_000;
 pub(super) struct App {
     pub local: LocalGrpc,
     pub auth_enabled: bool,
-    pub demo: Option<Arc<Demo>>,
+    pub demo: Option<Arc<dyn DemoControls>>,
     pub shutdown: Shutdown,
     /// The gateway's task tracker: live views end before it is done.
     pub tasks: TaskTracker,
@@ -581,7 +580,7 @@ async fn reclaim(
 }
 
 /// The demo's controls exist only in demo mode.
-fn demo_of(app: &App) -> Result<&Arc<Demo>, ApiError> {
+fn demo_of(app: &App) -> Result<&Arc<dyn DemoControls>, ApiError> {
     app.demo.as_ref().ok_or_else(|| {
         ApiError(Status::failed_precondition(
             "demo controls exist only under `streamgate demo`",

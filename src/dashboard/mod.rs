@@ -29,6 +29,7 @@
 //! wait is disconnected.
 
 mod assets;
+mod controls;
 mod feed;
 mod http;
 mod live;
@@ -40,11 +41,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use controls::DemoControls;
 pub use local::{LocalGrpc, OnBehalf};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use crate::demo::Demo;
 use crate::shutdown::Shutdown;
 
 /// `Reclaim`'s idle threshold when neither the page nor the demo sets one:
@@ -104,7 +105,7 @@ pub struct Options {
     /// Whether the page must ask for a token.
     pub auth_enabled: bool,
     /// The demo's consumers, under `streamgate demo`.
-    pub demo: Option<Arc<Demo>>,
+    pub demo: Option<Arc<dyn DemoControls>>,
 }
 
 /// Binds `addr` and serves the dashboard until shutdown, on `tasks`;

@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 use tonic::{Code, Status};
 
+use super::DemoControls;
 use super::local::{LocalGrpc, OnBehalf};
-use crate::demo::Demo;
 use crate::pb;
 
 /// Pending entries shown per group.
@@ -112,7 +112,7 @@ pub(super) async fn stream(
     local: &LocalGrpc,
     who: &OnBehalf,
     name: &str,
-    demo: Option<&Demo>,
+    demo: Option<&dyn DemoControls>,
 ) -> Result<Value, Status> {
     let mut admin = local.admin();
     let info = match admin
@@ -163,7 +163,7 @@ pub(super) async fn stream(
         "last_generated_id": info.last_generated_id,
         "groups": groups,
         "dead_letter": dlq,
-        "demo": demo.filter(|d| d.stream() == name).map(Demo::state),
+        "demo": demo.filter(|d| d.stream() == name).map(|d| d.state()),
     }))
 }
 

@@ -23,6 +23,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::config::Settings;
+use futures_util::future::BoxFuture;
+
 use crate::dashboard::{self, LocalGrpc, OnBehalf};
 use crate::pb;
 use crate::server::Gateway;
@@ -132,7 +134,7 @@ pub async fn start(gateway: &Gateway, config: &DemoSettings) -> Result<SocketAdd
         dashboard::Options {
             local,
             auth_enabled: gateway.auth_enabled(),
-            demo: Some(demo),
+            demo: Some(demo as Arc<dyn dashboard::DemoControls>),
         },
         gateway.shutdown_signal(),
         gateway.tasks(),
@@ -419,6 +421,56 @@ impl Demo {
         }
         self.start_defaults();
         Ok(())
+    }
+}
+
+/// The dashboard steers the demo through this; each method is the
+/// inherent one of the same name.
+impl dashboard::DemoControls for Demo {
+    fn stream(&self) -> &str {
+        Demo::stream(self)
+    }
+
+    fn claim_min_idle_ms(&self) -> u64 {
+        Demo::claim_min_idle_ms(self)
+    }
+
+    fn info(&self) -> Value {
+        Demo::info(self)
+    }
+
+    fn state(&self) -> Value {
+        Demo::state(self)
+    }
+
+    fn add_consumer<'a>(
+        &'a self,
+        local: &'a LocalGrpc,
+        who: &'a OnBehalf,
+        group: &'a str,
+        consumer: &'a str,
+    ) -> BoxFuture<'a, Result<(), Status>> {
+        Box::pin(Demo::add_consumer(self, local, who, group, consumer))
+    }
+
+    fn stop_consumer<'a>(&'a self, group: &'a str, consumer: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(Demo::stop_consumer(self, group, consumer))
+    }
+
+    fn crash_next(&self, group: Option<&str>, consumer: &str, n: u32) -> Result<(), Status> {
+        Demo::crash_next(self, group, consumer, n)
+    }
+
+    fn hand_over(&self, group: &str, consumer: &str, entries: Vec<pb::Entry>) -> bool {
+        Demo::hand_over(self, group, consumer, entries)
+    }
+
+    fn reset<'a>(
+        &'a self,
+        local: &'a LocalGrpc,
+        who: &'a OnBehalf,
+    ) -> BoxFuture<'a, Result<(), Status>> {
+        Box::pin(Demo::reset(self, local, who))
     }
 }
 
