@@ -86,11 +86,6 @@ pub struct Settings {
     /// are refreshed from Redis, in milliseconds.
     pub metrics_poll_ms: u64,
 
-    /// Serve the live dashboard at `http://ADDR/` (off unless set; port 0
-    /// picks a free port, printed as `dashboard on http://ADDR/`). It calls
-    /// the gateway's own services, so `auth_config` applies to it too.
-    pub http_listen: Option<SocketAddr>,
-
     /// How long an open Subscribe, Tail or Consume rides out a lost Redis
     /// connection (reconnecting with backoff, sending heartbeats) before it
     /// ends with UNAVAILABLE, in milliseconds.
@@ -175,7 +170,6 @@ impl Default for Settings {
             health_interval_ms: 1000,
             metrics_listen: None,
             metrics_poll_ms: 5000,
-            http_listen: None,
             redis_outage_grace_ms: 15_000,
             client_stall_timeout_ms: 300_000,
             tls_cert: None,

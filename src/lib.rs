@@ -33,8 +33,9 @@
 //!   bounded hand-off from a reading task to a response stream.
 //! - [`metrics`]: the Prometheus registry, the per-RPC metrics layer,
 //!   `/metrics` and the group poller.
-//! - [`dashboard`]: the live web page (`--http-listen`), a thin face over
-//!   the gateway's own services called in-process; [`demo`]: `streamgate
+//! - [`local`]: the gateway's routes as an in-process gRPC handle.
+//!   [`dashboard`]: the live web page (`--http-listen`, started by the
+//!   binary), a thin face over that handle; [`demo`]: `streamgate
 //!   demo`'s consumers, clients of the public API, which the dashboard
 //!   steers through [`dashboard::DemoControls`] without knowing the demo.
 //! - [`ids`], [`model`]: stream IDs and the event/entry data model.
@@ -75,7 +76,8 @@
 //
 // - `config` and `server`: `Settings`, `server::start` and `Gateway`, to
 //   run a gateway from code; `pb`: the generated messages and clients.
-// - `dashboard` and `demo`: the binary composes them with the gateway.
+// - `local`, `dashboard` and `demo`: the binary composes them with the
+//   gateway (the library's `server::start` serves gRPC and metrics only).
 // - `auth`: parsing a token file and hashing a token, for tools that
 //   write one; `error`: the error type behind every status.
 // - `broker`, `doorbell`, `shutdown`: the waiting machinery, public for the
@@ -99,6 +101,7 @@ pub mod error;
 pub(crate) mod group_ops;
 pub(crate) mod ids;
 pub(crate) mod limits;
+pub mod local;
 pub(crate) mod log_throttle;
 pub(crate) mod metrics;
 pub(crate) mod model;

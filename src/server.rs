@@ -19,10 +19,10 @@ use crate::api::{Context, EventStreamService, StreamAdminService};
 use crate::auth::{self, Auth, Authenticate};
 use crate::broker::Broker;
 use crate::config::Settings;
-use crate::dashboard::{self, LocalGrpc};
 use crate::doorbell::Doorbell;
 use crate::group_ops::GroupOps;
 use crate::limits::{BudgetMetrics, ByteBudget, ReadingLayer};
+use crate::local::LocalGrpc;
 use crate::metrics::{self, Metrics, RpcMetricsLayer};
 use crate::pb::{
     self, event_stream_server::EventStreamServer, stream_admin_server::StreamAdminServer,
@@ -69,7 +69,6 @@ pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Gateway {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
-    http_addr: Option<SocketAddr>,
     auth_enabled: bool,
     local: LocalGrpc,
     shutdown: Shutdown,
@@ -89,11 +88,6 @@ impl Gateway {
     /// The address of the `/metrics` endpoint, when enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
-    }
-
-    /// The address of the dashboard, when enabled (`http_listen`).
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http_addr
     }
 
     /// The gateway's own gRPC services, callable in-process with the full
@@ -139,9 +133,10 @@ impl Gateway {
 }
 
 /// Connects to Redis, binds the listener and starts serving in the
-/// background. Each step below is one function: settings and security,
-/// Redis, the listener, metrics, the services and their routes, the layers
-/// every call passes, the dashboard, and the server task.
+/// background: gRPC and `/metrics`, nothing else (the binary adds the
+/// dashboard and the demo). Each step below is one function: settings and
+/// security, Redis, the listener, metrics, the services and their routes,
+/// the layers every call passes, and the server task.
 pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
     config.validate()?;
     // Security settings first: a bad file must fail before anything runs.
@@ -181,7 +176,6 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
         .layer(RpcMetricsLayer::new(metrics))
         .layer(reading)
         .add_routes(routes);
-    let http_addr = serve_dashboard(config, &local, auth_enabled, &shutdown).await?;
     let signal = shutdown.clone();
     let task = tokio::spawn(async move {
         router
@@ -193,7 +187,6 @@ pub async fn start(config: &Settings) -> Result<Gateway, StartError> {
     Ok(Gateway {
         addr,
         metrics_addr,
-        http_addr,
         auth_enabled,
         local,
         shutdown,
@@ -318,27 +311,6 @@ fn reading_layer(config: &Settings, metrics: &Metrics) -> ReadingLayer {
             },
         ),
     )
-}
-
-/// Serves the dashboard when `http_listen` is set.
-async fn serve_dashboard(
-    config: &Settings,
-    local: &LocalGrpc,
-    auth_enabled: bool,
-    shutdown: &Shutdown,
-) -> Result<Option<SocketAddr>, StartError> {
-    let Some(http) = config.http_listen else {
-        return Ok(None);
-    };
-    let options = dashboard::Options {
-        local: local.clone(),
-        auth_enabled,
-        demo: None,
-    };
-    let bound = dashboard::serve(http, options, shutdown.clone(), shutdown.tasks())
-        .await
-        .map_err(|e| format!("cannot serve the dashboard on {http}: {e}"))?;
-    Ok(Some(bound))
 }
 
 /// Keeps `grpc.health.v1` in step with Redis: SERVING only while Redis

@@ -29,8 +29,8 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tonic::{Code, Status};
 
-use super::local::{LocalGrpc, OnBehalf};
 use super::{DemoControls, LiveLimits, feed, live, outbox, snapshot};
+use crate::local::{LocalGrpc, OnBehalf};
 use crate::pb;
 use crate::shutdown::Shutdown;
 

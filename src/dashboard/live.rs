@@ -27,9 +27,9 @@ use tonic::Status;
 
 use super::feed::{Feed, PageGone};
 use super::http::{App, error_json};
-use super::local::OnBehalf;
 use super::outbox::Outbox;
 use super::snapshot;
+use crate::local::OnBehalf;
 use crate::pb;
 
 /// How often the view is re-read from Redis: changes show within about

@@ -33,7 +33,6 @@ mod controls;
 mod feed;
 mod http;
 mod live;
-pub mod local;
 mod outbox;
 mod snapshot;
 
@@ -41,8 +40,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::local::{LocalGrpc, OnBehalf};
 pub use controls::DemoControls;
-pub use local::{LocalGrpc, OnBehalf};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use tonic::{Code, Status};
 
 use super::DemoControls;
-use super::local::{LocalGrpc, OnBehalf};
+use crate::local::{LocalGrpc, OnBehalf};
 use crate::pb;
 
 /// Pending entries shown per group.

@@ -87,7 +87,6 @@ impl DemoSettings {
             listen: self.listen,
             redis_url: self.redis_url.clone(),
             max_len: 2000,
-            http_listen: None,
             ..Settings::default()
         }
     }

@@ -36,14 +36,20 @@ async fn dashboard() -> (RedisServer, TestGateway, SocketAddr, tempfile::TempDir
     .unwrap();
     let mut cfg = config(&redis);
     cfg.auth_config = Some(path);
-    cfg.http_listen = Some("127.0.0.1:0".parse().unwrap());
     let gw = TestGateway::start(cfg).await;
-    let http = gw
-        .gateway
-        .as_ref()
-        .unwrap()
-        .http_addr()
-        .expect("dashboard address");
+    let gateway = gw.gateway.as_ref().unwrap();
+    let http = streamgate::dashboard::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        streamgate::dashboard::Options {
+            local: gateway.local(),
+            auth_enabled: gateway.auth_enabled(),
+            demo: None,
+        },
+        gateway.shutdown_signal(),
+        gateway.tasks(),
+    )
+    .await
+    .expect("the dashboard starts");
     (redis, gw, http, dir)
 }
 

@@ -303,7 +303,6 @@ impl From<ServeArgs> for Settings {
             health_interval_ms: args.health_interval_ms,
             metrics_listen: args.metrics_listen,
             metrics_poll_ms: args.metrics_poll_ms,
-            http_listen: args.http_listen,
             redis_outage_grace_ms: args.redis_outage_grace_ms,
             client_stall_timeout_ms: args.client_stall_timeout_ms,
             tls_cert: args.tls_cert,
@@ -392,12 +391,12 @@ mod tests {
             panic!("parsed `serve`");
         };
         assert_eq!(args.shutdown_grace_ms, 16);
+        assert_eq!(args.http_listen, Some("127.0.0.1:22".parse().unwrap()));
         let s = Settings::from(*args);
         assert_eq!(s.produce_wait_replicas, 23);
         let path = |p: &str| Some(PathBuf::from(p));
         assert_eq!(s.listen, "127.0.0.1:1".parse().unwrap());
         assert_eq!(s.metrics_listen, Some("127.0.0.1:12".parse().unwrap()));
-        assert_eq!(s.http_listen, Some("127.0.0.1:22".parse().unwrap()));
         assert_eq!(
             (s.redis_url.as_str(), s.key_prefix.as_str()),
             ("redis://r:2", "p:")

@@ -5,14 +5,16 @@
 mod args;
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use args::{Cli, Command};
 use clap::Parser;
 use streamgate::config::Settings;
+use streamgate::dashboard;
 use streamgate::demo::DemoSettings;
-use streamgate::server;
+use streamgate::server::{self, Gateway};
 use tracing_subscriber::EnvFilter;
 
 /// The gateway allocates and frees small buffers for every message (proto
@@ -33,18 +35,28 @@ async fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => {
             let grace = Duration::from_millis(args.shutdown_grace_ms);
-            serve(Settings::from(*args), grace, None).await
+            let web = args.http_listen.map(Web::Dashboard);
+            serve(Settings::from(*args), grace, web).await
         }
         Command::Demo(args) => {
             let demo = DemoSettings::from(args);
             let settings = demo.gateway_settings();
             let grace = Duration::from_millis(10_000);
-            serve(settings, grace, Some(demo)).await
+            serve(settings, grace, Some(Web::Demo(demo))).await
         }
     }
 }
 
-async fn serve(settings: Settings, grace: Duration, demo: Option<DemoSettings>) -> ExitCode {
+/// What the binary serves over HTTP beside the gateway: the library's
+/// `server::start` serves gRPC and `/metrics` only.
+enum Web {
+    /// The dashboard (`--http-listen`).
+    Dashboard(SocketAddr),
+    /// `streamgate demo`: the dashboard with the demo's consumers.
+    Demo(DemoSettings),
+}
+
+async fn serve(settings: Settings, grace: Duration, web: Option<Web>) -> ExitCode {
     // Watch the signals before anything is announced: a script that stops
     // the gateway as soon as it printed its address must get the graceful
     // shutdown, not the default action of SIGTERM.
@@ -67,19 +79,15 @@ async fn serve(settings: Settings, grace: Duration, demo: Option<DemoSettings>) 
     if let Some(addr) = gateway.metrics_addr() {
         println!("metrics on {addr}");
     }
-    let dashboard = match &demo {
-        Some(demo) => match streamgate::demo::start(&gateway, demo).await {
-            Ok(addr) => Some(addr),
+    if let Some(web) = web {
+        match serve_web(&gateway, web).await {
+            Ok(addr) => println!("dashboard on http://{addr}/"),
             Err(e) => {
                 eprintln!("streamgate: {e}");
                 gateway.shutdown();
                 return ExitCode::FAILURE;
             }
-        },
-        None => gateway.http_addr(),
-    };
-    if let Some(addr) = dashboard {
-        println!("dashboard on http://{addr}/");
+        }
     }
     let _ = std::io::stdout().flush();
 
@@ -114,4 +122,22 @@ fn stop_signal() -> std::io::Result<impl Future<Output = ()>> {
             _ = int.recv() => {}
         }
     })
+}
+
+/// Starts the dashboard (with the demo's consumers, under `demo`) on the
+/// gateway's in-process services; returns its address.
+async fn serve_web(gateway: &Gateway, web: Web) -> Result<SocketAddr, String> {
+    match web {
+        Web::Demo(demo) => streamgate::demo::start(gateway, &demo).await,
+        Web::Dashboard(addr) => {
+            let options = dashboard::Options {
+                local: gateway.local(),
+                auth_enabled: gateway.auth_enabled(),
+                demo: None,
+            };
+            dashboard::serve(addr, options, gateway.shutdown_signal(), gateway.tasks())
+                .await
+                .map_err(|e| format!("cannot serve the dashboard on {addr}: {e}"))
+        }
+    }
 }
