@@ -223,7 +223,11 @@ async fn redis_acl_refusal_is_permission_denied() {
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 }
 
-#[tokio::test]
+// Multi-threaded, with the kill and the restart (which waits for Redis to
+// answer PING) in `block_in_place`, as in loss.rs: on the default
+// current-thread runtime they would freeze the in-process gateway, and it
+// would see Redis neither go nor come back, only the result afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_going_away_is_unavailable_not_a_hang_and_recovers() {
     let (mut redis, mut gw) = setup().await;
     produce(&mut gw, "orders", orders(1)).await;
@@ -233,7 +237,7 @@ async fn redis_going_away_is_unavailable_not_a_hang_and_recovers() {
     })
     .await;
 
-    redis.kill();
+    tokio::task::block_in_place(|| redis.kill());
     let status = produce_err(&mut gw, "orders", orders(1)).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     eventually("health NOT_SERVING", || {
@@ -242,7 +246,7 @@ async fn redis_going_away_is_unavailable_not_a_hang_and_recovers() {
     })
     .await;
 
-    redis.restart();
+    tokio::task::block_in_place(|| redis.restart());
     assert_eq!(produce_when_up(&gw, "orders", 1).await.len(), 1);
     eventually("health SERVING again", || {
         let gw = &gw;

@@ -11,7 +11,11 @@ use crate::common::{
     take_entries,
 };
 
-#[tokio::test]
+// Multi-threaded, with the blocking start of Redis (a wait for its first
+// PING) in `block_in_place`: on the default current-thread runtime it would
+// freeze the in-process gateway, which would then never try to connect
+// while Redis comes up (what this test is about), only after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_starts_before_redis_and_serves_once_it_appears() {
     let port = free_port();
     let mut cfg = config(&RedisServer::start());
@@ -21,7 +25,7 @@ async fn the_gateway_starts_before_redis_and_serves_once_it_appears() {
     let status = produce_err(&mut gw, "orders", orders(1)).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
-    let _redis = RedisServer::start_on(port, &[]);
+    let _redis = tokio::task::block_in_place(|| RedisServer::start_on(port, &[]));
     let gw_ref = &gw;
     eventually("health SERVING once Redis is up", || async move {
         (health(gw_ref).await == ServingStatus::Serving).then_some(())
@@ -32,7 +36,13 @@ async fn the_gateway_starts_before_redis_and_serves_once_it_appears() {
     assert_eq!(take_entries(&mut s, 1).await.len(), 1);
 }
 
-#[tokio::test]
+// Multi-threaded, with the restart (kill, relaunch, wait for PING) in
+// `block_in_place`, as in loss.rs: on the default current-thread runtime the
+// restart would freeze the in-process gateway for as long as it takes, so
+// the gateway would never see the outage it is meant to ride out, only a
+// dead connection once Redis is already back, with every timer that came
+// due meanwhile firing at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_rides_out_a_redis_restart_and_recreates_its_group() {
     let mut redis = RedisServer::start();
     let mut gw = TestGateway::start(config(&redis)).await;
@@ -41,7 +51,7 @@ async fn a_subscription_rides_out_a_redis_restart_and_recreates_its_group() {
     take_entries(&mut open, 1).await;
 
     // Without persistence the restart loses the stream and the group.
-    redis.restart();
+    tokio::task::block_in_place(|| redis.restart());
     let after = produce_when_up(&gw, "orders", 2).await;
     // The same stream resumes: the group is back (from `group_start_id` 0)
     // and delivers what was produced after the restart.

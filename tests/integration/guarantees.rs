@@ -2,7 +2,6 @@
 //! control, heartbeats, idempotent produce and safe trim.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use redis::Commands;
 use streamgate::pb::{self, subscribe_response::Kind};
@@ -268,39 +267,114 @@ async fn nack_redelivers_at_once_or_after_its_delay_and_only_for_the_owner() {
     assert_eq!(owners(&redis)[&produced[0]].0, "worker-a");
 }
 
+/// An idle threshold no stall of a test machine comes near: entries only
+/// pass it when the test says so (see [`age`]).
+const HOUR_MS: u64 = 3_600_000;
+/// Comfortably under [`HOUR_MS`], by more than any stall.
+const ALMOST_AN_HOUR_MS: u64 = HOUR_MS - 60_000;
+
+/// Makes pending entries of `consumer` in group `g` look idle for
+/// `idle_ms`, as if that much time had passed since they were last
+/// delivered or extended: XCLAIM to the same consumer with IDLE, and
+/// JUSTID so that no delivery is counted. Idle time is all that reclaim
+/// looks at, so the test moves it instead of racing a timer.
+fn age(redis: &RedisServer, consumer: &str, ids: &[String], idle_ms: u64) {
+    let aged: Vec<String> = redis::cmd("XCLAIM")
+        .arg(&["orders", "g", consumer, "0"][..])
+        .arg(ids)
+        .arg("IDLE")
+        .arg(idle_ms)
+        .arg("JUSTID")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(aged, ids, "every entry to age is pending for {consumer}");
+}
+
+/// How long a pending entry of group `g` has been idle, in ms (XPENDING).
+fn idle_ms(redis: &RedisServer, id: &str) -> u64 {
+    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(&["orders", "g", id, id, "1"][..])
+        .query(&mut redis.conn())
+        .unwrap();
+    rows.first().unwrap_or_else(|| panic!("{id} is pending")).2
+}
+
+async fn extend(gw: &mut TestGateway, consumer: &str, ids: &[String]) -> u64 {
+    gw.events
+        .extend(pb::ExtendRequest {
+            stream: "orders".into(),
+            group: "g".into(),
+            consumer: consumer.into(),
+            ids: ids.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .extended
+}
+
+/// What Extend promises is that it resets an entry's idle time (without
+/// counting a delivery), and reclaim takes only entries idle for its
+/// threshold. The test once extended every 100 ms inside a 400 ms
+/// threshold: a machine that stalled for 400 ms between two extends let
+/// the entry be reclaimed rightly, and the test failed. Here the threshold
+/// is an hour and the test itself says how much time has passed ([`age`]),
+/// so each step is checked on Redis' state whatever the scheduling.
 #[tokio::test]
 async fn extend_keeps_a_slow_consumers_entry_from_being_reclaimed() {
     let (redis, mut gw) = setup().await;
-    let slow = produce(&mut gw, "orders", orders(1)).await;
-    read_directly(&redis, "orders", "g", "worker-a", 1);
-    let mut b = subscribe(&mut gw, reclaiming("worker-b", 400)).await;
-    // worker-a works for well over the idle threshold, extending as it goes.
-    for _ in 0..12 {
-        let extended = gw
-            .events
-            .extend(pb::ExtendRequest {
-                stream: "orders".into(),
-                group: "g".into(),
-                consumer: "worker-a".into(),
-                ids: slow.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .extended;
-        assert_eq!(extended, 1);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // worker-b's reclaim rounds ran all along (one per read, at most every
-    // 200 ms) and left the extended entry alone.
+    // Both held by worker-a: it works on `slow` and extends it; `stale` it
+    // has forgotten. `slow` has the lower ID, so a reclaim scan, which goes
+    // in ID order, looks at it before `stale`.
+    let produced = produce(&mut gw, "orders", orders(2)).await;
+    let (slow, stale) = (&produced[..1], &produced[1..]);
+    read_directly(&redis, "orders", "g", "worker-a", 2);
+    // Both have been idle for well over worker-b's threshold ...
+    age(&redis, "worker-a", &produced, 2 * HOUR_MS);
+    // ... but worker-a extends `slow` before worker-b's rounds start.
+    assert_eq!(extend(&mut gw, "worker-a", slow).await, 1);
+    let idle = idle_ms(&redis, &slow[0]);
+    assert!(
+        idle < ALMOST_AN_HOUR_MS,
+        "Extend resets the idle time: {idle} ms after it"
+    );
+    let mut b = subscribe(&mut gw, reclaiming("worker-b", HOUR_MS)).await;
+    // worker-b's round takes the forgotten entry; the same round (one
+    // script, so one instant in Redis) scanned `slow` first and left it.
+    let got = until_entry(&mut b, &stale[0]).await;
+    assert_eq!(ids(&got), stale, "only the entry not extended is reclaimed");
+    assert_eq!(got[0].delivery_count, 2);
     assert_eq!(
         owners(&redis)[&slow[0]],
         ("worker-a".to_owned(), 1),
         "extend counts no delivery"
     );
-    // Once worker-a stops extending, worker-b takes the entry over.
+
+    // worker-a works on for hours, extending as it goes, while worker-b's
+    // rounds run (every 50 ms): each time almost an hour has passed, and
+    // each Extend starts the idle time over.
+    for round in 0..3 {
+        age(&redis, "worker-a", slow, ALMOST_AN_HOUR_MS);
+        assert_eq!(extend(&mut gw, "worker-a", slow).await, 1);
+        let idle = idle_ms(&redis, &slow[0]);
+        assert!(
+            idle < ALMOST_AN_HOUR_MS,
+            "extend {round} resets the idle time: {idle} ms after it"
+        );
+    }
+    assert_eq!(
+        owners(&redis)[&slow[0]],
+        ("worker-a".to_owned(), 1),
+        "the extended entry stays with worker-a, its delivery uncounted"
+    );
+
+    // Once worker-a stops extending and the threshold passes, worker-b
+    // takes the entry over.
+    age(&redis, "worker-a", slow, 2 * HOUR_MS);
     let taken = until_entry(&mut b, &slow[0]).await;
-    assert_eq!(taken.last().unwrap().delivery_count, 2);
+    let taken = taken.iter().find(|e| e.id == slow[0]).unwrap();
+    assert!(taken.redelivered && taken.delivery_count == 2, "{taken:?}");
+    assert_eq!(owners(&redis)[&slow[0]], ("worker-b".to_owned(), 2));
 }
 
 /// The next message of a subscription, batch or heartbeat.
