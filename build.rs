@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // prost's decoder, with an undecodable message answered as the
         // client's fault (INVALID_ARGUMENT), not INTERNAL.
-        .codec_path("crate::limits::Codec")
+        .codec_path("crate::pb::Codec")
         // Produce decodes these maps for every event: a BTreeMap skips
         // SipHash and arrives sorted, so the gateway need not sort again.
         .btree_map(".streamgate.v1.Event")

@@ -1,9 +1,19 @@
 //! Code generated from `proto/streamgate/v1/*.proto`, plus the encoded
-//! descriptor set that server reflection serves.
+//! descriptor set that server reflection serves, and the codec the
+//! generated services and clients use.
 
-#![allow(missing_docs, clippy::all, clippy::pedantic)]
+mod codec;
 
-tonic::include_proto!("streamgate.v1");
+/// The generated code, exempt from the lints the crate's own code keeps.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+mod generated {
+    tonic::include_proto!("streamgate.v1");
+}
+
+pub use generated::*;
+
+pub use codec::Codec;
+pub(crate) use codec::UNDECODABLE;
 
 /// The encoded `FileDescriptorSet` of every streamgate proto file.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

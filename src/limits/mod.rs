@@ -10,7 +10,7 @@ mod reading;
 mod subscriptions;
 
 pub(crate) use budget::{BudgetMetrics, ByteBudget};
-pub use reading::{Answers, Codec, ReadingLayer};
+pub use reading::{Answers, ReadingLayer};
 pub use subscriptions::{Slot, SubscriptionSlots};
 
 use crate::error::{Error, Result};

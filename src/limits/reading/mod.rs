@@ -14,7 +14,7 @@
 //! server (INTERNAL) or that the contract does not use (OUT_OF_RANGE).
 //! The layer does not read tonic's messages to find out what happened: it
 //! follows the gRPC framing of the body as it passes ([`framing`]) and
-//! knows; decoding failures come from the gateway's own [`Codec`]. It then
+//! knows; decoding failures come from the gateway's own [`pb::Codec`]. It then
 //! settles the status wherever it travels: in the headers of a
 //! trailers-only answer, or in the trailers of a streaming one.
 //!
@@ -26,10 +26,7 @@
 //! handler has answered (or set up its stream), for a client stream
 //! message by message as the handler reports through [`Answers`].
 
-mod codec;
 mod framing;
-
-pub use codec::Codec;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -165,7 +162,7 @@ impl Call {
         let settled = match broken {
             Some(broken) => self.error(broken),
             None if status.code() == Code::InvalidArgument
-                && status.message().starts_with(codec::UNDECODABLE) =>
+                && status.message().starts_with(pb::UNDECODABLE) =>
             {
                 Error::Unreadable {
                     rpc: self.rpc.name,

@@ -4,8 +4,9 @@
 //! tonic-prost answers an undecodable message with INTERNAL, which the
 //! gRPC status guide reserves for the server's own faults; a client that
 //! sends garbage must learn that the fault is its own. The message starts
-//! with [`UNDECODABLE`] so that the reading layer can name the rpc, which
-//! a codec does not know.
+//! with [`UNDECODABLE`] so that the reading layer
+//! ([`crate::limits::ReadingLayer`]) can name the rpc, which a codec does
+//! not know.
 
 use std::marker::PhantomData;
 
