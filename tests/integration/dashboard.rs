@@ -37,20 +37,27 @@ async fn dashboard() -> (RedisServer, TestGateway, SocketAddr, tempfile::TempDir
     let mut cfg = config(&redis);
     cfg.auth_config = Some(path);
     let gw = TestGateway::start(cfg).await;
+    let http = dashboard_of(&gw, streamgate::dashboard::LiveLimits::default()).await;
+    (redis, gw, http, dir)
+}
+
+/// Serves the dashboard with `limits` on `gw`'s in-process services, as
+/// the binary does with `--http-listen`.
+async fn dashboard_of(gw: &TestGateway, limits: streamgate::dashboard::LiveLimits) -> SocketAddr {
     let gateway = gw.gateway.as_ref().unwrap();
-    let http = streamgate::dashboard::serve(
+    streamgate::dashboard::serve_with_limits(
         "127.0.0.1:0".parse().unwrap(),
         streamgate::dashboard::Options {
             local: gateway.local(),
             auth_enabled: gateway.auth_enabled(),
             demo: None,
         },
+        limits,
         gateway.shutdown_signal(),
         gateway.tasks(),
     )
     .await
-    .expect("the dashboard starts");
-    (redis, gw, http, dir)
+    .expect("the dashboard starts")
 }
 
 /// One HTTP/1.1 exchange; returns the head and the body.
@@ -459,20 +466,7 @@ async fn limited_dashboard(
 ) -> (RedisServer, TestGateway, SocketAddr) {
     let redis = RedisServer::start();
     let gw = TestGateway::start(config(&redis)).await;
-    let gateway = gw.gateway.as_ref().unwrap();
-    let http_addr = streamgate::dashboard::serve_with_limits(
-        "127.0.0.1:0".parse().unwrap(),
-        streamgate::dashboard::Options {
-            local: gateway.local(),
-            auth_enabled: gateway.auth_enabled(),
-            demo: None,
-        },
-        limits,
-        gateway.shutdown_signal(),
-        gateway.tasks(),
-    )
-    .await
-    .expect("the dashboard starts");
+    let http_addr = dashboard_of(&gw, limits).await;
     (redis, gw, http_addr)
 }
 
