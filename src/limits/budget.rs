@@ -295,9 +295,16 @@ mod tests {
             let second = second.clone();
             async move { second.hold(5).await }
         });
+        // The test runtime runs one task at a time: the waiter has run up
+        // to its wait when this task is back.
         tokio::task::yield_now().await;
+        assert_eq!(budget.metrics.waiting.get(), 1, "the second call waits");
         first.release_all();
-        waiter.await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(15), waiter)
+            .await
+            .expect("the release wakes the waiter")
+            .unwrap();
         assert_eq!(budget.metrics.held.get(), 5);
+        assert_eq!(budget.metrics.waiting.get(), 0);
     }
 }
