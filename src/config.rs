@@ -43,11 +43,23 @@ pub struct Settings {
     /// disables it.
     pub max_len: u64,
 
-    /// Longest block of the doorbell's XREAD, and longest wait of an idle
-    /// live stream before it reads again although nothing rang (acks
-    /// through other gateways), in milliseconds. Timers, cancellation and
-    /// shutdown do not wait for it.
+    /// Longest block of the XREAD wake-up (`wakeup: Xread`), and longest
+    /// wait of a live stream held back by `max_in_flight` before it reads
+    /// again although no ack rang (acks through other gateways); with the
+    /// XREAD wake-up also the longest wait of an idle live stream. In
+    /// milliseconds. Timers, cancellation and shutdown do not wait for it.
     pub block_ms: u64,
+
+    /// How idle Subscribe, Tail and Consume calls learn of new entries
+    /// (see [`Wakeup`]).
+    pub wakeup: Wakeup,
+
+    /// With the tracking wake-up: longest wait of an idle live stream
+    /// before it reads again although nothing rang, in milliseconds. A
+    /// safety net only (a group cursor moved through another gateway is
+    /// the one change nothing rings for), so long: 10,000 idle streams
+    /// cost Redis about 83 reads a second at the default two minutes.
+    pub idle_recheck_ms: u64,
 
     /// Subscribe batch size when the request sets none.
     pub batch_size: u32,
@@ -160,6 +172,8 @@ impl Default for Settings {
             key_prefix: String::new(),
             max_len: 10_000,
             block_ms: 1000,
+            wakeup: Wakeup::Tracking,
+            idle_recheck_ms: 120_000,
             batch_size: 10,
             max_batch_size: 10_000,
             max_produce_events: 10_000,
@@ -189,6 +203,25 @@ impl Default for Settings {
         }
     }
 }
+
+/// How idle live streams are woken when their stream gets entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Wakeup {
+    /// One connection per Redis node with `CLIENT TRACKING on` (RESP3):
+    /// reading a stream's length there registers the stream, and its next
+    /// write sends one invalidation, whatever the number of streams or
+    /// slots. Falls back to [`Wakeup::Xread`], logging why, where the
+    /// server refuses it (no RESP3, an ACL without `client|tracking`).
+    #[default]
+    Tracking,
+    /// Blocking `XREAD`s over at most 100 streams each, one connection
+    /// each (on a cluster one per slot with idle readers): the wake-up of
+    /// streamgate before tracking, for servers without it.
+    Xread,
+}
+
+/// Longest `idle_recheck_ms`: one hour.
+pub const MAX_IDLE_RECHECK_MS: u64 = 3_600_000;
 
 /// Longest `block_ms`: one minute. Longer blocks only delay what waits for
 /// them (a read after acks made through another gateway).
@@ -275,6 +308,12 @@ impl Settings {
     /// dead-letter script cannot move. The first refusal names its field.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         in_range("block_ms", self.block_ms, 1, Some(MAX_BLOCK_MS))?;
+        in_range(
+            "idle_recheck_ms",
+            self.idle_recheck_ms,
+            1,
+            Some(MAX_IDLE_RECHECK_MS),
+        )?;
         in_range("batch_size", u64::from(self.batch_size), 1, None)?;
         in_range("max_batch_size", u64::from(self.max_batch_size), 1, None)?;
         in_range("max_produce_events", self.max_produce_events, 1, None)?;
@@ -475,8 +514,14 @@ mod tests {
     #[test]
     fn each_refusal_names_its_field_and_range() {
         type Set = fn(&mut Settings, u64);
-        let cases: [(&str, Set, u64, Option<u64>); 15] = [
+        let cases: [(&str, Set, u64, Option<u64>); 16] = [
             ("block_ms", |s, v| s.block_ms = v, 1, Some(MAX_BLOCK_MS)),
+            (
+                "idle_recheck_ms",
+                |s, v| s.idle_recheck_ms = v,
+                1,
+                Some(MAX_IDLE_RECHECK_MS),
+            ),
             ("batch_size", |s, v| s.batch_size = v as u32, 1, None),
             (
                 "max_batch_size",

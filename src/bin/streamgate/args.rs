@@ -5,9 +5,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use streamgate::config::{
-    MAX_BLOCK_MS, MAX_EVENT_FIELDS_LIMIT, MIN_MESSAGE_BYTES, MIN_METRICS_POLL_MS, Settings,
+    MAX_BLOCK_MS, MAX_EVENT_FIELDS_LIMIT, MAX_IDLE_RECHECK_MS, MIN_MESSAGE_BYTES,
+    MIN_METRICS_POLL_MS, Settings, Wakeup,
 };
 use streamgate::demo::DemoSettings;
 
@@ -65,13 +66,28 @@ pub struct ServeArgs {
     #[arg(long, env = "STREAMGATE_MAX_LEN", default_value_t = defaults().max_len)]
     pub max_len: u64,
 
-    /// Longest block of the doorbell's XREAD, and longest wait of an idle
-    /// live stream before it reads again although nothing rang (acks
-    /// through other gateways), in milliseconds. Timers, cancellation and
-    /// shutdown do not wait for it.
+    /// Longest block of the XREAD wake-up, and longest wait of a live
+    /// stream held back by max_in_flight before it reads again although no
+    /// ack rang (acks through other gateways); with `--wakeup xread` also
+    /// the longest wait of an idle live stream. In milliseconds.
     #[arg(long, env = "STREAMGATE_BLOCK_MS", default_value_t = defaults().block_ms,
           value_parser = clap::value_parser!(u64).range(1..=MAX_BLOCK_MS))]
     pub block_ms: u64,
+
+    /// How idle Subscribe, Tail and Consume calls learn of new entries:
+    /// `tracking` watches every idle stream of a Redis node over one
+    /// connection (CLIENT TRACKING) and falls back to `xread`, saying why,
+    /// where the server refuses it; `xread` blocks in XREADs over up to
+    /// 100 streams each.
+    #[arg(long, env = "STREAMGATE_WAKEUP", value_enum, default_value_t = WakeupArg::Tracking)]
+    pub wakeup: WakeupArg,
+
+    /// With `--wakeup tracking`: longest wait of an idle live stream before
+    /// it reads again although nothing rang (a safety net), in
+    /// milliseconds.
+    #[arg(long, env = "STREAMGATE_IDLE_RECHECK_MS", default_value_t = defaults().idle_recheck_ms,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_IDLE_RECHECK_MS))]
+    pub idle_recheck_ms: u64,
 
     /// Subscribe batch size when the request sets none.
     #[arg(long, env = "STREAMGATE_BATCH_SIZE", default_value_t = defaults().batch_size,
@@ -284,6 +300,24 @@ impl From<DemoArgs> for DemoSettings {
     }
 }
 
+/// `--wakeup`: the command-line names of [`Wakeup`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WakeupArg {
+    /// CLIENT TRACKING, one connection per Redis node.
+    Tracking,
+    /// Blocking XREADs over up to 100 streams each.
+    Xread,
+}
+
+impl From<WakeupArg> for Wakeup {
+    fn from(arg: WakeupArg) -> Wakeup {
+        match arg {
+            WakeupArg::Tracking => Wakeup::Tracking,
+            WakeupArg::Xread => Wakeup::Xread,
+        }
+    }
+}
+
 impl From<ServeArgs> for Settings {
     fn from(args: ServeArgs) -> Settings {
         Settings {
@@ -293,6 +327,8 @@ impl From<ServeArgs> for Settings {
             key_prefix: args.key_prefix,
             max_len: args.max_len,
             block_ms: args.block_ms,
+            wakeup: args.wakeup.into(),
+            idle_recheck_ms: args.idle_recheck_ms,
             batch_size: args.batch_size,
             max_batch_size: args.max_batch_size,
             max_produce_events: args.max_produce_events,
@@ -359,6 +395,8 @@ mod tests {
             "--key-prefix=p:",
             "--max-len=3",
             "--block-ms=4",
+            "--wakeup=xread",
+            "--idle-recheck-ms=24",
             "--batch-size=5",
             "--max-batch-size=6",
             "--max-produce-events=7",
@@ -394,6 +432,7 @@ mod tests {
         assert_eq!(args.http_listen, Some("127.0.0.1:22".parse().unwrap()));
         let s = Settings::from(*args);
         assert_eq!(s.produce_wait_replicas, 23);
+        assert_eq!((s.wakeup, s.idle_recheck_ms), (Wakeup::Xread, 24));
         let path = |p: &str| Some(PathBuf::from(p));
         assert_eq!(s.listen, "127.0.0.1:1".parse().unwrap());
         assert_eq!(s.metrics_listen, Some("127.0.0.1:12".parse().unwrap()));
@@ -443,8 +482,9 @@ mod tests {
     /// itself: at each edge both accept, one step beyond both refuse.
     #[test]
     fn the_command_line_and_validate_agree_on_every_range() {
-        let ranges: [(&str, u64, Option<u64>); 15] = [
+        let ranges: [(&str, u64, Option<u64>); 16] = [
             ("block-ms", 1, Some(60_000)),
+            ("idle-recheck-ms", 1, Some(3_600_000)),
             ("batch-size", 1, None),
             ("max-batch-size", 1, None),
             ("max-produce-events", 1, None),
@@ -502,6 +542,7 @@ mod tests {
         let small = u32::try_from(value).unwrap();
         match field {
             "block_ms" => s.block_ms = value,
+            "idle_recheck_ms" => s.idle_recheck_ms = value,
             "batch_size" => s.batch_size = small,
             "max_batch_size" => s.max_batch_size = small,
             "max_produce_events" => s.max_produce_events = value,
