@@ -13,6 +13,7 @@ use crate::api::ApiSettings;
 use crate::auth::Auth;
 use crate::broker::BrokerOptions;
 use crate::delivery::LoopSettings;
+use crate::doorbell::DoorbellOptions;
 use crate::limits::{EventLimits, SubscriptionSlots};
 use crate::tls::{self, RedisTls};
 
@@ -418,6 +419,15 @@ impl Settings {
                 max_fields: saturating_usize(self.max_event_fields),
                 max_field_bytes: saturating_usize(self.max_field_bytes),
             },
+        }
+    }
+
+    /// How idle live streams are woken.
+    pub(crate) fn doorbell_options(&self) -> DoorbellOptions {
+        DoorbellOptions {
+            wakeup: self.wakeup,
+            block: Duration::from_millis(self.block_ms),
+            idle_recheck: Duration::from_millis(self.idle_recheck_ms),
         }
     }
 

@@ -91,6 +91,9 @@ pub trait LiveRead: Send {
 pub struct Wakers {
     /// Rings when the stream gets new entries (the doorbell's bell).
     pub entries: watch::Receiver<u64>,
+    /// Longest wait for `entries` before reading anyway (the bell's
+    /// safety net; see [`crate::doorbell::Bell::recheck`]).
+    pub recheck: Duration,
     /// Changes when room may have become free (an ack in the group).
     pub room: Option<watch::Receiver<u64>>,
     /// Changes when the reader's timers may have moved ([`LiveRead::due`]).
@@ -196,7 +199,8 @@ pub async fn drive<R: LiveRead>(
             let now = Instant::now();
             let mut deadline = match wait {
                 Wait::For(Then::ReadAgain) => now,
-                Wait::For(_) => now + loops.block,
+                Wait::For(Then::AwaitEntries) => now + live.wakers.recheck,
+                Wait::For(Then::AwaitRoom) => now + loops.block,
                 Wait::Backoff(delay) => now + delay,
             };
             if !matches!(wait, Wait::Backoff(_))
@@ -334,6 +338,7 @@ mod tests {
             heartbeat,
             wakers: Wakers {
                 entries,
+                recheck: LOOPS.block,
                 room: None,
                 replan: None,
             },

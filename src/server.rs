@@ -244,11 +244,7 @@ async fn routes(
         Duration::from_millis(config.health_interval_ms),
         shutdown.clone(),
     ));
-    let doorbell = Doorbell::start(
-        broker.clone(),
-        Duration::from_millis(config.block_ms),
-        shutdown.clone(),
-    );
+    let doorbell = Doorbell::start(broker.clone(), config.doorbell_options(), shutdown.clone());
     let groups = Arc::new(GroupSignals::default());
     let ctx = Context {
         group_ops: GroupOps::new(broker.clone(), groups.clone(), metrics.acked.clone()),

@@ -209,7 +209,8 @@ pub async fn start(
     }
     let reclaim = spec.reclaim.map(|options| Reclaim::new(options, &group));
     let wakers = Wakers {
-        entries: bell,
+        entries: bell.rings,
+        recheck: bell.recheck,
         room: (spec.max_in_flight > 0).then(|| group.acked.subscribe()),
         replan: reclaim.as_ref().map(Reclaim::replan),
     };

@@ -48,7 +48,8 @@ pub async fn start(
         room: spec.batch_size,
         heartbeat: spec.heartbeat,
         wakers: Wakers {
-            entries: bell,
+            entries: bell.rings,
+            recheck: bell.recheck,
             room: None,
             replan: None,
         },

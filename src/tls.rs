@@ -76,11 +76,17 @@ impl RedisTls {
     /// file is configured, otherwise a client that uses them (which needs
     /// a `rediss://` URL).
     pub fn client(&self, url: &str) -> Result<redis::Client> {
+        self.client_for(url)
+    }
+
+    /// [`RedisTls::client`] for connection details already parsed (e.g.
+    /// a URL's with another protocol version).
+    pub fn client_for(&self, info: impl redis::IntoConnectionInfo) -> Result<redis::Client> {
         match self.certificates()? {
             None => {
-                redis::Client::open(url).map_err(|e| Error::invalid("redis-url", e.to_string()))
+                redis::Client::open(info).map_err(|e| Error::invalid("redis-url", e.to_string()))
             }
-            Some(certificates) => redis::Client::build_with_tls(url, certificates)
+            Some(certificates) => redis::Client::build_with_tls(info, certificates)
                 .map_err(|e| Error::invalid("redis-url", e.to_string())),
         }
     }

@@ -28,6 +28,7 @@ mod reply;
 mod scripts;
 pub mod server_info;
 mod streams;
+mod tracking;
 mod waiter;
 
 use std::collections::HashMap;
@@ -44,7 +45,8 @@ pub use link::{Node, slot_of};
 pub use reads::PendingPage;
 pub use recovery::{Outcome, ReclaimSpec, Reclaimed};
 pub use streams::{ScanStep, StreamSummary};
-pub use waiter::{Waiter, WaiterHandle};
+pub use tracking::{Armed, Invalidation, Refused, TRACKING_CONNECTION_NAME, Tracking};
+pub use waiter::{WAITER_CONNECTION_NAME, Waiter, WaiterHandle};
 
 use crate::error::{Error, Result};
 use crate::ids::{IdRange, StreamId};

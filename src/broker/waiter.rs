@@ -1,4 +1,4 @@
-//! The doorbell's connection: one blocking XREAD over many streams.
+//! The XREAD wake-up's connection: one blocking XREAD over many streams.
 //!
 //! This is the only blocking read the gateway issues, on a connection of
 //! its own (a blocking command on the shared connection would stall every
@@ -16,6 +16,9 @@ use super::link::{self, Node};
 use super::reply::{self, Cursor};
 use crate::error::{Error, Result};
 use crate::ids::StreamId;
+
+/// `CLIENT SETNAME` of every waiter connection.
+pub const WAITER_CONNECTION_NAME: &str = "streamgate-xread";
 
 /// A dedicated connection that waits for new entries on many streams.
 pub struct Waiter {
@@ -55,7 +58,12 @@ impl Broker {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| Error::from_redis(&e, "", None))?;
-        let id: Value = redis::cmd("CLIENT")
+        let (id,): (Value,) = redis::pipe()
+            .cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(WAITER_CONNECTION_NAME)
+            .ignore()
+            .cmd("CLIENT")
             .arg("ID")
             .query_async(&mut conn)
             .await

@@ -8,7 +8,6 @@ mod cluster;
 mod common;
 mod consume;
 mod dashboard;
-mod doorbell;
 mod errors;
 mod failover;
 mod faults;

@@ -1,8 +1,7 @@
-//! Waking idle read loops without a Redis connection each.
+//! The XREAD wake-up: blocking reads over the idle streams, for servers
+//! that cannot track keys (and `--wakeup xread`).
 //!
-//! A blocked XREADGROUP per subscription would pin one Redis connection per
-//! open stream, capping a gateway at Redis' `maxclients` and costing memory
-//! on both sides. Instead a doorbell task blocks in one
+//! A doorbell task blocks in one
 //! `XREAD BLOCK ... STREAMS k1 k2 ...` over the streams that have idle
 //! readers, on a connection of its own. When a stream gets new entries it
 //! rings that stream's bell (a version counter); the loops reading it wake
@@ -32,7 +31,7 @@
 //! that once watched 100,000 streams holds nothing for them once their
 //! readers are gone. A reader arriving while its shard retires is not
 //! lost: retiring and taking a new stream both happen under the shard's
-//! lock, a retired shard refuses the stream, and [`Doorbell::watch`] then
+//! lock, a retired shard refuses the stream, and [`Xread::watch`] then
 //! picks (or starts) another shard.
 //!
 //! On a Redis Cluster one blocking XREAD may only name keys of one slot
@@ -51,31 +50,30 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
+use super::Rings;
+
 use crate::broker::{Broker, Waiter, WaiterHandle};
 use crate::error::Result;
 use crate::ids::StreamId;
 use crate::outage::Backoff;
 use crate::shutdown::Shutdown;
 
-/// A stream's bell: the version the doorbell bumps on new entries.
-pub type Bell = watch::Receiver<u64>;
-
 /// Most streams one shard's blocking read covers.
-pub const STREAMS_PER_SHARD: usize = 100;
+pub(super) const STREAMS_PER_SHARD: usize = 100;
 
 /// How long a shard nobody waits on keeps its task and connection before
 /// it retires: long enough that a subscriber reconnecting after a dropped
 /// call (clients retry within a second or two) finds its shard still
 /// there, short enough that abandoned shards do not pile up.
-pub const SHARD_LINGER: Duration = Duration::from_secs(5);
+pub(super) const SHARD_LINGER: Duration = Duration::from_secs(5);
 
 /// The doorbell's shards, shared with their tasks so that a retiring shard
 /// can take itself out. Lock order: this list before a shard's streams.
 type Shards = Mutex<Vec<Arc<Shard>>>;
 
-/// The doorbell of one gateway: shards, started as streams are watched and
-/// retired once nobody waits on them.
-pub struct Doorbell {
+/// The XREAD wake-up of one gateway: shards, started as streams are
+/// watched and retired once nobody waits on them.
+pub(super) struct Xread {
     broker: Broker,
     block: Duration,
     linger: Duration,
@@ -83,33 +81,27 @@ pub struct Doorbell {
     shards: Arc<Shards>,
 }
 
-impl Doorbell {
-    /// A doorbell whose shards block at most `block`, retire after
-    /// [`SHARD_LINGER`] without readers and stop at `shutdown`.
-    pub fn start(broker: Broker, block: Duration, shutdown: Shutdown) -> Arc<Doorbell> {
-        Doorbell::start_with_linger(broker, block, SHARD_LINGER, shutdown)
-    }
-
-    /// [`Doorbell::start`] with shards that retire after `linger` without
-    /// readers instead of [`SHARD_LINGER`].
-    pub fn start_with_linger(
+impl Xread {
+    /// A wake-up whose shards block at most `block`, retire after `linger`
+    /// without readers and stop at `shutdown`. Starts nothing yet.
+    pub(super) fn new(
         broker: Broker,
         block: Duration,
         linger: Duration,
         shutdown: Shutdown,
-    ) -> Arc<Doorbell> {
-        Arc::new(Doorbell {
+    ) -> Xread {
+        Xread {
             broker,
             block,
             linger,
             shutdown,
             shards: Arc::default(),
-        })
+        }
     }
 
     /// The bell of `stream`, which rings for every entry appended after
     /// this call returns.
-    pub async fn watch(&self, stream: &str) -> Result<Bell> {
+    pub(super) async fn watch(&self, stream: &str) -> Result<Rings> {
         loop {
             if let Some(bell) = self.shard_for(stream).watch(stream).await? {
                 return Ok(bell);
@@ -121,7 +113,8 @@ impl Doorbell {
 
     /// How many shards run (each a task, and a connection while it has
     /// streams or lingers).
-    pub fn shard_count(&self) -> usize {
+    #[cfg(test)]
+    pub(super) fn shard_count(&self) -> usize {
         lock(&self.shards).len()
     }
 
@@ -234,7 +227,7 @@ impl Shard {
     /// Watching a stream for the first time costs one XREVRANGE and cuts
     /// the shard's current wait short so that the next one includes it.
     /// `None` when the shard retired meanwhile: watch elsewhere.
-    async fn watch(&self, stream: &str) -> Result<Option<Bell>> {
+    async fn watch(&self, stream: &str) -> Result<Option<Rings>> {
         if let Some(bell) = self.existing(stream) {
             return Ok(Some(bell));
         }
@@ -270,7 +263,7 @@ impl Shard {
         *lock(&self.waiter) = handle;
     }
 
-    fn existing(&self, stream: &str) -> Option<Bell> {
+    fn existing(&self, stream: &str) -> Option<Rings> {
         self.lock().watched.get(stream).map(|w| w.bell.subscribe())
     }
 
