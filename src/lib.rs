@@ -113,4 +113,6 @@ pub mod server;
 pub mod shutdown;
 pub(crate) mod subscription;
 pub(crate) mod tail;
+#[cfg(test)]
+mod test_redis;
 pub(crate) mod tls;
