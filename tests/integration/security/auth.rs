@@ -326,21 +326,3 @@ async fn a_bad_auth_config_refuses_to_start() {
     missing.auth_config = Some(dir.path().join("nope.toml"));
     assert!(streamgate::server::start(&missing).await.is_err());
 }
-
-#[test]
-fn the_sample_config_in_the_security_docs_is_valid() {
-    let page = include_str!("../../../docs/security.md");
-    let section = page.split("# Security").nth(1).expect("a Security section");
-    let sample = section
-        .split("```toml\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("a TOML sample");
-    let policy = streamgate::auth::config::parse(sample).expect("the sample parses");
-    assert_eq!(policy.token_count(), 3);
-    assert!(
-        policy
-            .anonymous()
-            .allows(streamgate::auth::Permission::Consume, "public.news")
-    );
-}
