@@ -344,6 +344,7 @@ fn bounded_message(mut message: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redis::Commands;
 
     /// A Redis error reply exactly as the server would send it.
     fn server_error(code: &str, detail: &str) -> RedisError {
@@ -467,6 +468,116 @@ mod tests {
         ] {
             let err = Error::from_redis(&server_error(code, detail), "orders", None);
             assert_eq!(err.code(), Code::Internal, "{code}: {err}");
+        }
+    }
+
+    /// Makes the server refuse writes for want of memory the way a full
+    /// production Redis does: ballast (4 MiB) written while memory is
+    /// unlimited, then `maxmemory` set to 2 MiB, far below what it holds,
+    /// so that no freed buffer brings it back under the limit. The server
+    /// must run with `maxmemory-policy noeviction`.
+    fn exhaust_memory(conn: &mut redis::Connection) {
+        let ballast = vec![b'x'; 100 * 1024];
+        for i in 0..40 {
+            let _: () = conn.set(format!("ballast:{i}"), &ballast).unwrap();
+        }
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", "maxmemory", "2mb"][..])
+            .query(conn)
+            .unwrap();
+        let info: String = redis::cmd("INFO").arg("memory").query(conn).unwrap();
+        let used: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .expect("INFO memory has used_memory")
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(used > 2 << 20, "the ballast holds {used} bytes only");
+    }
+
+    /// What redis-rs hands the gateway for one error reply differs by how
+    /// the command was sent; [`Error::from_redis`] classifies each shape by
+    /// the reply's code, checked here against real replies from a real
+    /// server: a plain command, a pipeline with and without
+    /// `ignore_errors`, a script (EVAL) and a function (FCALL).
+    #[test]
+    fn every_shape_of_an_error_reply_classifies_by_its_code() {
+        let redis = crate::test_redis::TestRedis::start_with(&["--maxmemory-policy", "noeviction"]);
+        let mut conn = redis.conn();
+        let _: String = redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg(
+                "#!lua name=probe\n\
+                 redis.register_function('append', function(keys) \
+                 return redis.call('XADD', keys[1], '*', 'a', 'b') end)",
+            )
+            .query(&mut conn)
+            .unwrap();
+        let _: () = conn.set("plain", "string").unwrap();
+        exhaust_memory(&mut conn);
+
+        let xadd = || {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(&["orders", "*", "a", "b"][..]);
+            cmd
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("PING").add_command(xadd());
+        let mut tolerant = pipe.clone();
+        tolerant.ignore_errors();
+        // WRONGTYPE, a code redis-rs does not know either, in a pipeline.
+        let mut wrongtype = redis::pipe();
+        wrongtype.cmd("PING").cmd("XLEN").arg("plain");
+
+        let failures: Vec<(&str, RedisError, Code)> = vec![
+            (
+                "command",
+                xadd().query::<redis::Value>(&mut conn).unwrap_err(),
+                Code::ResourceExhausted,
+            ),
+            (
+                "pipeline",
+                pipe.query::<Vec<redis::Value>>(&mut conn).unwrap_err(),
+                Code::ResourceExhausted,
+            ),
+            (
+                "pipeline with ignore_errors",
+                match tolerant
+                    .query::<Vec<redis::Value>>(&mut conn)
+                    .unwrap()
+                    .pop()
+                {
+                    Some(redis::Value::ServerError(e)) => e.into(),
+                    other => panic!("{other:?}"),
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                "script",
+                redis::Script::new("return redis.call('XADD', KEYS[1], '*', 'a', 'b')")
+                    .key("orders")
+                    .invoke::<redis::Value>(&mut conn)
+                    .unwrap_err(),
+                Code::ResourceExhausted,
+            ),
+            (
+                "function",
+                redis::cmd("FCALL")
+                    .arg(&["append", "1", "orders"][..])
+                    .query::<redis::Value>(&mut conn)
+                    .unwrap_err(),
+                Code::ResourceExhausted,
+            ),
+            (
+                "WRONGTYPE in a pipeline",
+                wrongtype.query::<Vec<redis::Value>>(&mut conn).unwrap_err(),
+                Code::FailedPrecondition,
+            ),
+        ];
+        for (shape, err, code) in failures {
+            let classified = Error::from_redis(&err, "orders", None);
+            assert_eq!(classified.code(), code, "{shape}: {err} -> {classified}");
         }
     }
 

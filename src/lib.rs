@@ -78,17 +78,16 @@
 //   run a gateway from code; `pb`: the generated messages and clients.
 // - `local`, `dashboard` and `demo`: the binary composes them with the
 //   gateway (the library's `server::start` serves gRPC and metrics only).
-// - `auth`: parsing a token file and hashing a token, for tools that
-//   write one; `error`: the error type behind every status.
 // - `broker`, `doorbell`, `shutdown`: the waiting machinery, public for the
-//   integration tests that drive it against a real Redis and for the
-//   benchmark's slot math; the next step is to test it through the API
-//   and make these crate-private too.
+//   integration tests that drive it against a real Redis; the next step is
+//   to test it through the API and make these crate-private too. Their
+//   signatures name `error::Error`, which is crate-private: until then an
+//   embedder can use its values (`Display`, `code()`) but not name it.
 //
 // Everything else is crate-private, so the compiler finds what nothing
 // uses.
 pub(crate) mod api;
-pub mod auth;
+pub(crate) mod auth;
 pub mod broker;
 pub mod config;
 pub(crate) mod consume;
@@ -97,7 +96,7 @@ pub(crate) mod delivery;
 pub mod demo;
 pub mod doorbell;
 pub(crate) mod driver;
-pub mod error;
+pub(crate) mod error;
 pub(crate) mod group_ops;
 pub(crate) mod ids;
 pub(crate) mod limits;
@@ -113,4 +112,6 @@ pub mod server;
 pub mod shutdown;
 pub(crate) mod subscription;
 pub(crate) mod tail;
+#[cfg(test)]
+mod test_redis;
 pub(crate) mod tls;

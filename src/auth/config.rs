@@ -146,7 +146,9 @@ pub fn digest(token: &str) -> Digest {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// The SHA-256 of a token in lowercase hex, as written in the config file.
+/// The SHA-256 of a token in lowercase hex, as written in the config file;
+/// for the tests that write one (the gateway only reads them).
+#[cfg(test)]
 pub fn digest_hex(token: &str) -> String {
     digest(token).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -199,6 +201,26 @@ mod tests {
         .unwrap();
         assert_eq!(policy.token_count(), 0);
         assert!(policy.anonymous().allows(Permission::Consume, "public.x"));
+    }
+
+    /// The sample in docs/security.md is what operators copy: it must
+    /// parse, with its three tokens and the anonymous grant.
+    #[test]
+    fn the_sample_config_in_the_security_docs_is_valid() {
+        let page = include_str!("../../docs/security.md");
+        let section = page.split("# Security").nth(1).expect("a Security section");
+        let sample = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a TOML sample");
+        let policy = parse(sample).expect("the sample parses");
+        assert_eq!(policy.token_count(), 3);
+        assert!(
+            policy
+                .anonymous()
+                .allows(Permission::Consume, "public.news")
+        );
     }
 
     #[test]

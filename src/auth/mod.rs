@@ -25,9 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-pub use glob::Glob;
 pub use interceptor::Authenticate;
-pub use policy::{Permission, Policy, Principal, Rule};
+pub use policy::{Permission, Policy, Principal};
 
 use crate::error::{Error, Result};
 
@@ -83,11 +82,6 @@ impl Auth {
     /// The config file, when authentication is on.
     pub fn source(&self) -> Option<&Path> {
         self.inner.source.as_deref()
-    }
-
-    /// How many tokens the current config knows.
-    pub fn token_count(&self) -> usize {
-        self.inner.policy.load().token_count()
     }
 
     /// Reads the config file again and, if it is valid, uses it for every

@@ -320,6 +320,18 @@ fn log_tail(path: &std::path::Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
+/// The SHA-256 of a token in lowercase hex, as an auth config file stores
+/// it (`printf %s "$TOKEN" | sha256sum`). Computed here rather than by the
+/// gateway's code, so that the tests write token files the way an operator
+/// does and the gateway's own hashing is what they check.
+pub fn token_sha256(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -5,13 +5,12 @@
 use std::net::SocketAddr;
 
 use serde_json::Value;
-use streamgate::auth::config::digest_hex;
 use streamgate::pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
 
-use crate::common::{DEADLINE, RedisServer, TestGateway, config, orders};
+use crate::common::{DEADLINE, RedisServer, TestGateway, config, orders, token_sha256};
 
 const VIEWER: &str = "tok-dash-viewer-0123456789";
 const WRITER: &str = "tok-dash-writer-0123456789";
@@ -29,8 +28,8 @@ async fn dashboard() -> (RedisServer, TestGateway, SocketAddr, tempfile::TempDir
              allow = [ {{ streams = \"orders.*\", permissions = [\"admin\", \"consume\"] }} ]\n\
              [[tokens]]\nname = \"writer\"\nsha256 = \"{}\"\n\
              allow = [ {{ streams = \"orders.*\", permissions = [\"admin\", \"consume\", \"produce\"] }} ]\n",
-            digest_hex(VIEWER),
-            digest_hex(WRITER)
+            token_sha256(VIEWER),
+            token_sha256(WRITER)
         ),
     )
     .unwrap();

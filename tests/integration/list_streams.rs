@@ -3,11 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use streamgate::auth::config::digest_hex;
 use streamgate::pb;
 use tonic::{Code, Request};
 
-use crate::common::{RedisServer, TestGateway, config};
+use crate::common::{RedisServer, TestGateway, config, token_sha256};
 
 /// Every stream name of a listing, following `next_cursor` to the end;
 /// also returns how many pages it took.
@@ -195,8 +194,8 @@ async fn callers_see_only_streams_they_may_inspect() {
              allow = [ {{ streams = \"orders.*\", permissions = [\"admin\"] }} ]\n\
              [[tokens]]\nname = \"consumer\"\nsha256 = \"{}\"\n\
              allow = [ {{ streams = \"*\", permissions = [\"consume\", \"produce\"] }} ]\n",
-            digest_hex(OPS),
-            digest_hex(CONSUMER)
+            token_sha256(OPS),
+            token_sha256(CONSUMER)
         ),
     )
     .unwrap();

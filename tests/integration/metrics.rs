@@ -2,14 +2,13 @@
 
 use std::net::SocketAddr;
 
-use streamgate::auth::config::digest_hex;
 use streamgate::pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, Request};
 
 use crate::common::{
     RedisServer, TestGateway, config, event, eventually, ids, orders, produce, sub, subscribe,
-    take_entries,
+    take_entries, token_sha256,
 };
 
 /// One scrape over plain HTTP/1.1.
@@ -203,7 +202,7 @@ name = "producer"
 sha256 = "{}"
 allow = [ {{ streams = "orders", permissions = ["produce"] }} ]
 "#,
-        digest_hex(TOKEN)
+        token_sha256(TOKEN)
     );
     std::fs::write(&path, policy).unwrap();
     let mut cfg = config(&redis);

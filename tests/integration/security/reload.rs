@@ -7,13 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use streamgate::auth::config::digest_hex;
 use streamgate::pb::{self, event_stream_client::EventStreamClient};
 use tonic::Code;
 use tonic::transport::Channel;
 
 use super::{bearer, with_auth};
-use crate::common::{DEADLINE, RedisServer, eventually, next_batch, orders, sub};
+use crate::common::{DEADLINE, RedisServer, eventually, next_batch, orders, sub, token_sha256};
 
 /// The binary, its address and its stderr lines.
 struct Process {
@@ -96,7 +95,7 @@ fn token_config(name: &str, token: &str) -> String {
     format!(
         "[[tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\n\
          allow = [ {{ streams = \"*\", permissions = [\"produce\", \"consume\"] }} ]\n",
-        digest_hex(token)
+        token_sha256(token)
     )
 }
 

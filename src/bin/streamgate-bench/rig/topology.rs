@@ -79,6 +79,36 @@ pub fn all_nodes(ranges: &[SlotRange]) -> Vec<Addr> {
     out
 }
 
+/// The cluster slot of a key, as Redis computes it (`CLUSTER KEYSLOT`):
+/// CRC16/XMODEM of the key, or of its hash tag (what lies between the
+/// first `{` and the next `}`, when not empty), modulo 16384. The bench
+/// computes it itself, as any cluster client does: asking Redis would cost
+/// a round trip per candidate stream name, and redis-rs keeps its own
+/// computation internal.
+pub fn slot_of(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let tag = &key[open + 1..];
+            let len = tag.iter().position(|&b| b == b'}')?;
+            (len > 0).then(|| &tag[..len])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &byte in hashed {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 /// The master serving `slot`.
 pub fn master_of(ranges: &[SlotRange], slot: u16) -> Option<&Addr> {
     ranges
@@ -102,4 +132,23 @@ pub fn node_url(seed: &str, addr: &Addr) -> String {
         addr.0.clone()
     };
     format!("{scheme}://{userinfo}{host}:{}{tail}", addr.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_the_ones_redis_computes() {
+        // What CLUSTER KEYSLOT answers.
+        assert_eq!(slot_of(b"foo"), 12182);
+        assert_eq!(slot_of(b"bar"), 5061);
+        // The check value of CRC16/XMODEM.
+        assert_eq!(slot_of(b"123456789"), 0x31C3);
+        // Hash tags: only the first {...}, and only when not empty.
+        assert_eq!(slot_of(b"{user1000}.following"), slot_of(b"user1000"));
+        assert_eq!(slot_of(b"x{bar}{foo}"), slot_of(b"bar"));
+        assert_ne!(slot_of(b"foo{}{bar}"), slot_of(b"bar"));
+        assert_eq!(slot_of(b"p:{p:orders}:nack:g"), slot_of(b"p:orders"));
+    }
 }

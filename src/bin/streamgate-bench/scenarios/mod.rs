@@ -12,7 +12,6 @@ mod produce_stream;
 use std::io::Write;
 use std::time::Duration;
 
-use streamgate::broker::slot_of;
 use streamgate::pb;
 use tokio::task::JoinSet;
 
@@ -107,7 +106,7 @@ impl<'a> Ctx<'a> {
                 return Err("no stream names found for every master".into());
             }
             let name = self.stream(scenario, side, n);
-            let slot = slot_of(self.key(side, &name).as_bytes());
+            let slot = topology::slot_of(self.key(side, &name).as_bytes());
             let master = topology::master_of(ranges, slot)
                 .ok_or_else(|| format!("slot {slot} has no master"))?;
             let i = masters.iter().position(|m| m == master).unwrap_or(0);
