@@ -71,9 +71,19 @@ impl TestRedis {
         panic!("{binary} found no free port in 20 tries")
     }
 
+    /// A server with the default settings.
+    pub(crate) fn start() -> TestRedis {
+        TestRedis::start_with(&[])
+    }
+
+    /// Its `redis://` URL.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
     /// A direct connection.
     pub(crate) fn conn(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
+        redis::Client::open(self.url())
             .expect("a redis:// URL")
             .get_connection()
             .expect("a connection to the test server")

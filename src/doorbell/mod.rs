@@ -22,6 +22,8 @@
 //! The bell also says how long a loop may wait when nothing rings before
 //! it reads anyway ([`Bell::recheck`]): a safety net, long with tracking.
 
+#[cfg(test)]
+mod tests;
 mod tracking;
 mod xread;
 

@@ -165,6 +165,15 @@ impl Tracker {
     }
 }
 
+impl Tracker {
+    /// How many streams are watched (including ones about to be
+    /// forgotten).
+    #[cfg(test)]
+    pub(super) fn watched_count(&self) -> usize {
+        lock(&self.shared.watched).len()
+    }
+}
+
 /// Locks a mutex whose data stays consistent even if a holder panicked
 /// (every update is a single step).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -301,6 +310,13 @@ impl NodeTask {
         let mut sweep =
             tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
         loop {
+            // Whatever is queued first: an arm waiting there must be
+            // answered even when connecting fails.
+            while pending.len() < ARM_BATCH
+                && let Ok(request) = requests.try_recv()
+            {
+                self.handle(request, &mut conn, &mut pending);
+            }
             if conn.is_none() && (!pending.is_empty() || self.shared.has_keys_on(&self.node)) {
                 match self.connect().await {
                     Ok(tracking) => {
@@ -351,11 +367,6 @@ impl NodeTask {
                 return;
             };
             self.handle(request, &mut conn, &mut pending);
-            while pending.len() < ARM_BATCH
-                && let Ok(request) = requests.try_recv()
-            {
-                self.handle(request, &mut conn, &mut pending);
-            }
         }
     }
 

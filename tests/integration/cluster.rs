@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use redis::Commands;
-use streamgate::config::Settings;
+use streamgate::config::{Settings, Wakeup};
 use streamgate::pb;
 use tonic::Streaming;
 
@@ -18,6 +18,7 @@ use crate::common::{
     produce, sub, subscribe, take_entries, take_tail_entries,
 };
 use crate::redis_cluster::RedisCluster;
+use crate::wakeup::clients_named;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_serves_a_redis_cluster_on_every_master() {
@@ -286,29 +287,74 @@ async fn every_rpc_works_on_every_master(cluster: &RedisCluster) {
     }
 }
 
-/// Idle subscriptions on streams of all three masters all wake when their
-/// stream gets an entry; four subscriptions of a stream share one blocking
-/// read (one blocked client per master), not one each.
+/// Idle subscriptions on many streams of all three masters all wake when
+/// their stream gets an entry, through one tracking connection per master
+/// (however many streams and slots); only a wake-up can deliver within the
+/// deadline (the gateway re-reads idle streams hourly). Then the same with
+/// the XREAD wake-up: one blocked read per slot.
 async fn idle_subscribers_on_every_master_are_woken_by_the_doorbell(cluster: &RedisCluster) {
-    let mut gw = TestGateway::start(cluster.config(&[1])).await;
-    let streams = cluster.names_on_every_master("bell");
-    let mut subs: Vec<(String, Streaming<pb::SubscribeResponse>)> = Vec::new();
+    let settings = Settings {
+        block_ms: 60_000,
+        idle_recheck_ms: 3_600_000,
+        ..cluster.config(&[1])
+    };
+    let mut gw = TestGateway::start(settings.clone()).await;
+    let streams: Vec<String> = (0..10)
+        .flat_map(|i| cluster.names_on_every_master(&format!("bell{i}")))
+        .collect();
+    let subs = idle_subscribers(&mut gw, &streams).await;
+    for master in cluster.masters() {
+        assert_eq!(
+            clients_named(master, "streamgate-watch").len(),
+            1,
+            "one tracking connection on master {}",
+            master.port()
+        );
+    }
+    each_is_woken(&mut gw, subs).await;
+
+    let mut gw = TestGateway::start(Settings {
+        wakeup: Wakeup::Xread,
+        ..settings
+    })
+    .await;
+    let streams = cluster.names_on_every_master("xbell");
+    let subs = idle_subscribers(&mut gw, &streams).await;
     for stream in &streams {
+        let what = format!("one blocked XREAD on {stream}'s master");
+        blocked_reader_on(cluster.master_of(stream), &what).await;
+    }
+    each_is_woken(&mut gw, subs).await;
+}
+
+/// Four subscriptions (four groups) on each stream.
+async fn idle_subscribers(
+    gw: &mut TestGateway,
+    streams: &[String],
+) -> Vec<(String, Streaming<pb::SubscribeResponse>)> {
+    let mut subs = Vec::new();
+    for stream in streams {
         for consumer in ["a", "b", "c", "d"] {
             let group = format!("g-{consumer}");
             subs.push((
                 stream.clone(),
-                subscribe(&mut gw, sub(stream, &group, consumer)).await,
+                subscribe(gw, sub(stream, &group, consumer)).await,
             ));
         }
     }
-    for stream in &streams {
-        let what = format!("one blocked doorbell read on {stream}'s master");
-        blocked_reader_on(cluster.master_of(stream), &what).await;
-    }
+    subs
+}
+
+/// Produces one entry to each stream; every subscriber gets its stream's.
+async fn each_is_woken(
+    gw: &mut TestGateway,
+    mut subs: Vec<(String, Streaming<pb::SubscribeResponse>)>,
+) {
     let mut produced = HashMap::new();
-    for stream in &streams {
-        produced.insert(stream.clone(), produce(&mut gw, stream, orders(1)).await);
+    for (stream, _) in &subs {
+        if !produced.contains_key(stream) {
+            produced.insert(stream.clone(), produce(gw, stream, orders(1)).await);
+        }
     }
     for (stream, sub) in &mut subs {
         let got = next_batch(sub).await.expect("a batch");
@@ -578,35 +624,58 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 }
 
 /// A slot moves to another master while a subscriber waits on a stream in
-/// it: the doorbell's blocked read there ends with MOVED (Redis redirects
-/// clients blocked on keys of a slot it no longer serves), it re-homes to
-/// the new master, and the next entry wakes the subscriber. The gateway's
-/// safety-net read (`--block-ms`) is set beyond the test's deadline, so
-/// only the doorbell can deliver in time.
+/// it, with each wake-up. Tracking: the migration deletes the key on the
+/// first master, whose invalidation wakes the gateway; arming the key
+/// there meets ASK or MOVED, and the gateway tracks it on the new master.
+/// XREAD: the blocked read there ends with MOVED (Redis redirects clients
+/// blocked on keys of a slot it no longer serves) and re-homes to the new
+/// master. Either way the next entry wakes the subscriber. The gateway's
+/// safety-net reads are set beyond the test's deadline, so only a wake-up
+/// can deliver in time.
 async fn a_moved_slot_rehomes_the_doorbell(cluster: &RedisCluster) {
-    let mut gw = TestGateway::start(Settings {
-        block_ms: 60_000,
-        ..cluster.config(&[0])
-    })
-    .await;
-    let names = cluster.names_on_every_master("moving");
-    let stream = &names[0];
-    let (from, to) = (cluster.master_of(stream), cluster.master_of(&names[1]));
-    let mut reader = subscribe(&mut gw, sub(stream, "g", "a")).await;
-    let first = produce(&mut gw, stream, orders(1)).await;
-    assert_eq!(ids(&next_batch(&mut reader).await.expect("a batch")), first);
-    blocked_reader_on(from, "the doorbell waits on the slot's first master").await;
+    for wakeup in [Wakeup::Tracking, Wakeup::Xread] {
+        let mut gw = TestGateway::start(Settings {
+            block_ms: 60_000,
+            idle_recheck_ms: 3_600_000,
+            wakeup,
+            ..cluster.config(&[0])
+        })
+        .await;
+        let names = cluster.names_on_every_master(&format!("moving-{wakeup:?}"));
+        let stream = &names[0];
+        let (from, to) = (cluster.master_of(stream), cluster.master_of(&names[1]));
+        let mut reader = subscribe(&mut gw, sub(stream, "g", "a")).await;
+        let first = produce(&mut gw, stream, orders(1)).await;
+        assert_eq!(ids(&next_batch(&mut reader).await.expect("a batch")), first);
+        if wakeup == Wakeup::Xread {
+            blocked_reader_on(from, "the doorbell waits on the slot's first master").await;
+        }
 
-    cluster.move_slot_of(stream, to);
-    assert_eq!(cluster.master_of(stream).port(), to.port());
-    blocked_reader_on(to, "the doorbell re-homed to the slot's new master").await;
+        let before = clients_named(to, "streamgate-watch");
+        cluster.move_slot_of(stream, to);
+        assert_eq!(cluster.master_of(stream).port(), to.port());
+        match wakeup {
+            Wakeup::Xread => {
+                blocked_reader_on(to, "the doorbell re-homed to the slot's new master").await
+            }
+            Wakeup::Tracking => {
+                eventually("a tracking connection on the slot's new master", || {
+                    let named = clients_named(to, "streamgate-watch");
+                    let new = named.iter().any(|id| !before.contains(id));
+                    async move { new.then_some(()) }
+                })
+                .await
+            }
+        }
 
-    let second = produce(&mut gw, stream, orders(1)).await;
-    assert_eq!(
-        ids(&next_batch(&mut reader).await.expect("a batch")),
-        second,
-        "the subscriber on the moved slot was woken"
-    );
+        let second = produce(&mut gw, stream, orders(1)).await;
+        assert_eq!(
+            ids(&next_batch(&mut reader).await.expect("a batch")),
+            second,
+            "{wakeup:?}: the subscriber on the moved slot was woken"
+        );
+        gw.stop().await;
+    }
 }
 
 /// Waits until `node` has exactly one blocked client (the doorbell's read:

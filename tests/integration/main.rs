@@ -28,3 +28,4 @@ mod security;
 mod servers;
 mod subscribe;
 mod tail;
+mod wakeup;
