@@ -15,10 +15,10 @@
 //!   re-plan of its timers) and the next timer.
 //! - **Timers at their own resolution.** The next timer is the earliest of
 //!   the heartbeat, the reader's own timed work ([`LiveRead::due`], e.g. a
-//!   reclaim round or a Nack coming due) and the longest idle wait
-//!   (`--block-ms`, a safety net for changes nobody rings for, such as acks
-//!   through another gateway). So `heartbeat_ms: 200` beats every 200 ms
-//!   whatever `--block-ms` is.
+//!   reclaim round or a Nack coming due) and the longest wait: for entries
+//!   the bell's recheck (`--idle-recheck-ms` with the tracking wake-up), for
+//!   room `--block-ms` (acks through another gateway ring nothing here).
+//!   So `heartbeat_ms: 200` beats every 200 ms whatever the waits are.
 //! - **Outage riding.** A read that fails because Redis is unreachable is
 //!   retried with backoff ([`Outage`]) for `--redis-outage-grace-ms`, with
 //!   heartbeats going on meanwhile, then the stream ends UNAVAILABLE.

@@ -22,10 +22,11 @@
 //!   every request is read and the byte budget; [`namespace`]: which stream
 //!   names may become Redis keys.
 //! - [`broker`]: typed Redis Streams operations on a shared multiplexed
-//!   connection, plus [`broker::Waiter`], the doorbell's blocking
-//!   connection. Knows nothing of gRPC.
-//! - [`doorbell`]: a few blocking XREADs (one per 100 watched streams,
-//!   retired once nobody waits on them) that wake idle live streams.
+//!   connection, plus the doorbell's own connections (a tracking one per
+//!   node, or blocking XREADs). Knows nothing of gRPC.
+//! - [`doorbell`]: wakes idle live streams: one `CLIENT TRACKING`
+//!   connection per Redis node says which watched stream was written
+//!   (blocking XREADs where the server refuses tracking).
 //! - [`driver`]: the one loop behind every live stream (Subscribe, Tail,
 //!   Consume): room in the client's buffer, waiting, heartbeats, timers,
 //!   outage riding ([`outage`]), shutdown. [`subscription`] and [`tail`]
@@ -63,9 +64,10 @@
 //!    The [`broker`] decodes every reply into finished [`model::Entry`]
 //!    values (ID, fields, delivery count, `redelivered`).
 //! 4. Entries go to the client as one batch. Nothing new: the driver waits
-//!    in one `select!` for the bell (the doorbell's blocking XREAD saw an
-//!    entry), an ack in the group (under `max_in_flight`), a Nack through
-//!    this gateway, the next timer (heartbeat, reclaim round, `--block-ms`),
+//!    in one `select!` for the bell (Redis reported a write to the
+//!    stream), an ack in the group (under `max_in_flight`), a Nack through
+//!    this gateway, the next timer (heartbeat, reclaim round, the bell's
+//!    recheck),
 //!    the client leaving or shutdown. A Redis outage is retried with
 //!    backoff for `--redis-outage-grace-ms` with heartbeats meanwhile.
 //! 5. The stream ends when the client leaves (nothing more is read; what
@@ -78,23 +80,18 @@
 //   run a gateway from code; `pb`: the generated messages and clients.
 // - `local`, `dashboard` and `demo`: the binary composes them with the
 //   gateway (the library's `server::start` serves gRPC and metrics only).
-// - `broker`, `doorbell`, `shutdown`: the waiting machinery, public for the
-//   integration tests that drive it against a real Redis; the next step is
-//   to test it through the API and make these crate-private too. Their
-//   signatures name `error::Error`, which is crate-private: until then an
-//   embedder can use its values (`Display`, `code()`) but not name it.
 //
 // Everything else is crate-private, so the compiler finds what nothing
 // uses.
 pub(crate) mod api;
 pub(crate) mod auth;
-pub mod broker;
+pub(crate) mod broker;
 pub mod config;
 pub(crate) mod consume;
 pub mod dashboard;
 pub(crate) mod delivery;
 pub mod demo;
-pub mod doorbell;
+pub(crate) mod doorbell;
 pub(crate) mod driver;
 pub(crate) mod error;
 pub(crate) mod group_ops;
@@ -109,7 +106,7 @@ pub(crate) mod outage;
 pub mod pb;
 pub(crate) mod replay;
 pub mod server;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub(crate) mod subscription;
 pub(crate) mod tail;
 #[cfg(test)]

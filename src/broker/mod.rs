@@ -8,9 +8,10 @@
 //! Everything runs on one reconnecting multiplexed connection shared by all
 //! requests and read loops, so commands pipeline onto a single socket; on a
 //! Redis Cluster, on one such connection per node, routed by slot (see
-//! [`link`]). The one exception is the doorbell's blocking XREAD
-//! ([`Waiter`]), on a connection of its own: on the shared connection a
-//! `BLOCK` would stall every other command queued behind it.
+//! [`link`]). The exceptions are the doorbell's connections, each of its
+//! own: a tracking connection per node ([`Tracking`]), whose pushes belong
+//! to nobody else, or a blocking XREAD ([`Waiter`]), which on the shared
+//! connection would stall every command queued behind it.
 //!
 //! Cluster slots: a stream's key has no hash tag (stream names cannot
 //! contain braces), and every bookkeeping key carries the stream key as its
@@ -42,11 +43,10 @@ use link::{Backend, Link};
 
 pub use admin::{ConsumerInfo, GroupInfo, PendingEntry, PendingFilter, StreamInfo};
 pub use link::{Node, slot_of};
-pub use reads::PendingPage;
-pub use recovery::{Outcome, ReclaimSpec, Reclaimed};
-pub use streams::{ScanStep, StreamSummary};
-pub use tracking::{Armed, Invalidation, Refused, TRACKING_CONNECTION_NAME, Tracking};
-pub use waiter::{WAITER_CONNECTION_NAME, Waiter, WaiterHandle};
+pub use recovery::{Outcome, ReclaimSpec};
+pub use streams::StreamSummary;
+pub use tracking::{Armed, Invalidation, Refused, Tracking};
+pub use waiter::{Waiter, WaiterHandle};
 
 use crate::error::{Error, Result};
 use crate::ids::{IdRange, StreamId};
