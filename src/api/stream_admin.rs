@@ -73,6 +73,10 @@ impl StreamAdmin for StreamAdminService {
         let id = GroupStart::parse("id", required("id", &req.id)?)?;
         self.ctx.authorize(&caller, Permission::Admin, stream)?;
         self.ctx.broker.set_group_cursor(stream, group, id).await?;
+        // A rewound group has entries to deliver that no write announced:
+        // the stream's idle readers here read now (through other gateways
+        // at their next safety-net read).
+        self.ctx.doorbell.ring(stream);
         Ok(Response::new(pb::SetGroupCursorResponse {}))
     }
 

@@ -86,6 +86,15 @@ impl Doorbell {
         })
     }
 
+    /// Rings `stream`'s bell on this gateway, for a change Redis reports
+    /// to nobody (a group's cursor moved).
+    pub(crate) fn ring(&self, stream: &str) {
+        if let Some(tracking) = &self.tracking {
+            tracking.ring(stream);
+        }
+        self.xread.ring(stream);
+    }
+
     /// The bell of `stream`, which rings for every entry appended after
     /// this call returns.
     pub(crate) async fn watch(&self, stream: &str) -> Result<Bell> {

@@ -127,6 +127,14 @@ impl Tracker {
         }
     }
 
+    /// Rings `stream`'s bell if it is watched.
+    pub(super) fn ring(&self, stream: &str) {
+        let key = self.shared.broker.key(stream);
+        if let Some(watched) = lock(&self.shared.watched).get(&key) {
+            ring(watched);
+        }
+    }
+
     /// The bell of `stream`, once its key is armed; `None` when tracking is
     /// refused (use another wake-up).
     pub(super) async fn watch(&self, stream: &str) -> Result<Option<Rings>> {

@@ -111,6 +111,14 @@ impl Xread {
         }
     }
 
+    /// Rings `stream`'s bell if a shard watches it.
+    pub(super) fn ring(&self, stream: &str) {
+        let shards = lock(&self.shards);
+        if let Some(shard) = shards.iter().find(|s| s.watches(stream)) {
+            shard.ring_one(stream);
+        }
+    }
+
     /// How many shards run (each a task, and a connection while it has
     /// streams or lingers).
     #[cfg(test)]
@@ -334,6 +342,13 @@ impl Shard {
     fn bump(&self, stream: &str, to: StreamId) {
         if let Some(watched) = self.lock().watched.get_mut(stream) {
             watched.after = watched.after.max(to);
+            watched.bell.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// Rings one stream's bell without moving its position.
+    fn ring_one(&self, stream: &str) {
+        if let Some(watched) = self.lock().watched.get(stream) {
             watched.bell.send_modify(|v| *v = v.wrapping_add(1));
         }
     }

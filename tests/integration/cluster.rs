@@ -290,12 +290,14 @@ async fn every_rpc_works_on_every_master(cluster: &RedisCluster) {
 /// Idle subscriptions on many streams of all three masters all wake when
 /// their stream gets an entry, through one tracking connection per master
 /// (however many streams and slots); only a wake-up can deliver within the
-/// deadline (the gateway re-reads idle streams hourly). Then the same with
+/// deadline (the gateway re-reads idle streams hourly and sends no
+/// heartbeats). Then the same with
 /// the XREAD wake-up: one blocked read per slot.
 async fn idle_subscribers_on_every_master_are_woken_by_the_doorbell(cluster: &RedisCluster) {
     let settings = Settings {
         block_ms: 60_000,
         idle_recheck_ms: 3_600_000,
+        heartbeat_ms: 0,
         ..cluster.config(&[1])
     };
     let mut gw = TestGateway::start(settings.clone()).await;
@@ -637,6 +639,7 @@ async fn a_moved_slot_rehomes_the_doorbell(cluster: &RedisCluster) {
         let mut gw = TestGateway::start(Settings {
             block_ms: 60_000,
             idle_recheck_ms: 3_600_000,
+            heartbeat_ms: 0,
             wakeup,
             ..cluster.config(&[0])
         })

@@ -3,9 +3,9 @@
 //! XREADs where the server refuses tracking.
 //!
 //! Every gateway here re-reads an idle stream only after an hour
-//! (`idle_recheck_ms`) and a held-back one after a minute (`block_ms`),
-//! so an entry reaches its subscriber within the deadline only through a
-//! wake-up.
+//! (`idle_recheck_ms`) and a held-back one after a minute (`block_ms`), and
+//! sends no heartbeats (each would be followed by a read), so an entry
+//! reaches its subscriber within the deadline only through a wake-up.
 
 use streamgate::config::Settings;
 use streamgate::pb;
@@ -26,6 +26,7 @@ fn wake_ups_only(redis: &RedisServer) -> Settings {
     Settings {
         block_ms: 60_000,
         idle_recheck_ms: 3_600_000,
+        heartbeat_ms: 0,
         ..config(redis)
     }
 }
@@ -172,4 +173,28 @@ async fn without_client_tracking_the_gateway_falls_back_to_xread() {
     assert!(clients_named(&redis, TRACKING).is_empty());
     assert_eq!(clients_named(&redis, XREAD).len(), 1, "one XREAD shard");
     each_is_woken(&redis, &streams, &mut subs, "xread").await;
+}
+
+/// SetGroupCursor writes nothing to the stream, so Redis reports nothing:
+/// the gateway rings the stream itself, and an idle subscriber of the
+/// rewound group gets the history again at once.
+#[tokio::test]
+async fn a_rewound_group_wakes_its_idle_subscriber() {
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(wake_ups_only(&redis)).await;
+    let stream = "rewound".to_owned();
+    let mut subs = subscribers(&mut gw, std::slice::from_ref(&stream)).await;
+    let produced = produce(&mut gw, &stream, orders(3)).await;
+    let got = next_batch(&mut subs[0]).await.expect("a batch");
+    assert_eq!(ids(&got), produced);
+    gw.admin
+        .set_group_cursor(pb::SetGroupCursorRequest {
+            stream: stream.clone(),
+            group: "g".into(),
+            id: "0".into(),
+        })
+        .await
+        .expect("rewind");
+    let again = next_batch(&mut subs[0]).await.expect("a batch");
+    assert_eq!(ids(&again), produced, "the history, delivered again");
 }
