@@ -243,6 +243,20 @@ async fn until_info(
 /// reconnects at once, and its partial resync would close the gap the
 /// test needs. With a user the master does not know, its AUTH fails and it
 /// stays disconnected (it retries once a second, failing each time).
+/// Records the ID of every entry `tail` delivers.
+async fn follow(
+    mut tail: tonic::Streaming<pb::TailResponse>,
+    seen: Arc<Mutex<std::collections::HashSet<String>>>,
+) {
+    while let Ok(Some(message)) = tail.message().await {
+        if let Some(pb::tail_response::Kind::Batch(batch)) = message.kind {
+            seen.lock()
+                .unwrap()
+                .extend(batch.entries.into_iter().map(|e| e.id));
+        }
+    }
+}
+
 fn cut_replication(replica: &RedisServer) {
     let mut conn = replica.conn();
     for (name, value) in [("masteruser", "no-such-user"), ("masterauth", "wrong")] {
@@ -311,7 +325,31 @@ async fn failover_of_a_master_loses_no_acknowledged_produce() {
         redis_outage_grace_ms: 30_000,
         ..cluster.config(&[0])
     };
-    let gw = TestGateway::start(settings).await;
+    let gw = TestGateway::start(settings.clone()).await;
+    // A second gateway whose Tail on the victim's stream can hear of new
+    // entries only through its wake-up (no safety-net read within the
+    // test, no heartbeat): after the failover its tracking connection must
+    // find the promoted master.
+    let woken_only = TestGateway::start(streamgate::config::Settings {
+        block_ms: 60_000,
+        idle_recheck_ms: 3_600_000,
+        heartbeat_ms: 0,
+        ..settings
+    })
+    .await;
+    let tail = woken_only
+        .events
+        .clone()
+        .tail(pb::TailRequest {
+            stream: victim_stream.clone(),
+            start_id: "$".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("tail")
+        .into_inner();
+    let tailed = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let tailing = tokio::spawn(follow(tail, tailed.clone()));
     let ledger = Arc::new(Ledger::default());
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -428,6 +466,27 @@ async fn failover_of_a_master_loses_no_acknowledged_produce() {
     for p in producers {
         p.await.expect("a producer failed");
     }
+    // Traffic has stopped, so the tail idles: one more entry on the
+    // victim's stream reaches it only through a wake-up.
+    let last = gw
+        .events
+        .clone()
+        .produce(pb::ProduceRequest {
+            stream: victim_stream.clone(),
+            events: vec![event("order.placed", &[("key", "last")])],
+            ..Default::default()
+        })
+        .await
+        .expect("the last produce")
+        .into_inner()
+        .ids
+        .remove(0);
+    eventually("the idle tail on the promoted master is woken", || {
+        let seen = tailed.lock().unwrap().contains(&last);
+        async move { seen.then_some(()) }
+    })
+    .await;
+    tailing.abort();
 
     // Both groups get every acknowledged event, or the deadline passes.
     let start = Instant::now();
