@@ -10,7 +10,7 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::{Caller, Context, bounded, convert, interval, redis_int, required};
+use super::{Caller, Context, bounded, convert, redis_int, required};
 use crate::auth::Permission;
 use crate::broker::{Cap, ReapSpec, TrimTo, now_ms};
 use crate::error::{Error, Result};
@@ -260,12 +260,7 @@ impl EventStreamService {
             stream: self.ctx.stream(&req.stream)?.to_owned(),
             group: required("group", &req.group)?.to_owned(),
             consumer: required("consumer", &req.consumer)?.to_owned(),
-            batch_size: bounded(
-                "batch_size",
-                req.batch_size,
-                settings.default_batch_size,
-                settings.max_batch_size,
-            )?,
+            batch_size: settings.batch_size(req.batch_size)?,
             create_group: req.create_group,
             group_start: GroupStart::parse("group_start_id", &req.group_start_id)?,
             pending_first: req.pending_first,
@@ -277,7 +272,7 @@ impl EventStreamService {
                 reclaiming,
             )?,
             max_in_flight: req.max_in_flight,
-            heartbeat: interval(req.heartbeat_ms, settings.default_heartbeat),
+            heartbeat: settings.heartbeat(req.heartbeat_ms),
         };
         self.ctx
             .authorize(caller, Permission::Consume, &spec.stream)?;
@@ -487,13 +482,8 @@ impl EventStream for EventStreamService {
         let spec = TailSpec {
             stream: self.ctx.stream(&req.stream)?.to_owned(),
             start: GroupStart::parse("start_id", &req.start_id)?,
-            batch_size: bounded(
-                "batch_size",
-                req.batch_size,
-                settings.default_batch_size,
-                settings.max_batch_size,
-            )?,
-            heartbeat: interval(req.heartbeat_ms, settings.default_heartbeat),
+            batch_size: settings.batch_size(req.batch_size)?,
+            heartbeat: settings.heartbeat(req.heartbeat_ms),
         };
         self.ctx
             .authorize(&caller, Permission::Consume, &spec.stream)?;
