@@ -192,23 +192,20 @@ pub enum Push {
 mod tests {
     use super::*;
 
-    fn pairs(items: &[(&[u8], &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        items
-            .iter()
-            .map(|(n, v)| (n.to_vec(), v.to_vec()))
-            .collect()
+    /// An entry read back from the field/value pairs Redis returned; its
+    /// ID does not matter here.
+    fn entry(pairs: &[(&[u8], &[u8])]) -> Entry {
+        let pairs = pairs.iter().map(|(n, v)| (n.to_vec(), v.to_vec()));
+        Entry::from_pairs(StreamId { ms: 1, seq: 0 }, pairs.collect())
     }
 
     #[test]
     fn reserved_fields_are_typed() {
-        let e = Entry::from_pairs(
-            StreamId { ms: 1, seq: 0 },
-            pairs(&[
-                (b"type", b"order.paid"),
-                (b"ts_ms", b"1700000000000"),
-                (b"amount", b"9.5"),
-            ]),
-        );
+        let e = entry(&[
+            (b"type", b"order.paid"),
+            (b"ts_ms", b"1700000000000"),
+            (b"amount", b"9.5"),
+        ]);
         assert_eq!(e.event_type, "order.paid");
         assert_eq!(e.ts_ms, 1_700_000_000_000);
         assert_eq!(e.fields.len(), 1);
@@ -217,14 +214,11 @@ mod tests {
 
     #[test]
     fn foreign_entries_are_kept_losslessly() {
-        let e = Entry::from_pairs(
-            StreamId { ms: 1, seq: 0 },
-            pairs(&[
-                (b"ts_ms", b"yesterday"),
-                (b"blob", b"\xff\x00"),
-                (b"type", b"\xfe"),
-            ]),
-        );
+        let e = entry(&[
+            (b"ts_ms", b"yesterday"),
+            (b"blob", b"\xff\x00"),
+            (b"type", b"\xfe"),
+        ]);
         assert_eq!(e.event_type, "");
         assert_eq!(e.ts_ms, 0);
         assert_eq!(e.fields["ts_ms"], "yesterday");

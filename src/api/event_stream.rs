@@ -10,14 +10,12 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::{Caller, Context, bounded, convert, interval, redis_int, required};
+use super::{Caller, Context, bounded, convert, redis_int, required};
 use crate::auth::Permission;
 use crate::broker::{Cap, ReapSpec, TrimTo, now_ms};
-use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::group_ops::nack_delay;
 use crate::ids::{GroupStart, IdRange, StreamId};
-use crate::limits::Slot;
 use crate::metrics::OpenGuard;
 use crate::model::{Event, Push};
 use crate::namespace;
@@ -141,34 +139,34 @@ impl From<Message> for pb::TailResponse {
     }
 }
 
-/// The response to Subscribe or Tail: the live stream's pushes as `T`.
-/// The subscription `slot` and one count on the `open` gauge are held for
-/// exactly as long as the response stream lives (tonic drops it when the
-/// client leaves); `delivered` counts the entries sent.
-fn live_response<T: From<Message> + Send + 'static>(
-    delivery: Delivery<Push>,
-    slot: Slot,
-    open: &Gauge,
-    delivered: Option<Counter>,
-) -> Response<ResponseStream<T>> {
-    let guard = OpenGuard::new(open);
-    let stream = Box::pin(delivery.map(move |item| {
-        let _open = &guard;
-        Ok(T::from(message(item?, delivered.as_ref())))
-    }));
-    Response::new(holding(stream, slot))
-}
-
-/// Keeps a subscription's `slot` (its place under the subscription limits)
-/// taken for exactly as long as its response stream lives.
-pub(super) fn holding<T: Send + 'static>(
-    stream: ResponseStream<T>,
-    slot: Slot,
-) -> ResponseStream<T> {
-    Box::pin(stream.map(move |item| {
-        let _slot = &slot;
-        item
-    }))
+impl EventStreamService {
+    /// Opens a live stream (Subscribe, Tail, Consume) for `caller`: takes
+    /// a subscription slot first, so that a caller over the subscription
+    /// limits is refused before `start` touches Redis, then starts the
+    /// reading. The slot and one count on the `open` gauge are held for
+    /// exactly as long as the response stream lives (tonic drops it when
+    /// the client leaves); `respond` turns each item into the rpc's
+    /// response message.
+    pub(super) async fn live<S, I, T, F>(
+        &self,
+        caller: &Caller,
+        open: &Gauge,
+        start: impl FnOnce() -> F,
+        mut respond: impl FnMut(I) -> T + Send + 'static,
+    ) -> Result<ResponseStream<T>, Status>
+    where
+        F: Future<Output = Result<S>>,
+        S: Stream<Item = Result<I>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let slot = self.ctx.subscriptions.acquire(caller.peer)?;
+        let items = start().await?;
+        let guard = OpenGuard::new(open);
+        Ok(Box::pin(items.map(move |item| {
+            let _held = (&slot, &guard);
+            Ok(respond(item?))
+        })))
+    }
 }
 
 /// Validates the redelivery options of a Subscribe request.
@@ -262,12 +260,7 @@ impl EventStreamService {
             stream: self.ctx.stream(&req.stream)?.to_owned(),
             group: required("group", &req.group)?.to_owned(),
             consumer: required("consumer", &req.consumer)?.to_owned(),
-            batch_size: bounded(
-                "batch_size",
-                req.batch_size,
-                settings.default_batch_size,
-                settings.max_batch_size,
-            )?,
+            batch_size: settings.batch_size(req.batch_size)?,
             create_group: req.create_group,
             group_start: GroupStart::parse("group_start_id", &req.group_start_id)?,
             pending_first: req.pending_first,
@@ -279,7 +272,7 @@ impl EventStreamService {
                 reclaiming,
             )?,
             max_in_flight: req.max_in_flight,
-            heartbeat: interval(req.heartbeat_ms, settings.default_heartbeat),
+            heartbeat: settings.heartbeat(req.heartbeat_ms),
         };
         self.ctx
             .authorize(caller, Permission::Consume, &spec.stream)?;
@@ -311,24 +304,23 @@ impl EventStream for EventStreamService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let (caller, req) = Caller::split(request);
-        let settings = &self.ctx.settings;
         let spec = self.subscribe_spec(&caller, req)?;
-        let slot = self.ctx.subscriptions.acquire(caller.peer)?;
-        let delivery = subscription::start(
-            self.ctx.broker.clone(),
-            spec,
-            settings.loops,
-            &self.ctx.groups,
-            &self.ctx.doorbell,
-            self.ctx.shutdown.clone(),
-        )
-        .await?;
-        Ok(live_response(
-            delivery,
-            slot,
-            &self.ctx.metrics.open_subscriptions,
-            Some(self.ctx.metrics.delivered.clone()),
-        ))
+        let ctx = &self.ctx;
+        let delivered = ctx.metrics.delivered.clone();
+        let start = || {
+            subscription::start(
+                ctx.broker.clone(),
+                spec,
+                ctx.settings.loops,
+                &ctx.groups,
+                &ctx.doorbell,
+                ctx.shutdown.clone(),
+            )
+        };
+        let respond = move |push| pb::SubscribeResponse::from(message(push, Some(&delivered)));
+        let open = &ctx.metrics.open_subscriptions;
+        let responses = self.live(&caller, open, start, respond).await?;
+        Ok(Response::new(responses))
     }
 
     async fn ack(
@@ -490,31 +482,25 @@ impl EventStream for EventStreamService {
         let spec = TailSpec {
             stream: self.ctx.stream(&req.stream)?.to_owned(),
             start: GroupStart::parse("start_id", &req.start_id)?,
-            batch_size: bounded(
-                "batch_size",
-                req.batch_size,
-                settings.default_batch_size,
-                settings.max_batch_size,
-            )?,
-            heartbeat: interval(req.heartbeat_ms, settings.default_heartbeat),
+            batch_size: settings.batch_size(req.batch_size)?,
+            heartbeat: settings.heartbeat(req.heartbeat_ms),
         };
         self.ctx
             .authorize(&caller, Permission::Consume, &spec.stream)?;
-        let slot = self.ctx.subscriptions.acquire(caller.peer)?;
-        let delivery = tail::start(
-            self.ctx.broker.clone(),
-            spec,
-            settings.loops,
-            &self.ctx.doorbell,
-            self.ctx.shutdown.clone(),
-        )
-        .await?;
-        Ok(live_response(
-            delivery,
-            slot,
-            &self.ctx.metrics.open_tails,
-            None,
-        ))
+        let ctx = &self.ctx;
+        let start = || {
+            tail::start(
+                ctx.broker.clone(),
+                spec,
+                settings.loops,
+                &ctx.doorbell,
+                ctx.shutdown.clone(),
+            )
+        };
+        let respond = |push| pb::TailResponse::from(message(push, None));
+        let open = &ctx.metrics.open_tails;
+        let responses = self.live(&caller, open, start, respond).await?;
+        Ok(Response::new(responses))
     }
 
     type ProduceStreamStream = ResponseStream<pb::ProduceStreamResponse>;

@@ -79,6 +79,28 @@ pub struct Context {
     pub tasks: TaskTracker,
 }
 
+impl ApiSettings {
+    /// A live stream's (Subscribe's, Tail's) `batch_size`: the request's,
+    /// or the default when 0, checked against the maximum.
+    fn batch_size(&self, requested: u32) -> Result<u32> {
+        bounded(
+            "batch_size",
+            requested,
+            self.default_batch_size,
+            self.max_batch_size,
+        )
+    }
+
+    /// A live stream's heartbeat interval from the request's
+    /// `heartbeat_ms`: unset = the default, 0 = off.
+    fn heartbeat(&self, requested: Option<u32>) -> Option<Duration> {
+        let every = requested.map_or(self.default_heartbeat, |ms| {
+            Duration::from_millis(u64::from(ms))
+        });
+        (!every.is_zero()).then_some(every)
+    }
+}
+
 impl Context {
     /// Validates the request field `stream` ([`crate::namespace`]).
     fn stream<'a>(&self, name: &'a str) -> Result<&'a str> {
@@ -126,12 +148,6 @@ fn redis_int(field: &str, value: u64) -> Result<u64> {
         ));
     }
     Ok(value)
-}
-
-/// An optional request interval in milliseconds: unset = `default`, 0 = off.
-fn interval(value: Option<u32>, default: Duration) -> Option<Duration> {
-    let every = value.map_or(default, |ms| Duration::from_millis(u64::from(ms)));
-    (!every.is_zero()).then_some(every)
 }
 
 /// `value`, or `default` when 0, checked against `max`.

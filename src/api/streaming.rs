@@ -11,18 +11,18 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::stream::FuturesOrdered;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Status, Streaming};
 
-use super::event_stream::{Append, Message, ResponseStream, holding, id_list, message};
+use super::event_stream::{Append, Message, ResponseStream, id_list, message};
 use super::{Caller, EventStreamService};
 use crate::consume::{self, Op, OpKind, Out};
 use crate::error::{Error, Result};
 use crate::group_ops::nack_delay;
 use crate::limits::Answers;
-use crate::metrics::OpenGuard;
 use crate::pb::{self, consume_request, consume_response};
 
 /// Units of work of one ProduceStream in progress at once (each one
@@ -204,40 +204,42 @@ impl EventStreamService {
         };
         read.one();
         let spec = self.subscribe_spec(&caller, open)?;
-        let slot = ctx.subscriptions.acquire(caller.peer)?;
-        let session = consume::start(
-            ctx.broker.clone(),
-            spec,
-            ctx.settings.loops,
-            (ctx.groups.clone(), ctx.group_ops.clone()),
-            &ctx.doorbell,
-            ctx.shutdown.clone(),
-            Box::pin(operations(requests, read)),
-        )
-        .await?;
-        let guard = OpenGuard::new(&ctx.metrics.open_subscriptions);
+        let start = || {
+            consume::start(
+                ctx.broker.clone(),
+                spec,
+                ctx.settings.loops,
+                (ctx.groups.clone(), ctx.group_ops.clone()),
+                &ctx.doorbell,
+                ctx.shutdown.clone(),
+                Box::pin(operations(requests, read)),
+            )
+        };
         let delivered = ctx.metrics.delivered.clone();
-        let responses = session.map(move |out| {
-            let _open = &guard;
-            let kind = match out? {
-                Out::Push(push) => match message(push, Some(&delivered)) {
-                    Message::Batch(batch) => consume_response::Kind::Batch(batch),
-                    Message::Heartbeat(beat) => consume_response::Kind::Heartbeat(beat),
-                },
-                Out::Confirm(confirm) => consume_response::Kind::Confirm(pb::Confirm {
-                    op: match confirm.op {
-                        OpKind::Ack => pb::ConfirmOp::Ack,
-                        OpKind::Nack => pb::ConfirmOp::Nack,
-                        OpKind::Extend => pb::ConfirmOp::Extend,
-                    } as i32,
-                    done: super::convert::ids(&confirm.outcome.done),
-                    not_pending: super::convert::ids(&confirm.outcome.not_pending),
-                }),
-            };
-            Ok(pb::ConsumeResponse { kind: Some(kind) })
-        });
-        Ok(holding(Box::pin(responses), slot))
+        let respond = move |out| consume_response(out, &delivered);
+        self.live(&caller, &ctx.metrics.open_subscriptions, start, respond)
+            .await
     }
+}
+
+/// Converts what a Consume session sends; `delivered` counts the entries.
+fn consume_response(out: Out, delivered: &Counter) -> pb::ConsumeResponse {
+    let kind = match out {
+        Out::Push(push) => match message(push, Some(delivered)) {
+            Message::Batch(batch) => consume_response::Kind::Batch(batch),
+            Message::Heartbeat(beat) => consume_response::Kind::Heartbeat(beat),
+        },
+        Out::Confirm(confirm) => consume_response::Kind::Confirm(pb::Confirm {
+            op: match confirm.op {
+                OpKind::Ack => pb::ConfirmOp::Ack,
+                OpKind::Nack => pb::ConfirmOp::Nack,
+                OpKind::Extend => pb::ConfirmOp::Extend,
+            } as i32,
+            done: super::convert::ids(&confirm.outcome.done),
+            not_pending: super::convert::ids(&confirm.outcome.not_pending),
+        }),
+    };
+    pb::ConsumeResponse { kind: Some(kind) }
 }
 
 /// The operations a Consume client sends after `open`, validated. A

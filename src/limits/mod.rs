@@ -11,7 +11,7 @@ mod subscriptions;
 
 pub(crate) use budget::{BudgetMetrics, ByteBudget};
 pub use reading::{Answers, ReadingLayer};
-pub use subscriptions::{Slot, SubscriptionSlots};
+pub use subscriptions::SubscriptionSlots;
 
 use crate::error::{Error, Result};
 use crate::model::{Event, TYPE_FIELD};
