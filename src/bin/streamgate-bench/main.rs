@@ -9,6 +9,10 @@
 //! The C scenarios run the same comparisons on a Redis Cluster, and C30
 //! compares the gateway on three masters with the gateway on one.
 //!
+//! Where the gateway's wake-up mechanism may matter (S1, S4, S5), the
+//! gateway side runs once per mechanism (`--wakeup`, default both:
+//! `tracking` and `xread`), the in-process gateway restarted in between.
+//!
 //! Layout: [`options`] (command line, sizes), [`rig`] (Redis and gateway
 //! under test, resource probes), [`redis_server`] (the private
 //! redis-server), [`redis_cluster`] (the private Redis Clusters),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use streamgate::config::Wakeup;
 
 /// Measures streamgate against Redis used directly: each scenario runs
 /// twice, once through the gateway and once with redis-rs doing the same
@@ -73,6 +74,22 @@ pub struct Args {
     #[arg(long)]
     pub subs: Option<usize>,
 
+    /// How the in-process gateway wakes idle subscriptions: `tracking`,
+    /// `xread`, or `both` (the default): S1, S4 and S5 then run their
+    /// gateway side once per mechanism, restarting the gateway in between
+    /// (rows `gateway (tracking)` and `gateway (xread)`), and the other
+    /// scenarios run on `tracking`, the library's default. With
+    /// --gateway, names the mechanism that gateway runs (for the rows'
+    /// labels only; `both` is refused).
+    #[arg(long, value_enum)]
+    pub wakeup: Option<WakeupChoice>,
+
+    /// The in-process gateway's `idle_recheck_ms` (default: the
+    /// library's, 120000): how often an idle subscription re-reads with
+    /// the tracking wake-up.
+    #[arg(long, conflicts_with = "gateway")]
+    pub idle_recheck_ms: Option<u64>,
+
     /// S5 direct side: streams each blocking XREADGROUP watches, i.e. how
     /// many streams share one "doorbell" connection.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
@@ -114,6 +131,23 @@ impl Args {
             ));
         }
         Ok(chosen)
+    }
+
+    /// The wake-up mechanisms the in-process gateway runs, the default
+    /// (`tracking`) first; the one of a --gateway, if named.
+    pub fn wakeups(&self) -> Result<Vec<Wakeup>, String> {
+        let choice = match (self.wakeup, self.gateway.is_some()) {
+            (Some(WakeupChoice::Both), true) => {
+                return Err("--gateway runs one wake-up mechanism: name it with --wakeup tracking or --wakeup xread, or leave --wakeup out".into());
+            }
+            (None, true) => return Ok(Vec::new()),
+            (choice, _) => choice.unwrap_or(WakeupChoice::Both),
+        };
+        Ok(match choice {
+            WakeupChoice::Tracking => vec![Wakeup::Tracking],
+            WakeupChoice::Xread => vec![Wakeup::Xread],
+            WakeupChoice::Both => vec![Wakeup::Tracking, Wakeup::Xread],
+        })
     }
 
     /// How big each scenario is.
@@ -187,6 +221,33 @@ impl ScenarioId {
     /// than one Redis.
     pub fn on_cluster(self) -> bool {
         matches!(self, ScenarioId::C1 | ScenarioId::C3 | ScenarioId::C30)
+    }
+
+    /// Whether the scenario runs its gateway side once per wake-up
+    /// mechanism (with `--wakeup both`): those whose figures the
+    /// mechanism may move. The others run on the first mechanism only.
+    pub fn per_wakeup(self) -> bool {
+        matches!(self, ScenarioId::S1 | ScenarioId::S4 | ScenarioId::S5)
+    }
+}
+
+/// `--wakeup`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WakeupChoice {
+    /// `CLIENT TRACKING` on one connection per Redis node.
+    Tracking,
+    /// Blocking XREADs over at most 100 streams each (streamgate's
+    /// wake-up before tracking).
+    Xread,
+    /// Both, one after the other, where the mechanism matters.
+    Both,
+}
+
+/// The name of a mechanism, as in the rows' labels and the JSON.
+pub fn wakeup_name(wakeup: Wakeup) -> &'static str {
+    match wakeup {
+        Wakeup::Tracking => "tracking",
+        Wakeup::Xread => "xread",
     }
 }
 

@@ -187,9 +187,10 @@ impl Rig {
                 .sum::<Option<Duration>>(),
             Err(_) => None,
         };
+        let threads = self.embedded().as_ref().map(|e| e.threads.clone());
         Cpu {
-            gateway: match (&self.embedded, self.gateway_pid) {
-                (Some(embedded), _) => Some(system::threads_cpu(|name| name == embedded.threads)),
+            gateway: match (threads, self.gateway_pid) {
+                (Some(threads), _) => Some(system::threads_cpu(|name| name == threads)),
                 (None, Some(pid)) => system::process_cpu(pid),
                 (None, None) => None,
             },
@@ -201,10 +202,10 @@ impl Rig {
 
     /// RSS of the gateway process, when known.
     pub fn rss_mb(&self) -> Option<f64> {
-        match (&self.embedded, self.gateway_pid) {
-            (Some(_), _) => system::rss_mb(None),
-            (None, Some(pid)) => system::rss_mb(Some(pid)),
-            (None, None) => None,
+        match (self.embedded().is_some(), self.gateway_pid) {
+            (true, _) => system::rss_mb(None),
+            (false, Some(pid)) => system::rss_mb(Some(pid)),
+            (false, None) => None,
         }
     }
 
