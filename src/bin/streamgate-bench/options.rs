@@ -90,6 +90,12 @@ pub struct Args {
     #[arg(long, conflicts_with = "gateway")]
     pub idle_recheck_ms: Option<u64>,
 
+    /// S5: how long the idle window lasts, in milliseconds, in which
+    /// nothing is produced and Redis' command rate is measured (default
+    /// 10000, 500 with --quick).
+    #[arg(long)]
+    pub idle_window_ms: Option<u64>,
+
     /// S5 direct side: streams each blocking XREADGROUP watches, i.e. how
     /// many streams share one "doorbell" connection.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
@@ -159,6 +165,9 @@ impl Args {
         };
         if let Some(subs) = self.subs {
             plan.fan_in_subs = subs.max(1);
+        }
+        if let Some(ms) = self.idle_window_ms {
+            plan.idle_window = Duration::from_millis(ms);
         }
         plan.streams_per_reader = usize::try_from(self.streams_per_reader).unwrap_or(usize::MAX);
         plan
@@ -269,6 +278,12 @@ pub struct Plan {
     pub rate: u32,
     /// S5: idle subscriptions (one stream each).
     pub fan_in_subs: usize,
+    /// S5: after the warm-up, let the subscriptions settle this long,
+    /// then measure Redis' commands for `idle_window` with nothing
+    /// produced.
+    pub idle_settle: Duration,
+    /// S5: the idle window.
+    pub idle_window: Duration,
     /// S5 direct side: streams per blocking read.
     pub streams_per_reader: usize,
     /// S4/S5: how long to wait for stragglers after the last send.
@@ -288,6 +303,8 @@ impl Plan {
             latency_for: Duration::from_secs(10),
             rate: 1000,
             fan_in_subs: 10_000,
+            idle_settle: Duration::from_secs(2),
+            idle_window: Duration::from_secs(10),
             streams_per_reader: 100,
             drain: Duration::from_secs(5),
             setup_deadline: Duration::from_secs(60),
@@ -304,6 +321,8 @@ impl Plan {
             latency_for: Duration::from_secs(1),
             rate: 1000,
             fan_in_subs: 50,
+            idle_settle: Duration::from_millis(200),
+            idle_window: Duration::from_millis(500),
             streams_per_reader: 100,
             drain: Duration::from_secs(3),
             setup_deadline: Duration::from_secs(20),

@@ -298,6 +298,31 @@ impl Report {
             )?;
         }
         writeln!(out, "{:<17} latency: {}", "", self.latency_of)?;
+        if self.gateway.extra.contains_key("idle_commands_per_sec") {
+            let mut parts: Vec<String> = self
+                .gateway_rows()
+                .into_iter()
+                .map(|(label, side)| format!("{label} {}", idle_text(side)))
+                .collect();
+            parts.push(format!("direct {}", idle_text(&self.direct)));
+            writeln!(
+                out,
+                "{:<17} idle, Redis commands/s: {}",
+                "",
+                parts.join("; ")
+            )?;
+            let names: Vec<String> = self
+                .gateway_rows()
+                .into_iter()
+                .map(|(label, side)| format!("{label} {}", names_text(side)))
+                .collect();
+            writeln!(
+                out,
+                "{:<17} gateway Redis connections by client name: {}",
+                "",
+                names.join("; ")
+            )?;
+        }
         let mut cpu: Vec<String> = self
             .gateway_rows()
             .into_iter()
@@ -315,6 +340,58 @@ impl Report {
             )?;
         }
         Ok(())
+    }
+}
+
+/// `12.3 (xreadgroup 10.1, xread 2.2)`: a side's idle command rate, and
+/// the rate of each command.
+fn idle_text(side: &Side) -> String {
+    let Some(total) = side
+        .extra
+        .get("idle_commands_per_sec")
+        .and_then(|v| v.as_f64())
+    else {
+        return "-".to_owned();
+    };
+    let by_command: Vec<String> = side
+        .extra
+        .get("idle_commands")
+        .and_then(|v| v.as_object())
+        .map(|calls| {
+            calls
+                .iter()
+                .filter_map(|(name, rate)| Some(format!("{name} {}", rate.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if by_command.is_empty() {
+        format!("{total}")
+    } else {
+        format!("{total} ({})", by_command.join(", "))
+    }
+}
+
+/// `streamgate-watch 1, unnamed 1`: a gateway side's Redis connections by
+/// client name.
+fn names_text(side: &Side) -> String {
+    let names: Vec<String> = side
+        .extra
+        .get("redis_connections_by_name")
+        .and_then(|v| v.as_object())
+        .map(|names| {
+            names
+                .iter()
+                .map(|(name, n)| {
+                    let name = if name.is_empty() { "unnamed" } else { name };
+                    format!("{name} {n}")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        "-".to_owned()
+    } else {
+        names.join(", ")
     }
 }
 

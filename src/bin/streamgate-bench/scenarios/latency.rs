@@ -14,7 +14,13 @@
 //! shared multiplexed connection; readers loop `XREADGROUP COUNT 10 BLOCK
 //! 1000` on connections of their own, each over `streams_per_reader`
 //! streams at once.
+//!
+//! S5 also measures an idle window after the warm-up: nothing is
+//! produced, and Redis' command rate (from `INFO commandstats`, without
+//! the bench's own readings) shows what keeping the subscriptions open
+//! costs Redis.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,10 +39,9 @@ use super::{Ctx, SideKind, join_all};
 use crate::Fallible;
 use crate::options::ScenarioId;
 use crate::payload;
-use crate::report::GatewayRow;
-use crate::report::{Report, Target};
+use crate::report::{GatewayRow, Report, Target};
 use crate::rig::{Conn, Usage};
-use crate::stats::{Latency, Side, round3};
+use crate::stats::{Latency, Side, round1, round3};
 
 /// Subscribe / XREADGROUP batch size.
 const BATCH: u32 = 10;
@@ -56,6 +61,8 @@ pub struct Spec {
     pub subs_per_channel: usize,
     /// Direct side: streams one blocking XREADGROUP watches.
     pub streams_per_reader: usize,
+    /// Whether to measure an idle window after the warm-up.
+    pub idle: bool,
 }
 
 /// Runs both sides of S4.
@@ -65,6 +72,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Fallible<Report> {
         streams: 1,
         subs_per_channel: 1,
         streams_per_reader: 1,
+        idle: false,
     };
     let rows = ctx
         .per_wakeup(async |ctx| Ok(gateway_side(ctx, spec).await?.0))
@@ -181,10 +189,11 @@ impl Recorder {
 type SendFn = Arc<dyn Fn(usize, u64) -> SendFuture + Send + Sync>;
 type SendFuture = Pin<Box<dyn Future<Output = Fallible<()>> + Send>>;
 
-/// The common part of both sides: warm up, produce at the rate, drain,
-/// stop the receivers. Resources are read after the warm-up and at the
+/// The common part of both sides: warm up, measure the idle window (if
+/// the spec asks), produce at the rate, drain, stop the receivers.
+/// Resources are read after the warm-up, in the idle window and at the
 /// end, never during the paced phase (`CLIENT LIST` is O(clients) and
-/// blocks Redis meanwhile); the larger of the two readings is kept.
+/// blocks Redis meanwhile); the largest of the readings is kept.
 async fn drive(
     ctx: &Ctx<'_>,
     spec: Spec,
@@ -211,7 +220,14 @@ async fn drive(
         )
         .into());
     }
-    let after_warm_up = ctx.rig.usage().await?;
+    let mut peak = ctx.rig.usage().await?;
+    let idle = if spec.idle {
+        let (figures, usage) = idle_window(ctx).await?;
+        peak = peak.max(usage);
+        Some(figures)
+    } else {
+        None
+    };
 
     let total = u64::from(plan.rate) * plan.latency_for.as_secs().max(1);
     let mut ticks = tokio::time::interval(Duration::from_secs(1) / plan.rate.max(1));
@@ -247,12 +263,71 @@ async fn drive(
 
     let received = recorder.measured.load(Ordering::Relaxed);
     let latency = recorder.latency.lock().expect("latency lock").clone();
-    let side = Side::new(received, produce_time, &latency)
+    let mut side = Side::new(received, produce_time, &latency)
         .with("sent", sent)
         .with("missing", sent.saturating_sub(received))
         .cpu(spent);
-    let peak = after_warm_up.max(at_end);
-    Ok((side, peak))
+    if let Some(idle) = idle {
+        side = idle.add_to(side);
+    }
+    Ok((side, peak.max(at_end)))
+}
+
+/// What Redis did while nothing was produced.
+struct Idle {
+    secs: f64,
+    /// Commands per second, by command.
+    by_command: BTreeMap<String, f64>,
+    total_per_sec: f64,
+    /// Redis' CPU over the window, in % of one core.
+    redis_cpu_pct: Option<f64>,
+}
+
+impl Idle {
+    fn add_to(self, side: Side) -> Side {
+        let by_command: serde_json::Map<String, serde_json::Value> = self
+            .by_command
+            .into_iter()
+            .map(|(name, rate)| (name, rate.into()))
+            .collect();
+        side.with("idle_secs", round3(self.secs))
+            .with("idle_commands_per_sec", self.total_per_sec)
+            .with("idle_commands", by_command)
+            .with(
+                "idle_redis_cpu_pct",
+                self.redis_cpu_pct
+                    .map_or(serde_json::Value::Null, |pct| round1(pct).into()),
+            )
+    }
+}
+
+/// The idle window: lets the subscriptions settle after the warm-up
+/// (their follow-up reads), then counts the commands Redis runs while
+/// nothing is produced, and reads the connections at its end.
+async fn idle_window(ctx: &Ctx<'_>) -> Fallible<(Idle, Usage)> {
+    tokio::time::sleep(ctx.plan.idle_settle).await;
+    let cpu = ctx.rig.cpu().await;
+    let before = ctx.rig.commands().await?;
+    tokio::time::sleep(ctx.plan.idle_window).await;
+    let after = ctx.rig.commands().await?;
+    let spent = ctx.rig.cpu().await.since(cpu);
+    let usage = ctx.rig.usage().await?;
+    let (calls, secs) = after.since(&before);
+    let rate = |n: u64| round1(n as f64 / secs.max(1e-3));
+    let total_per_sec = rate(calls.values().sum());
+    let by_command = calls.into_iter().map(|(name, n)| (name, rate(n))).collect();
+    let redis_cpu_pct = spent
+        .redis
+        .map(|cpu| cpu.as_secs_f64() / secs.max(1e-3) * 100.0);
+    Ok((
+        Idle {
+            secs,
+            by_command,
+            total_per_sec,
+            redis_cpu_pct,
+        },
+        usage,
+    ))
 }
 
 /// Creates the group on every key at its end (`$`), so only entries sent
@@ -330,7 +405,7 @@ pub async fn gateway_side(ctx: &Ctx<'_>, spec: Spec) -> Fallible<(Side, Usage)> 
     });
     let (side, usage) = drive(ctx, spec, &recorder, send, receivers, stop).await?;
     ctx.clean_up(&keys).await?;
-    Ok((side.gateway_usage(usage), usage))
+    Ok((side.gateway_usage(&usage), usage))
 }
 
 async fn receive_via_gateway(
@@ -391,7 +466,7 @@ pub async fn direct_side(ctx: &Ctx<'_>, spec: Spec) -> Fallible<Side> {
     });
     let (side, usage) = drive(ctx, spec, &recorder, send, receivers, stop).await?;
     ctx.clean_up(&keys).await?;
-    Ok(side.direct_usage(usage).with("readers", readers))
+    Ok(side.direct_usage(&usage).with("readers", readers))
 }
 
 async fn receive_directly(

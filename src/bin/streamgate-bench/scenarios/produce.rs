@@ -269,7 +269,7 @@ async fn gateway_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
     ctx.clean_up(&keys).await?;
     Ok(spread(
         Side::new(count, elapsed, &latency)
-            .gateway_usage(usage)
+            .gateway_usage(&usage)
             .cpu(spent),
     ))
 }
@@ -315,7 +315,7 @@ async fn direct_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
     ctx.clean_up(&keys).await?;
     Ok(spread(
         Side::new(count, elapsed, &latency)
-            .direct_usage(usage)
+            .direct_usage(&usage)
             .cpu(spent),
     ))
 }
