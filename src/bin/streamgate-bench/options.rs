@@ -27,12 +27,12 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
-    /// Run only these scenarios (S1..S7, C1, C3, C30; repeat the flag or
-    /// separate with commas).
+    /// Run only these scenarios (S1..S7, C1, C3, C5, C30; repeat the flag
+    /// or separate with commas).
     #[arg(long, value_delimiter = ',', ignore_case = true)]
     pub scenario: Vec<ScenarioId>,
 
-    /// Also run the Redis Cluster scenarios (C1, C3, C30) on private
+    /// Also run the Redis Cluster scenarios (C1, C3, C5, C30) on private
     /// clusters: 3 masters + 3 replicas, and 1 master + 1 replica for
     /// C30's baseline. Needs `redis-cli` (package redis-tools).
     #[arg(long)]
@@ -70,12 +70,13 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub max_len: u64,
 
-    /// S5: number of idle subscriptions (default 10000, 50 with --quick).
+    /// S5 and C5: number of idle subscriptions (default 10000; with
+    /// --quick 50 for S5, 300 for C5).
     #[arg(long)]
     pub subs: Option<usize>,
 
     /// How the in-process gateway wakes idle subscriptions: `tracking`,
-    /// `xread`, or `both` (the default): S1, S4 and S5 then run their
+    /// `xread`, or `both` (the default): S1, S4, S5 and C5 then run their
     /// gateway side once per mechanism, restarting the gateway in between
     /// (rows `gateway (tracking)` and `gateway (xread)`), and the other
     /// scenarios run on `tracking`, the library's default. With
@@ -90,9 +91,9 @@ pub struct Args {
     #[arg(long, conflicts_with = "gateway")]
     pub idle_recheck_ms: Option<u64>,
 
-    /// S5: how long the idle window lasts, in milliseconds, in which
-    /// nothing is produced and Redis' command rate is measured (default
-    /// 10000, 500 with --quick).
+    /// S5 and C5: how long the idle window lasts, in milliseconds, in
+    /// which nothing is produced and Redis' command rate is measured
+    /// (default 10000, 500 with --quick).
     #[arg(long)]
     pub idle_window_ms: Option<u64>,
 
@@ -165,6 +166,7 @@ impl Args {
         };
         if let Some(subs) = self.subs {
             plan.fan_in_subs = subs.max(1);
+            plan.cluster_fan_in_subs = subs.max(1);
         }
         if let Some(ms) = self.idle_window_ms {
             plan.idle_window = Duration::from_millis(ms);
@@ -204,13 +206,16 @@ pub enum ScenarioId {
     /// S3 on a 3-master Redis Cluster
     #[value(name = "C3")]
     C3,
+    /// Idle subscriptions on a 3-master Redis Cluster, each woken once
+    #[value(name = "C5")]
+    C5,
     /// S1's work over 30 streams: 3 masters against 1
     #[value(name = "C30")]
     C30,
 }
 
 impl ScenarioId {
-    /// `S1`..`S7`, `C1`, `C3`, `C30`.
+    /// `S1`..`S7`, `C1`, `C3`, `C5`, `C30`.
     pub fn as_str(self) -> &'static str {
         match self {
             ScenarioId::S1 => "S1",
@@ -222,6 +227,7 @@ impl ScenarioId {
             ScenarioId::S7 => "S7",
             ScenarioId::C1 => "C1",
             ScenarioId::C3 => "C3",
+            ScenarioId::C5 => "C5",
             ScenarioId::C30 => "C30",
         }
     }
@@ -229,14 +235,20 @@ impl ScenarioId {
     /// Whether the scenario runs on Redis Cluster (the C scenarios) rather
     /// than one Redis.
     pub fn on_cluster(self) -> bool {
-        matches!(self, ScenarioId::C1 | ScenarioId::C3 | ScenarioId::C30)
+        matches!(
+            self,
+            ScenarioId::C1 | ScenarioId::C3 | ScenarioId::C5 | ScenarioId::C30
+        )
     }
 
     /// Whether the scenario runs its gateway side once per wake-up
     /// mechanism (with `--wakeup both`): those whose figures the
     /// mechanism may move. The others run on the first mechanism only.
     pub fn per_wakeup(self) -> bool {
-        matches!(self, ScenarioId::S1 | ScenarioId::S4 | ScenarioId::S5)
+        matches!(
+            self,
+            ScenarioId::S1 | ScenarioId::S4 | ScenarioId::S5 | ScenarioId::C5
+        )
     }
 }
 
@@ -278,11 +290,13 @@ pub struct Plan {
     pub rate: u32,
     /// S5: idle subscriptions (one stream each).
     pub fan_in_subs: usize,
-    /// S5: after the warm-up, let the subscriptions settle this long,
+    /// C5: idle subscriptions (one stream each), over the masters.
+    pub cluster_fan_in_subs: usize,
+    /// S5/C5: after the warm-up, let the subscriptions settle this long,
     /// then measure Redis' commands for `idle_window` with nothing
     /// produced.
     pub idle_settle: Duration,
-    /// S5: the idle window.
+    /// S5/C5: the idle window.
     pub idle_window: Duration,
     /// S5 direct side: streams per blocking read.
     pub streams_per_reader: usize,
@@ -303,6 +317,7 @@ impl Plan {
             latency_for: Duration::from_secs(10),
             rate: 1000,
             fan_in_subs: 10_000,
+            cluster_fan_in_subs: 10_000,
             idle_settle: Duration::from_secs(2),
             idle_window: Duration::from_secs(10),
             streams_per_reader: 100,
@@ -321,6 +336,7 @@ impl Plan {
             latency_for: Duration::from_secs(1),
             rate: 1000,
             fan_in_subs: 50,
+            cluster_fan_in_subs: 300,
             idle_settle: Duration::from_millis(200),
             idle_window: Duration::from_millis(500),
             streams_per_reader: 100,

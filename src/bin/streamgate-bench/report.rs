@@ -11,7 +11,7 @@ use crate::stats::Side;
 /// The result of one scenario.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// `S1`..`S7`, `C1`, `C3`, `C30`.
+    /// `S1`..`S7`, `C1`, `C3`, `C5`, `C30`.
     pub scenario: &'static str,
     /// Short name, e.g. `produce-batch`.
     pub name: &'static str,

@@ -261,6 +261,19 @@ impl Rig {
         }
     }
 
+    /// The in-process gateway's wake-up timings (`block_ms`,
+    /// `idle_recheck_ms`), for a report's parameters; null for a
+    /// --gateway.
+    pub fn wakeup_timings(&self) -> serde_json::Value {
+        if self.given_gateway.is_some() {
+            return serde_json::Value::Null;
+        }
+        serde_json::json!({
+            "block_ms": self.settings.block_ms,
+            "idle_recheck_ms": self.settings.idle_recheck_ms,
+        })
+    }
+
     /// `gateway (tracking)`: the label of the gateway's rows.
     pub fn gateway_label(&self) -> String {
         match self.wakeup() {
@@ -318,6 +331,27 @@ impl Rig {
     /// leaves room for blocking reads of up to `block`.
     pub async fn direct(&self, block: Duration) -> Fallible<Conn> {
         self.connect(block, CLIENT_NAME).await
+    }
+
+    /// A new direct connection, named [`CLIENT_NAME`], to the node
+    /// serving `key`: the server, or on a cluster the master of the key's
+    /// slot (one connection, not a cluster client's one per node). For a
+    /// blocking read over keys of one slot.
+    pub async fn direct_to_master_of(&self, key: &str, block: Duration) -> Fallible<Conn> {
+        if !self.cluster {
+            return self.direct(block).await;
+        }
+        let slot = topology::slot_of(key.as_bytes());
+        let master = topology::master_of(self.slot_ranges().await?, slot)
+            .ok_or_else(|| format!("slot {slot} has no master"))?;
+        let url = topology::node_url(self.first_seed(), master);
+        let mut conn = single(&url, block + Duration::from_secs(5)).await?;
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(CLIENT_NAME)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(Conn::Single(conn))
     }
 
     async fn connect(&self, block: Duration, name: &str) -> Fallible<Conn> {

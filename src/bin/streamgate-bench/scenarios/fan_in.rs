@@ -1,6 +1,8 @@
 //! S5 fan-in: many idle subscriptions on one gateway, an idle window with
 //! nothing produced, then S4's paced latency run spread over them at
-//! random.
+//! random. C5: the same subscriptions on a 3-master Redis Cluster, each
+//! stream then getting exactly one event, which its subscription must
+//! receive.
 //!
 //! Each subscription has a stream of its own with its own group (one
 //! consumer each): the shape of many services each following their own
@@ -10,12 +12,14 @@
 //! the gateway wakes idle subscriptions through its wake-up mechanism
 //! (`Settings::wakeup`), so the gateway side runs once per mechanism. The
 //! direct side does what the XREAD wake-up does at best: one
-//! `XREADGROUP ... BLOCK` per 100 streams (`--streams-per-reader`).
+//! `XREADGROUP ... BLOCK` per 100 streams (`--streams-per-reader`); on a
+//! cluster over streams that share a slot through a hash tag (see
+//! [`super::latency`]).
 
 use serde_json::json;
 
 use super::Ctx;
-use super::latency::{self, Spec};
+use super::latency::{self, Schedule, Spec};
 use crate::Fallible;
 use crate::options::ScenarioId;
 use crate::report::{GatewayRow, Report, Target};
@@ -34,6 +38,8 @@ const OTHER_CONNECTIONS: usize = 5;
 /// Target of the tracking wake-up on one Redis: Redis connections, at any
 /// number of subscriptions.
 const TRACKING_CONNECTIONS: f64 = 10.0;
+/// Target of the tracking wake-up on the 3-master cluster.
+const TRACKING_CLUSTER_CONNECTIONS: f64 = 20.0;
 /// Target of the tracking wake-up: Redis commands per second while
 /// nothing is produced (at 10,000 subscriptions).
 const TRACKING_IDLE_COMMANDS: f64 = 100.0;
@@ -46,6 +52,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Fallible<Report> {
         streams: subs,
         subs_per_channel: subs.div_ceil(CHANNELS),
         streams_per_reader: ctx.plan.streams_per_reader,
+        schedule: Schedule::Random,
         idle: true,
     };
     let rows = gateway_rows(ctx, spec).await?;
@@ -60,6 +67,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Fallible<Report> {
         "idle_settle_secs": ctx.plan.idle_settle.as_secs_f64(),
         "idle_window_secs": ctx.plan.idle_window.as_secs_f64(),
         "streams_per_reader": ctx.plan.streams_per_reader,
+        "gateway_wakeup_timings": ctx.rig.wakeup_timings(),
         "direct": "one XREADGROUP BLOCK over streams_per_reader streams per connection; XADD on a shared connection",
     });
     let mut targets = Vec::new();
@@ -98,6 +106,71 @@ pub async fn run(ctx: &Ctx<'_>) -> Fallible<Report> {
         "fan-in",
         "events/s",
         "produce to receive, per event, over all subscriptions",
+        "p99_ms",
+        rows,
+        direct,
+        params,
+    );
+    report.targets = targets;
+    Ok(report)
+}
+
+/// Runs both sides of C5 on the 3-master cluster, the gateway side once
+/// per wake-up mechanism.
+pub async fn run_cluster(ctx: &Ctx<'_>) -> Fallible<Report> {
+    let subs = ctx.plan.cluster_fan_in_subs;
+    let spec = Spec {
+        id: ScenarioId::C5,
+        streams: subs,
+        subs_per_channel: subs.div_ceil(CHANNELS),
+        streams_per_reader: ctx.plan.streams_per_reader,
+        schedule: Schedule::EachStreamOnce,
+        idle: true,
+    };
+    let rows = gateway_rows(ctx, spec).await?;
+    let direct = latency::direct_side(ctx, spec).await?;
+    let params = json!({
+        "redis": ctx.rig.storage,
+        "subscriptions": subs,
+        "streams": subs,
+        "layout": "one stream, one group, one consumer per subscription; streams spread evenly over the masters",
+        "client_connections": CHANNELS,
+        "subs_per_client_connection": subs.div_ceil(CHANNELS),
+        "events": "one per stream, in a random order",
+        "rate_per_sec": ctx.plan.rate,
+        "idle_settle_secs": ctx.plan.idle_settle.as_secs_f64(),
+        "idle_window_secs": ctx.plan.idle_window.as_secs_f64(),
+        "streams_per_reader": ctx.plan.streams_per_reader,
+        "gateway_wakeup_timings": ctx.rig.wakeup_timings(),
+        "direct": "streams named {tag}:i, streams_per_reader per hash tag (one slot), tags spread over the masters; one XREADGROUP BLOCK per tag on a connection to its master; XADD on a shared cluster client",
+    });
+    let mut targets = Vec::new();
+    for (row, side) in rows.iter().map(|(row, side)| (row.label.as_str(), side)) {
+        targets.push(Target::at_most(
+            &format!("{row}: subscriptions that missed their entry"),
+            figure(side, "streams_missing"),
+            0.0,
+        ));
+    }
+    for (row, side) in &rows {
+        if row.wakeup != Some("xread") {
+            targets.push(Target::at_most(
+                &format!("{}: Redis connections", row.label),
+                side.redis_connections.unwrap_or(0) as f64,
+                TRACKING_CLUSTER_CONNECTIONS,
+            ));
+        }
+    }
+    targets.push(Target::at_most(
+        "direct: subscriptions that missed their entry",
+        figure(&direct, "streams_missing"),
+        0.0,
+    ));
+    let mut report = Report::per_wakeup(
+        "C5",
+        "cluster-fan-in",
+        "events/s",
+        "produce to receive, per event, one event per subscription",
         "p99_ms",
         rows,
         direct,

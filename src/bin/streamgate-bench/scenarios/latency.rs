@@ -13,17 +13,23 @@
 //! a client connection of its own. Direct side: the producer XADDs on a
 //! shared multiplexed connection; readers loop `XREADGROUP COUNT 10 BLOCK
 //! 1000` on connections of their own, each over `streams_per_reader`
-//! streams at once.
+//! streams at once. On a cluster (C5) one blocking read may only name keys
+//! of one slot, so the direct side's streams are named with a hash tag
+//! per reader (`{<reader's name>}:<i>`: every stream of a reader in one
+//! slot, the readers spread over the masters), and each reader holds a
+//! connection to its slot's master: the best layout a client that
+//! chooses its own key names can have. The gateway side's streams have
+//! names of their own, as users' streams do, one slot each.
 //!
-//! S5 also measures an idle window after the warm-up: nothing is
-//! produced, and Redis' command rate (from `INFO commandstats`, without
-//! the bench's own readings) shows what keeping the subscriptions open
-//! costs Redis.
+//! S5 and C5 also measure an idle window after the warm-up: nothing is
+//! produced, and Redis' command rate (from `INFO commandstats` on every
+//! master, without the bench's own readings) shows what keeping the
+//! subscriptions open costs Redis.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,8 +67,21 @@ pub struct Spec {
     pub subs_per_channel: usize,
     /// Direct side: streams one blocking XREADGROUP watches.
     pub streams_per_reader: usize,
+    /// Which streams the paced phase sends to.
+    pub schedule: Schedule,
     /// Whether to measure an idle window after the warm-up.
     pub idle: bool,
+}
+
+/// Which streams the paced phase sends to, at the plan's rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// For the plan's `latency_for`, each event to a stream drawn at
+    /// random (S4, S5).
+    Random,
+    /// One event to every stream, in a random order (C5): every
+    /// subscription is woken once, and each must receive its entry.
+    EachStreamOnce,
 }
 
 /// Runs both sides of S4.
@@ -72,6 +91,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Fallible<Report> {
         streams: 1,
         subs_per_channel: 1,
         streams_per_reader: 1,
+        schedule: Schedule::Random,
         idle: false,
     };
     let rows = ctx
@@ -148,20 +168,24 @@ struct Recorder {
     from_ns: AtomicU64,
     received: AtomicU64,
     measured: AtomicU64,
+    /// Measured entries received on each stream.
+    per_stream: Vec<AtomicU32>,
 }
 
 impl Recorder {
-    fn new() -> Arc<Recorder> {
+    fn new(streams: usize) -> Arc<Recorder> {
         Arc::new(Recorder {
             latency: Mutex::new(Latency::new()),
             from_ns: AtomicU64::new(u64::MAX),
             received: AtomicU64::new(0),
             measured: AtomicU64::new(0),
+            per_stream: (0..streams).map(|_| AtomicU32::new(0)).collect(),
         })
     }
 
-    /// One received entry with the given send-instant field.
-    fn observe(&self, sent: Option<&str>) {
+    /// One entry received on stream number `stream`, with the given
+    /// send-instant field.
+    fn observe(&self, stream: usize, sent: Option<&str>) {
         self.received.fetch_add(1, Ordering::Relaxed);
         let Some((at, us)) = sent.and_then(payload::sent_and_elapsed_us) else {
             return;
@@ -169,7 +193,18 @@ impl Recorder {
         if at >= self.from_ns.load(Ordering::Relaxed) {
             self.latency.lock().expect("latency lock").record_us(us);
             self.measured.fetch_add(1, Ordering::Relaxed);
+            if let Some(n) = self.per_stream.get(stream) {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Streams that received no measured entry.
+    fn streams_missing(&self) -> u64 {
+        self.per_stream
+            .iter()
+            .filter(|n| n.load(Ordering::Relaxed) == 0)
+            .count() as u64
     }
 
     /// Waits until `n` entries arrived in all, or `deadline` passed.
@@ -229,21 +264,32 @@ async fn drive(
         None
     };
 
-    let total = u64::from(plan.rate) * plan.latency_for.as_secs().max(1);
+    let (total, order) = match spec.schedule {
+        Schedule::Random => (
+            u64::from(plan.rate) * plan.latency_for.as_secs().max(1),
+            None,
+        ),
+        Schedule::EachStreamOnce => {
+            let mut order: Vec<usize> = (0..spec.streams).collect();
+            fastrand::shuffle(&mut order);
+            (spec.streams as u64, Some(order))
+        }
+    };
+    let planned = Duration::from_secs_f64(total as f64 / f64::from(plan.rate.max(1)));
     let mut ticks = tokio::time::interval(Duration::from_secs(1) / plan.rate.max(1));
     ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let cpu = ctx.rig.cpu().await;
     recorder.from_ns.store(payload::now_ns(), Ordering::Relaxed);
     let start = Instant::now();
-    let give_up = start + plan.latency_for + Duration::from_secs(1);
+    let give_up = start + planned + Duration::from_secs(1);
     let mut sends = JoinSet::new();
     let mut sent = 0;
     while sent < total && Instant::now() < give_up {
         ticks.tick().await;
-        let stream = if spec.streams == 1 {
-            0
-        } else {
-            fastrand::usize(..spec.streams)
+        let stream = match &order {
+            Some(order) => order[sent as usize],
+            None if spec.streams == 1 => 0,
+            None => fastrand::usize(..spec.streams),
         };
         sends.spawn(send(stream, spec.streams as u64 + sent));
         sent += 1;
@@ -267,6 +313,11 @@ async fn drive(
         .with("sent", sent)
         .with("missing", sent.saturating_sub(received))
         .cpu(spent);
+    if order.is_some() {
+        // Every stream was sent one event (unless the schedule fell
+        // behind by more than a second: then `sent` says so).
+        side = side.with("streams_missing", recorder.streams_missing());
+    }
     if let Some(idle) = idle {
         side = idle.add_to(side);
     }
@@ -331,37 +382,39 @@ async fn idle_window(ctx: &Ctx<'_>) -> Fallible<(Idle, Usage)> {
 }
 
 /// Creates the group on every key at its end (`$`), so only entries sent
-/// from now on are delivered.
+/// from now on are delivered. One command per key, 500 in flight at a
+/// time, so that it works on a cluster too (a pipeline there must stay on
+/// one node).
 async fn create_groups(ctx: &Ctx<'_>, keys: &[String]) -> Fallible<()> {
-    let mut admin = ctx.rig.admin().await?;
+    let admin = ctx.rig.admin().await?;
     for chunk in keys.chunks(500) {
-        let mut pipe = redis::pipe();
-        for key in chunk {
-            pipe.cmd("XGROUP")
-                .arg("CREATE")
+        let creates = chunk.iter().map(|key| {
+            let mut admin = admin.clone();
+            let mut cmd = redis::cmd("XGROUP");
+            cmd.arg("CREATE")
                 .arg(key)
                 .arg(GROUP)
                 .arg("$")
-                .arg("MKSTREAM")
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut admin).await?;
+                .arg("MKSTREAM");
+            async move { cmd.query_async::<()>(&mut admin).await }
+        });
+        futures_util::future::try_join_all(creates).await?;
     }
     Ok(())
 }
 
 /// The gateway side; also returns the gateway's peak usage.
 pub async fn gateway_side(ctx: &Ctx<'_>, spec: Spec) -> Fallible<(Side, Usage)> {
-    let names: Vec<String> = (0..spec.streams)
-        .map(|i| ctx.stream(spec.id, SideKind::Gateway, i))
-        .collect();
+    let names = ctx
+        .streams(spec.id, SideKind::Gateway, spec.streams)
+        .await?;
     let keys: Vec<String> = names
         .iter()
         .map(|n| ctx.key(SideKind::Gateway, n))
         .collect();
     create_groups(ctx, &keys).await?;
 
-    let recorder = Recorder::new();
+    let recorder = Recorder::new(spec.streams);
     let stop = CancellationToken::new();
     let mut receivers = JoinSet::new();
     let mut client = None;
@@ -381,6 +434,7 @@ pub async fn gateway_side(ctx: &Ctx<'_>, spec: Spec) -> Fallible<(Side, Usage)> 
         let responses = client.subscribe(request).await?.into_inner();
         receivers.spawn(receive_via_gateway(
             responses,
+            i,
             recorder.clone(),
             stop.clone(),
         ));
@@ -410,6 +464,7 @@ pub async fn gateway_side(ctx: &Ctx<'_>, spec: Spec) -> Fallible<(Side, Usage)> 
 
 async fn receive_via_gateway(
     mut responses: Streaming<pb::SubscribeResponse>,
+    stream: usize,
     recorder: Arc<Recorder>,
     stop: CancellationToken,
 ) -> Fallible<()> {
@@ -422,7 +477,8 @@ async fn receive_via_gateway(
         match message.and_then(|m| m.kind) {
             Some(Kind::Batch(batch)) => {
                 for entry in &batch.entries {
-                    recorder.observe(entry.fields.get(payload::SENT_FIELD).map(String::as_str));
+                    let sent = entry.fields.get(payload::SENT_FIELD).map(String::as_str);
+                    recorder.observe(stream, sent);
                 }
             }
             Some(Kind::Heartbeat(_)) => {}
@@ -433,20 +489,37 @@ async fn receive_via_gateway(
 
 /// The direct side.
 pub async fn direct_side(ctx: &Ctx<'_>, spec: Spec) -> Fallible<Side> {
-    let keys: Vec<String> = (0..spec.streams)
-        .map(|i| ctx.stream(spec.id, SideKind::Direct, i))
-        .collect();
+    let per_reader = spec.streams_per_reader.max(1);
+    let keys: Vec<String> = if ctx.rig.cluster {
+        // A hash tag per reader: its streams share a slot, the readers
+        // spread over the masters.
+        let readers = ctx
+            .streams(spec.id, SideKind::Direct, spec.streams.div_ceil(per_reader))
+            .await?;
+        (0..spec.streams)
+            .map(|i| format!("{{{}}}:{}", readers[i / per_reader], i % per_reader))
+            .collect()
+    } else {
+        (0..spec.streams)
+            .map(|i| ctx.stream(spec.id, SideKind::Direct, i))
+            .collect()
+    };
     create_groups(ctx, &keys).await?;
 
-    let recorder = Recorder::new();
+    let recorder = Recorder::new(spec.streams);
     let stop = CancellationToken::new();
     let mut receivers = JoinSet::new();
     let mut readers = 0;
-    for chunk in keys.chunks(spec.streams_per_reader.max(1)) {
-        let conn = ctx.rig.direct(BLOCK).await?;
+    for (chunk_index, chunk) in keys.chunks(per_reader).enumerate() {
+        let conn = ctx.rig.direct_to_master_of(&chunk[0], BLOCK).await?;
+        let indexed: Vec<(String, usize)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, key)| (key.clone(), chunk_index * per_reader + j))
+            .collect();
         receivers.spawn(receive_directly(
             conn,
-            chunk.to_vec(),
+            indexed,
             recorder.clone(),
             stop.clone(),
         ));
@@ -471,10 +544,12 @@ pub async fn direct_side(ctx: &Ctx<'_>, spec: Spec) -> Fallible<Side> {
 
 async fn receive_directly(
     mut conn: Conn,
-    keys: Vec<String>,
+    keys: Vec<(String, usize)>,
     recorder: Arc<Recorder>,
     stop: CancellationToken,
 ) -> Fallible<()> {
+    let index: HashMap<String, usize> = keys.iter().cloned().collect();
+    let keys: Vec<String> = keys.into_iter().map(|(key, _)| key).collect();
     let mut read = redis::cmd("XREADGROUP");
     read.arg("GROUP")
         .arg(GROUP)
@@ -494,12 +569,15 @@ async fn receive_directly(
             () = stop.cancelled() => return Ok(()),
             reply = read.query_async(&mut conn) => reply?,
         };
-        for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-            let sent = entry
-                .map
-                .get(payload::SENT_FIELD)
-                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
-            recorder.observe(sent.as_deref());
+        for key in reply.into_iter().flat_map(|r| r.keys) {
+            let stream = index.get(&key.key).copied().unwrap_or(usize::MAX);
+            for entry in key.ids {
+                let sent = entry
+                    .map
+                    .get(payload::SENT_FIELD)
+                    .and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
+                recorder.observe(stream, sent.as_deref());
+            }
         }
     }
 }

@@ -1,9 +1,9 @@
-//! The scenarios: S1..S7 on one Redis, C1, C3 and C30 on a Redis Cluster.
-//! Each runs its gateway side, cleans up, runs its direct side with the
-//! same shape of work, and returns a [`Report`]; C30 does both on three
-//! masters and again on one. S1, S4 and S5 run their gateway side once
-//! per wake-up mechanism ([`Ctx::per_wakeup`]), the others on the first
-//! one.
+//! The scenarios: S1..S7 on one Redis, C1, C3, C5 and C30 on a Redis
+//! Cluster. Each runs its gateway side, cleans up, runs its direct side
+//! with the same shape of work, and returns a [`Report`]; C30 does both on
+//! three masters and again on one. S1, S4, S5 and C5 run their gateway
+//! side once per wake-up mechanism ([`Ctx::per_wakeup`]), the others on
+//! the first one.
 
 mod consume_ack;
 mod fan_in;
@@ -257,6 +257,7 @@ pub async fn run(id: ScenarioId, ctx: &Ctx<'_>) -> Fallible<Report> {
         ScenarioId::S7 => consume_ack::run_consume(ctx).await?,
         ScenarioId::C1 => produce::run(ctx, produce::Shape::CLUSTER_BATCH).await?,
         ScenarioId::C3 => consume_ack::run_cluster(ctx).await?,
+        ScenarioId::C5 => fan_in::run_cluster(ctx).await?,
         ScenarioId::C30 => produce::run_scaling(ctx).await?,
     };
     report.rss_scope = ctx.rig.rss_scope.clone();
