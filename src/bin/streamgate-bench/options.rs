@@ -76,14 +76,14 @@ pub struct Args {
     pub subs: Option<usize>,
 
     /// How the in-process gateway wakes idle subscriptions: `tracking`,
-    /// `xread`, or `both` (the default): S1, S4, S5 and C5 then run their
-    /// gateway side once per mechanism, restarting the gateway in between
+    /// `xread`, or `both` (the default, the same as `tracking,xread`).
+    /// With two, S1, S4, S5 and C5 run their gateway side once per
+    /// mechanism in the order given, restarting the gateway in between
     /// (rows `gateway (tracking)` and `gateway (xread)`), and the other
-    /// scenarios run on `tracking`, the library's default. With
-    /// --gateway, names the mechanism that gateway runs (for the rows'
-    /// labels only; `both` is refused).
-    #[arg(long, value_enum)]
-    pub wakeup: Option<WakeupChoice>,
+    /// scenarios run on the first. With --gateway, names the one
+    /// mechanism that gateway runs (for the rows' labels only).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub wakeup: Vec<WakeupChoice>,
 
     /// The in-process gateway's `idle_recheck_ms` (default: the
     /// library's, 120000): how often an idle subscription re-reads with
@@ -140,21 +140,37 @@ impl Args {
         Ok(chosen)
     }
 
-    /// The wake-up mechanisms the in-process gateway runs, the default
-    /// (`tracking`) first; the one of a --gateway, if named.
+    /// The wake-up mechanisms the in-process gateway runs, in the order
+    /// given (`tracking` first by default); with --gateway, the one that
+    /// gateway runs if named (else none).
     pub fn wakeups(&self) -> Result<Vec<Wakeup>, String> {
-        let choice = match (self.wakeup, self.gateway.is_some()) {
-            (Some(WakeupChoice::Both), true) => {
+        let chosen = if self.wakeup.is_empty() {
+            &[WakeupChoice::Both][..]
+        } else {
+            &self.wakeup[..]
+        };
+        let mut out = Vec::new();
+        for choice in chosen {
+            let add: &[Wakeup] = match choice {
+                WakeupChoice::Tracking => &[Wakeup::Tracking],
+                WakeupChoice::Xread => &[Wakeup::Xread],
+                WakeupChoice::Both => &[Wakeup::Tracking, Wakeup::Xread],
+            };
+            for wakeup in add {
+                if !out.contains(wakeup) {
+                    out.push(*wakeup);
+                }
+            }
+        }
+        if self.gateway.is_some() {
+            if self.wakeup.is_empty() {
+                return Ok(Vec::new());
+            }
+            if out.len() > 1 {
                 return Err("--gateway runs one wake-up mechanism: name it with --wakeup tracking or --wakeup xread, or leave --wakeup out".into());
             }
-            (None, true) => return Ok(Vec::new()),
-            (choice, _) => choice.unwrap_or(WakeupChoice::Both),
-        };
-        Ok(match choice {
-            WakeupChoice::Tracking => vec![Wakeup::Tracking],
-            WakeupChoice::Xread => vec![Wakeup::Xread],
-            WakeupChoice::Both => vec![Wakeup::Tracking, Wakeup::Xread],
-        })
+        }
+        Ok(out)
     }
 
     /// How big each scenario is.
@@ -260,7 +276,7 @@ pub enum WakeupChoice {
     /// Blocking XREADs over at most 100 streams each (streamgate's
     /// wake-up before tracking).
     Xread,
-    /// Both, one after the other, where the mechanism matters.
+    /// Both, `tracking` first, where the mechanism matters.
     Both,
 }
 

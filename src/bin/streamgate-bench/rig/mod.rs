@@ -182,11 +182,7 @@ impl Rig {
                 }
                 let scope = args.gateway_pid.map(|pid| format!("gateway process {pid}"));
                 // `--wakeup` names what that gateway runs, if anything.
-                let named = match args.wakeup {
-                    Some(crate::options::WakeupChoice::Tracking) => Some(Wakeup::Tracking),
-                    Some(crate::options::WakeupChoice::Xread) => Some(Wakeup::Xread),
-                    _ => None,
-                };
+                let named = wakeups.first().copied();
                 (None, args.gateway_pid, scope, named)
             }
             None => {
