@@ -6,8 +6,13 @@
 //! connections and memory, and PASS/MISS against the targets of
 //! BENCHMARKS.md.
 //!
-//! The C scenarios run the same comparisons on a Redis Cluster, and C30
-//! compares the gateway on three masters with the gateway on one.
+//! The C scenarios run the same comparisons on a Redis Cluster, C5 with
+//! 10,000 idle subscriptions, and C30 compares the gateway on three
+//! masters with the gateway on one.
+//!
+//! Where the gateway's wake-up mechanism may matter (S1, S4, S5, C5), the
+//! gateway side runs once per mechanism (`--wakeup`, default both:
+//! `tracking` and `xread`), the in-process gateway restarted in between.
 //!
 //! Layout: [`options`] (command line, sizes), [`rig`] (Redis and gateway
 //! under test, resource probes), [`redis_server`] (the private

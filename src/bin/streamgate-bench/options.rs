@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use streamgate::config::Wakeup;
 
 /// Measures streamgate against Redis used directly: each scenario runs
 /// twice, once through the gateway and once with redis-rs doing the same
@@ -26,12 +27,12 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
-    /// Run only these scenarios (S1..S7, C1, C3, C30; repeat the flag or
-    /// separate with commas).
+    /// Run only these scenarios (S1..S7, C1, C3, C5, C30; repeat the flag
+    /// or separate with commas).
     #[arg(long, value_delimiter = ',', ignore_case = true)]
     pub scenario: Vec<ScenarioId>,
 
-    /// Also run the Redis Cluster scenarios (C1, C3, C30) on private
+    /// Also run the Redis Cluster scenarios (C1, C3, C5, C30) on private
     /// clusters: 3 masters + 3 replicas, and 1 master + 1 replica for
     /// C30's baseline. Needs `redis-cli` (package redis-tools).
     #[arg(long)]
@@ -69,9 +70,32 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub max_len: u64,
 
-    /// S5: number of idle subscriptions (default 10000, 50 with --quick).
+    /// S5 and C5: number of idle subscriptions (default 10000; with
+    /// --quick 50 for S5, 300 for C5).
     #[arg(long)]
     pub subs: Option<usize>,
+
+    /// How the in-process gateway wakes idle subscriptions: `tracking`,
+    /// `xread`, or `both` (the default, the same as `tracking,xread`).
+    /// With two, S1, S4, S5 and C5 run their gateway side once per
+    /// mechanism in the order given, restarting the gateway in between
+    /// (rows `gateway (tracking)` and `gateway (xread)`), and the other
+    /// scenarios run on the first. With --gateway, names the one
+    /// mechanism that gateway runs (for the rows' labels only).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub wakeup: Vec<WakeupChoice>,
+
+    /// The in-process gateway's `idle_recheck_ms` (default: the
+    /// library's, 120000): how often an idle subscription re-reads with
+    /// the tracking wake-up.
+    #[arg(long, conflicts_with = "gateway")]
+    pub idle_recheck_ms: Option<u64>,
+
+    /// S5 and C5: how long the idle window lasts, in milliseconds, in
+    /// which nothing is produced and Redis' command rate is measured
+    /// (default 10000, 500 with --quick).
+    #[arg(long)]
+    pub idle_window_ms: Option<u64>,
 
     /// S5 direct side: streams each blocking XREADGROUP watches, i.e. how
     /// many streams share one "doorbell" connection.
@@ -116,6 +140,39 @@ impl Args {
         Ok(chosen)
     }
 
+    /// The wake-up mechanisms the in-process gateway runs, in the order
+    /// given (`tracking` first by default); with --gateway, the one that
+    /// gateway runs if named (else none).
+    pub fn wakeups(&self) -> Result<Vec<Wakeup>, String> {
+        let chosen = if self.wakeup.is_empty() {
+            &[WakeupChoice::Both][..]
+        } else {
+            &self.wakeup[..]
+        };
+        let mut out = Vec::new();
+        for choice in chosen {
+            let add: &[Wakeup] = match choice {
+                WakeupChoice::Tracking => &[Wakeup::Tracking],
+                WakeupChoice::Xread => &[Wakeup::Xread],
+                WakeupChoice::Both => &[Wakeup::Tracking, Wakeup::Xread],
+            };
+            for wakeup in add {
+                if !out.contains(wakeup) {
+                    out.push(*wakeup);
+                }
+            }
+        }
+        if self.gateway.is_some() {
+            if self.wakeup.is_empty() {
+                return Ok(Vec::new());
+            }
+            if out.len() > 1 {
+                return Err("--gateway runs one wake-up mechanism: name it with --wakeup tracking or --wakeup xread, or leave --wakeup out".into());
+            }
+        }
+        Ok(out)
+    }
+
     /// How big each scenario is.
     pub fn plan(&self) -> Plan {
         let mut plan = if self.quick {
@@ -125,6 +182,10 @@ impl Args {
         };
         if let Some(subs) = self.subs {
             plan.fan_in_subs = subs.max(1);
+            plan.cluster_fan_in_subs = subs.max(1);
+        }
+        if let Some(ms) = self.idle_window_ms {
+            plan.idle_window = Duration::from_millis(ms);
         }
         plan.streams_per_reader = usize::try_from(self.streams_per_reader).unwrap_or(usize::MAX);
         plan
@@ -161,13 +222,16 @@ pub enum ScenarioId {
     /// S3 on a 3-master Redis Cluster
     #[value(name = "C3")]
     C3,
+    /// Idle subscriptions on a 3-master Redis Cluster, each woken once
+    #[value(name = "C5")]
+    C5,
     /// S1's work over 30 streams: 3 masters against 1
     #[value(name = "C30")]
     C30,
 }
 
 impl ScenarioId {
-    /// `S1`..`S7`, `C1`, `C3`, `C30`.
+    /// `S1`..`S7`, `C1`, `C3`, `C5`, `C30`.
     pub fn as_str(self) -> &'static str {
         match self {
             ScenarioId::S1 => "S1",
@@ -179,6 +243,7 @@ impl ScenarioId {
             ScenarioId::S7 => "S7",
             ScenarioId::C1 => "C1",
             ScenarioId::C3 => "C3",
+            ScenarioId::C5 => "C5",
             ScenarioId::C30 => "C30",
         }
     }
@@ -186,7 +251,40 @@ impl ScenarioId {
     /// Whether the scenario runs on Redis Cluster (the C scenarios) rather
     /// than one Redis.
     pub fn on_cluster(self) -> bool {
-        matches!(self, ScenarioId::C1 | ScenarioId::C3 | ScenarioId::C30)
+        matches!(
+            self,
+            ScenarioId::C1 | ScenarioId::C3 | ScenarioId::C5 | ScenarioId::C30
+        )
+    }
+
+    /// Whether the scenario runs its gateway side once per wake-up
+    /// mechanism (with `--wakeup both`): those whose figures the
+    /// mechanism may move. The others run on the first mechanism only.
+    pub fn per_wakeup(self) -> bool {
+        matches!(
+            self,
+            ScenarioId::S1 | ScenarioId::S4 | ScenarioId::S5 | ScenarioId::C5
+        )
+    }
+}
+
+/// `--wakeup`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WakeupChoice {
+    /// `CLIENT TRACKING` on one connection per Redis node.
+    Tracking,
+    /// Blocking XREADs over at most 100 streams each (streamgate's
+    /// wake-up before tracking).
+    Xread,
+    /// Both, `tracking` first, where the mechanism matters.
+    Both,
+}
+
+/// The name of a mechanism, as in the rows' labels and the JSON.
+pub fn wakeup_name(wakeup: Wakeup) -> &'static str {
+    match wakeup {
+        Wakeup::Tracking => "tracking",
+        Wakeup::Xread => "xread",
     }
 }
 
@@ -208,6 +306,14 @@ pub struct Plan {
     pub rate: u32,
     /// S5: idle subscriptions (one stream each).
     pub fan_in_subs: usize,
+    /// C5: idle subscriptions (one stream each), over the masters.
+    pub cluster_fan_in_subs: usize,
+    /// S5/C5: after the warm-up, let the subscriptions settle this long,
+    /// then measure Redis' commands for `idle_window` with nothing
+    /// produced.
+    pub idle_settle: Duration,
+    /// S5/C5: the idle window.
+    pub idle_window: Duration,
     /// S5 direct side: streams per blocking read.
     pub streams_per_reader: usize,
     /// S4/S5: how long to wait for stragglers after the last send.
@@ -227,6 +333,9 @@ impl Plan {
             latency_for: Duration::from_secs(10),
             rate: 1000,
             fan_in_subs: 10_000,
+            cluster_fan_in_subs: 10_000,
+            idle_settle: Duration::from_secs(2),
+            idle_window: Duration::from_secs(10),
             streams_per_reader: 100,
             drain: Duration::from_secs(5),
             setup_deadline: Duration::from_secs(60),
@@ -243,6 +352,9 @@ impl Plan {
             latency_for: Duration::from_secs(1),
             rate: 1000,
             fan_in_subs: 50,
+            cluster_fan_in_subs: 300,
+            idle_settle: Duration::from_millis(200),
+            idle_window: Duration::from_millis(500),
             streams_per_reader: 100,
             drain: Duration::from_secs(3),
             setup_deadline: Duration::from_secs(20),

@@ -11,7 +11,7 @@ use crate::stats::Side;
 /// The result of one scenario.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// `S1`..`S7`, `C1`, `C3`, `C30`.
+    /// `S1`..`S7`, `C1`, `C3`, `C5`, `C30`.
     pub scenario: &'static str,
     /// Short name, e.g. `produce-batch`.
     pub name: &'static str,
@@ -24,8 +24,15 @@ pub struct Report {
     pub ratio_of: &'static str,
     /// `gateway[ratio_of] / direct[ratio_of]`.
     pub ratio: f64,
-    /// Through the gateway.
+    /// Through the gateway (with several wake-up mechanisms: the first).
     pub gateway: Side,
+    /// The wake-up mechanism `gateway` ran (`tracking` or `xread`), when
+    /// known.
+    pub wakeup: Option<&'static str>,
+    /// Every gateway row, when the scenario ran its gateway side once per
+    /// wake-up mechanism (the first is `gateway` again).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<GatewayEntry>,
     /// Directly against Redis with redis-rs: the physical limit.
     pub direct: Side,
     /// The targets and whether this run met them.
@@ -37,6 +44,33 @@ pub struct Report {
     /// C30 only: the same work on one master.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub one_master: Option<Baseline>,
+    /// The label of `gateway`'s row in the table.
+    #[serde(skip)]
+    pub gateway_label: Option<String>,
+}
+
+/// Which gateway a row measured: its label in the table and its wake-up
+/// mechanism.
+#[derive(Clone, Debug)]
+pub struct GatewayRow {
+    /// `gateway (tracking)`, or `gateway` when the mechanism is unknown.
+    pub label: String,
+    /// `tracking` or `xread`, when known.
+    pub wakeup: Option<&'static str>,
+}
+
+/// One gateway row of a scenario run once per wake-up mechanism.
+#[derive(Debug, Serialize)]
+pub struct GatewayEntry {
+    /// `tracking` or `xread`.
+    pub wakeup: Option<&'static str>,
+    /// `side[ratio_of] / direct[ratio_of]`.
+    pub ratio: f64,
+    /// The row's figures.
+    #[serde(flatten)]
+    pub side: Side,
+    #[serde(skip)]
+    label: String,
 }
 
 /// C30's baseline: both sides again on a one-master cluster, and how much
@@ -112,11 +146,60 @@ impl Report {
             ratio_of,
             ratio,
             gateway,
+            wakeup: None,
+            gateways: Vec::new(),
             direct,
             targets: Vec::new(),
             rss_scope: None,
             params,
             one_master: None,
+            gateway_label: None,
+        }
+    }
+
+    /// A report with one gateway row per wake-up mechanism (`rows`, the
+    /// first becoming `gateway`), each with its ratio to `direct`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn per_wakeup(
+        scenario: &'static str,
+        name: &'static str,
+        unit: &'static str,
+        latency_of: &'static str,
+        ratio_of: &'static str,
+        rows: Vec<(GatewayRow, Side)>,
+        direct: Side,
+        params: Value,
+    ) -> Report {
+        let (first_row, first) = rows.first().cloned().expect("at least one gateway row");
+        let mut report = Report::new(
+            scenario, name, unit, latency_of, ratio_of, first, direct, params,
+        );
+        report.wakeup = first_row.wakeup;
+        report.gateway_label = Some(first_row.label);
+        if rows.len() > 1 {
+            report.gateways = rows
+                .into_iter()
+                .map(|(row, side)| GatewayEntry {
+                    wakeup: row.wakeup,
+                    ratio: quotient(side.figure(ratio_of), report.direct.figure(ratio_of)),
+                    side,
+                    label: row.label,
+                })
+                .collect();
+        }
+        report
+    }
+
+    /// The gateway rows: label and figures.
+    fn gateway_rows(&self) -> Vec<(&str, &Side)> {
+        if self.gateways.is_empty() {
+            let label = self.gateway_label.as_deref().unwrap_or("gateway");
+            vec![(label, &self.gateway)]
+        } else {
+            self.gateways
+                .iter()
+                .map(|row| (row.label.as_str(), &row.side))
+                .collect()
         }
     }
 
@@ -151,10 +234,11 @@ impl Report {
     /// Writes the report's rows of the table.
     pub fn write_rows(&self, out: &mut (impl Write + ?Sized)) -> io::Result<()> {
         let title = format!("{} {}", self.scenario, self.name);
-        let mut rows = vec![
-            (title.as_str(), "gateway", &self.gateway),
-            ("", "direct", &self.direct),
-        ];
+        let mut rows: Vec<(&str, &str, &Side)> = Vec::new();
+        for (i, (label, side)) in self.gateway_rows().into_iter().enumerate() {
+            rows.push((if i == 0 { title.as_str() } else { "" }, label, side));
+        }
+        rows.push(("", "direct", &self.direct));
         if let Some(baseline) = &self.one_master {
             rows.push(("  on 1 master", "gateway", &baseline.gateway));
             rows.push(("", "direct", &baseline.direct));
@@ -162,7 +246,7 @@ impl Report {
         for (first, label, side) in rows {
             writeln!(
                 out,
-                "{first:<17} {label:<8} {:>12} {:<9} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>7}",
+                "{first:<17} {label:<18} {:>12} {:<9} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>7}",
                 thousands(side.throughput),
                 self.unit,
                 side.p50_ms,
@@ -173,26 +257,30 @@ impl Report {
                 side.rss_mb.map_or("-".to_owned(), |m| format!("{m:.1}")),
             )?;
         }
-        let verdicts: Vec<String> = self
-            .targets
-            .iter()
-            .map(|t| {
-                format!(
-                    "{} (got {}): {}",
-                    t.want,
-                    t.got,
-                    if t.pass { "PASS" } else { "MISS" }
-                )
-            })
-            .collect();
+        let ratios = if self.gateways.is_empty() {
+            format!("{:.3}", self.ratio)
+        } else {
+            self.gateways
+                .iter()
+                .map(|row| format!("{} {:.3}", row.wakeup.unwrap_or("?"), row.ratio))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         writeln!(
             out,
-            "{:<17} ratio {:.3} of {}; {}",
-            "",
-            self.ratio,
-            self.ratio_of,
-            verdicts.join("; ")
+            "{:<17} ratio of {} (gateway/direct): {ratios}",
+            "", self.ratio_of
         )?;
+        for t in &self.targets {
+            writeln!(
+                out,
+                "{:<17} target {} (got {}): {}",
+                "",
+                t.want,
+                t.got,
+                if t.pass { "PASS" } else { "MISS" }
+            )?;
+        }
         if self.gateway.extra.contains_key("xadds_per_master") {
             writeln!(
                 out,
@@ -210,13 +298,38 @@ impl Report {
             )?;
         }
         writeln!(out, "{:<17} latency: {}", "", self.latency_of)?;
-        writeln!(
-            out,
-            "{:<17} CPU µs per event: gateway side {}; direct side {}",
-            "",
-            cpu_text(&self.gateway),
-            cpu_text(&self.direct)
-        )?;
+        if self.gateway.extra.contains_key("idle_commands_per_sec") {
+            let mut parts: Vec<String> = self
+                .gateway_rows()
+                .into_iter()
+                .map(|(label, side)| format!("{label} {}", idle_text(side)))
+                .collect();
+            parts.push(format!("direct {}", idle_text(&self.direct)));
+            writeln!(
+                out,
+                "{:<17} idle, Redis commands/s: {}",
+                "",
+                parts.join("; ")
+            )?;
+            let names: Vec<String> = self
+                .gateway_rows()
+                .into_iter()
+                .map(|(label, side)| format!("{label} {}", names_text(side)))
+                .collect();
+            writeln!(
+                out,
+                "{:<17} gateway Redis connections by client name: {}",
+                "",
+                names.join("; ")
+            )?;
+        }
+        let mut cpu: Vec<String> = self
+            .gateway_rows()
+            .into_iter()
+            .map(|(label, side)| format!("{label} side {}", cpu_text(side)))
+            .collect();
+        cpu.push(format!("direct side {}", cpu_text(&self.direct)));
+        writeln!(out, "{:<17} CPU µs per event: {}", "", cpu.join("; "))?;
         if let Some(baseline) = &self.one_master {
             writeln!(
                 out,
@@ -227,6 +340,58 @@ impl Report {
             )?;
         }
         Ok(())
+    }
+}
+
+/// `12.3 (xreadgroup 10.1, xread 2.2)`: a side's idle command rate, and
+/// the rate of each command.
+fn idle_text(side: &Side) -> String {
+    let Some(total) = side
+        .extra
+        .get("idle_commands_per_sec")
+        .and_then(|v| v.as_f64())
+    else {
+        return "-".to_owned();
+    };
+    let by_command: Vec<String> = side
+        .extra
+        .get("idle_commands")
+        .and_then(|v| v.as_object())
+        .map(|calls| {
+            calls
+                .iter()
+                .filter_map(|(name, rate)| Some(format!("{name} {}", rate.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if by_command.is_empty() {
+        format!("{total}")
+    } else {
+        format!("{total} ({})", by_command.join(", "))
+    }
+}
+
+/// `streamgate-watch 1, unnamed 1`: a gateway side's Redis connections by
+/// client name.
+fn names_text(side: &Side) -> String {
+    let names: Vec<String> = side
+        .extra
+        .get("redis_connections_by_name")
+        .and_then(|v| v.as_object())
+        .map(|names| {
+            names
+                .iter()
+                .map(|(name, n)| {
+                    let name = if name.is_empty() { "unnamed" } else { name };
+                    format!("{name} {n}")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        "-".to_owned()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -274,7 +439,7 @@ fn cpu_text(side: &Side) -> String {
 pub fn write_header(out: &mut (impl Write + ?Sized)) -> io::Result<()> {
     writeln!(
         out,
-        "{:<17} {:<8} {:>12} {:<9} {:>8} {:>8} {:>8} {:>6} {:>7}",
+        "{:<17} {:<18} {:>12} {:<9} {:>8} {:>8} {:>8} {:>6} {:>7}",
         "scenario", "side", "throughput", "unit", "p50 ms", "p99 ms", "p999 ms", "conns", "RSS MB"
     )
 }

@@ -100,15 +100,21 @@ impl Side {
         }
     }
 
-    /// Adds the gateway's resources.
-    pub fn gateway_usage(mut self, usage: Usage) -> Side {
+    /// Adds the gateway's resources, and its Redis connections by client
+    /// name.
+    pub fn gateway_usage(mut self, usage: &Usage) -> Side {
         self.redis_connections = Some(usage.gateway_connections);
         self.rss_mb = usage.rss_mb.map(round1);
-        self
+        let names: Map<String, Value> = usage
+            .gateway_by_name
+            .iter()
+            .map(|(name, n)| (name.clone(), (*n).into()))
+            .collect();
+        self.with("redis_connections_by_name", names)
     }
 
     /// Adds the bench's own direct connections.
-    pub fn direct_usage(mut self, usage: Usage) -> Side {
+    pub fn direct_usage(mut self, usage: &Usage) -> Side {
         self.redis_connections = Some(usage.bench_connections);
         self
     }

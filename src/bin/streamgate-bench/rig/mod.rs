@@ -6,16 +6,21 @@
 //!
 //! The in-process gateway gets a tokio runtime of its own, so it schedules
 //! its work like a separate server process would instead of sharing worker
-//! threads with the load generators.
+//! threads with the load generators. It runs one wake-up mechanism at a
+//! time ([`Wakeup`]); [`Rig::use_wakeup`] replaces it by a gateway running
+//! another, on the same Redis, so that a scenario can compare mechanisms
+//! side by side in one run. Only one gateway is up at a time, so every
+//! Redis connection not opened by the bench is that gateway's.
 
 use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
-use streamgate::config::Settings;
+use streamgate::config::{Settings, Wakeup};
 use streamgate::pb::event_stream_client::EventStreamClient;
 use streamgate::server::{self, Gateway};
 use tokio::runtime::Runtime;
@@ -23,7 +28,7 @@ use tokio::sync::OnceCell;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::Fallible;
-use crate::options::Args;
+use crate::options::{Args, wakeup_name};
 use crate::redis_cluster::RedisCluster;
 use crate::redis_server::RedisServer;
 use crate::system;
@@ -66,8 +71,6 @@ pub struct Rig {
     /// Whether `redis_url` names a Redis Cluster (and the gateway runs in
     /// cluster mode).
     pub cluster: bool,
-    /// The gateway's gRPC address.
-    pub gateway_addr: SocketAddr,
     /// The gateway's key prefix: its stream `s` is key `<prefix>s`.
     pub key_prefix: String,
     /// `MAXLEN ~` cap of every produce, on both sides.
@@ -75,7 +78,17 @@ pub struct Rig {
     /// Whose memory the `rss_mb` figures are, or `None` when unknown.
     pub rss_scope: Option<String>,
     gateway_pid: Option<u32>,
-    embedded: Option<Embedded>,
+    /// A --gateway's address.
+    given_gateway: Option<SocketAddr>,
+    /// The mechanism a --gateway runs, when --wakeup named it.
+    given_wakeup: Option<Wakeup>,
+    /// The wake-up mechanisms to compare, the default first (empty with
+    /// a --gateway).
+    wakeups: Vec<Wakeup>,
+    /// The in-process gateway, replaced by [`Rig::use_wakeup`].
+    embedded: Mutex<Option<Embedded>>,
+    /// What the in-process gateway is started with, but its wake-up.
+    settings: Settings,
     admin: OnceCell<Conn>,
     probes: OnceCell<Vec<probe::Probe>>,
     slots: OnceCell<Vec<topology::SlotRange>>,
@@ -96,6 +109,8 @@ struct Embedded {
     gateway: Gateway,
     /// Its runtime's thread name, which tells its CPU from another rig's.
     threads: String,
+    /// How it wakes idle subscriptions.
+    wakeup: Wakeup,
 }
 
 impl Rig {
@@ -142,38 +157,63 @@ impl Rig {
             },
         };
         let cluster = matches!(storage, Storage::Cluster(_));
+        let wakeups = args.wakeups()?;
         let given_gateway = args
             .gateway
             .filter(|_| external && args.redis_url.is_some());
-        let (embedded, gateway_addr, gateway_pid, rss_scope) = match given_gateway {
+        let mut settings = Settings {
+            listen: "127.0.0.1:0".parse()?,
+            redis_url: redis_url.clone(),
+            redis_cluster: cluster,
+            key_prefix: args.key_prefix.clone(),
+            max_len: args.max_len,
+            // S5 holds 10,000 subscriptions over 10 client connections.
+            max_subscriptions: 20_000,
+            max_subscriptions_per_connection: 1_000,
+            ..Settings::default()
+        };
+        if let Some(ms) = args.idle_recheck_ms {
+            settings.idle_recheck_ms = ms;
+        }
+        let (embedded, gateway_pid, rss_scope, given_wakeup) = match given_gateway {
             Some(addr) => {
                 if !addr.ip().is_loopback() {
                     return Err(format!("--gateway must be a loopback address, not {addr}").into());
                 }
                 let scope = args.gateway_pid.map(|pid| format!("gateway process {pid}"));
-                (None, addr, args.gateway_pid, scope)
+                // `--wakeup` names what that gateway runs, if anything.
+                let named = wakeups.first().copied();
+                (None, args.gateway_pid, scope, named)
             }
             None => {
                 let threads = match storage {
                     Storage::Standalone => GATEWAY_THREADS.to_owned(),
                     Storage::Cluster(masters) => format!("{GATEWAY_THREADS}-c{masters}"),
                 };
-                let embedded = Embedded::start(&redis_url, cluster, threads, args)?;
-                let addr = embedded.gateway.addr();
+                let first = wakeups.first().copied().unwrap_or_default();
+                let embedded = Embedded::start(&settings, first, threads)?;
                 let scope = "the bench process: in-process gateway plus the bench's own clients and histograms";
-                (Some(embedded), addr, None, Some(scope.to_owned()))
+                (Some(embedded), None, Some(scope.to_owned()), None)
             }
+        };
+        let wakeups = if given_gateway.is_some() {
+            Vec::new()
+        } else {
+            wakeups
         };
         Ok(Rig {
             redis_url,
             storage: description,
             cluster,
-            gateway_addr,
             key_prefix: args.key_prefix.clone(),
             max_len: args.max_len,
             rss_scope,
             gateway_pid,
-            embedded,
+            given_gateway,
+            given_wakeup,
+            wakeups,
+            embedded: Mutex::new(embedded),
+            settings,
             admin: OnceCell::new(),
             probes: OnceCell::new(),
             slots: OnceCell::new(),
@@ -182,23 +222,95 @@ impl Rig {
     }
 
     /// Stops the in-process gateway (if any) and then Redis (if ours).
-    pub fn stop(mut self) {
-        if let Some(Embedded {
-            runtime, gateway, ..
-        }) = self.embedded.take()
-        {
-            gateway.shutdown();
-            let _ = runtime.block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), gateway.wait()).await
-            });
-            runtime.shutdown_timeout(Duration::from_secs(1));
+    pub fn stop(self) {
+        if let Some(embedded) = self.embedded().take() {
+            embedded.stop();
         }
+    }
+
+    fn embedded(&self) -> MutexGuard<'_, Option<Embedded>> {
+        self.embedded.lock().expect("embedded gateway lock")
+    }
+
+    /// The gateway's gRPC address.
+    pub fn gateway_addr(&self) -> SocketAddr {
+        match &*self.embedded() {
+            Some(embedded) => embedded.gateway.addr(),
+            None => self
+                .given_gateway
+                .expect("a rig has an in-process gateway or a given one"),
+        }
+    }
+
+    /// The wake-up mechanisms a scenario compares, the default first:
+    /// what `--wakeup` chose for the in-process gateway; empty with a
+    /// --gateway, which runs what it runs.
+    pub fn wakeups(&self) -> &[Wakeup] {
+        &self.wakeups
+    }
+
+    /// The mechanism the gateway runs now, when known.
+    pub fn wakeup(&self) -> Option<Wakeup> {
+        match &*self.embedded() {
+            Some(embedded) => Some(embedded.wakeup),
+            None => self.given_wakeup,
+        }
+    }
+
+    /// The in-process gateway's wake-up timings (`block_ms`,
+    /// `idle_recheck_ms`), for a report's parameters; null for a
+    /// --gateway.
+    pub fn wakeup_timings(&self) -> serde_json::Value {
+        if self.given_gateway.is_some() {
+            return serde_json::Value::Null;
+        }
+        serde_json::json!({
+            "block_ms": self.settings.block_ms,
+            "idle_recheck_ms": self.settings.idle_recheck_ms,
+        })
+    }
+
+    /// `gateway (tracking)`: the label of the gateway's rows.
+    pub fn gateway_label(&self) -> String {
+        match self.wakeup() {
+            Some(wakeup) => format!("gateway ({})", wakeup_name(wakeup)),
+            None => "gateway".to_owned(),
+        }
+    }
+
+    /// Makes the in-process gateway run `wakeup`: stops it and starts a
+    /// new one (same settings, a new port) unless it runs that already.
+    /// True if it was replaced. A --gateway is left alone (false).
+    pub async fn use_wakeup(&self, wakeup: Wakeup) -> Fallible<bool> {
+        let old = {
+            let mut embedded = self.embedded();
+            match &*embedded {
+                Some(current) if current.wakeup == wakeup => return Ok(false),
+                Some(_) => embedded.take(),
+                None => return Ok(false),
+            }
+        };
+        let Some(old) = old else { return Ok(false) };
+        let settings = self.settings.clone();
+        let threads = old.threads.clone();
+        // Runtimes are built and dropped outside any runtime: on a thread
+        // of their own.
+        let (done, started) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            old.stop();
+            let _ = done.send(Embedded::start(&settings, wakeup, threads));
+        });
+        let new = started
+            .await
+            .map_err(|_| "the gateway's restart thread died")??;
+        *self.embedded() = Some(new);
+        Ok(true)
     }
 
     /// A new HTTP/2 connection to the gateway: one per simulated client.
     pub async fn channel(&self) -> Fallible<Channel> {
         Ok(
-            Endpoint::from_shared(format!("http://{}", self.gateway_addr))?
+            Endpoint::from_shared(format!("http://{}", self.gateway_addr()))?
                 .tcp_nodelay(true)
                 .connect()
                 .await?,
@@ -215,6 +327,27 @@ impl Rig {
     /// leaves room for blocking reads of up to `block`.
     pub async fn direct(&self, block: Duration) -> Fallible<Conn> {
         self.connect(block, CLIENT_NAME).await
+    }
+
+    /// A new direct connection, named [`CLIENT_NAME`], to the node
+    /// serving `key`: the server, or on a cluster the master of the key's
+    /// slot (one connection, not a cluster client's one per node). For a
+    /// blocking read over keys of one slot.
+    pub async fn direct_to_master_of(&self, key: &str, block: Duration) -> Fallible<Conn> {
+        if !self.cluster {
+            return self.direct(block).await;
+        }
+        let slot = topology::slot_of(key.as_bytes());
+        let master = topology::master_of(self.slot_ranges().await?, slot)
+            .ok_or_else(|| format!("slot {slot} has no master"))?;
+        let url = topology::node_url(self.first_seed(), master);
+        let mut conn = single(&url, block + Duration::from_secs(5)).await?;
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(CLIENT_NAME)
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(Conn::Single(conn))
     }
 
     async fn connect(&self, block: Duration, name: &str) -> Fallible<Conn> {
@@ -316,17 +449,10 @@ async fn single(url: &str, response_timeout: Duration) -> Fallible<MultiplexedCo
 }
 
 impl Embedded {
-    fn start(redis_url: &str, cluster: bool, threads: String, args: &Args) -> Fallible<Embedded> {
+    fn start(settings: &Settings, wakeup: Wakeup, threads: String) -> Fallible<Embedded> {
         let config = Settings {
-            listen: "127.0.0.1:0".parse()?,
-            redis_url: redis_url.to_owned(),
-            redis_cluster: cluster,
-            key_prefix: args.key_prefix.clone(),
-            max_len: args.max_len,
-            // S5 holds 10,000 subscriptions over 10 client connections.
-            max_subscriptions: 20_000,
-            max_subscriptions_per_connection: 1_000,
-            ..Settings::default()
+            wakeup,
+            ..settings.clone()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -340,6 +466,20 @@ impl Embedded {
             runtime,
             gateway,
             threads,
+            wakeup,
         })
+    }
+
+    /// Shuts the gateway down gracefully (at most 10 s), then its runtime.
+    /// Must not run inside a runtime.
+    fn stop(self) {
+        let Embedded {
+            runtime, gateway, ..
+        } = self;
+        gateway.shutdown();
+        let _ = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), gateway.wait()).await
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
     }
 }

@@ -1,7 +1,8 @@
 //! Probes of what the gateway, the bench and Redis use: Redis connections
 //! (told apart by client name, on every node of a cluster), resident
-//! memory and CPU time.
+//! memory, CPU time, and the commands Redis executed.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -36,11 +37,14 @@ impl Cpu {
 }
 
 /// Resources the gateway holds at one instant.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Usage {
     /// Redis connections not opened by the bench: the gateway's (plus any
     /// other client of a shared Redis).
     pub gateway_connections: u64,
+    /// Those connections by client name (`CLIENT SETNAME`; `""` for
+    /// unnamed ones), e.g. the tracking wake-up's `streamgate-watch`.
+    pub gateway_by_name: BTreeMap<String, u64>,
     /// Connections the bench's direct side holds (not its admin and probe
     /// connections).
     pub bench_connections: u64,
@@ -49,10 +53,17 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// The larger of each figure.
+    /// The larger of each figure (the names of the reading with more
+    /// gateway connections).
     pub fn max(self, other: Usage) -> Usage {
+        let gateway_by_name = if other.gateway_connections > self.gateway_connections {
+            other.gateway_by_name
+        } else {
+            self.gateway_by_name
+        };
         Usage {
             gateway_connections: self.gateway_connections.max(other.gateway_connections),
+            gateway_by_name,
             bench_connections: self.bench_connections.max(other.bench_connections),
             rss_mb: match (self.rss_mb, other.rss_mb) {
                 (Some(a), Some(b)) => Some(a.max(b)),
@@ -108,6 +119,7 @@ impl Rig {
         let ours = format!("name={CLIENT_NAME}");
         let admin = format!("name={ADMIN_NAME}");
         let (mut bench, mut others) = (0u64, 0u64);
+        let mut by_name = BTreeMap::new();
         for probe in self.probes().await? {
             let list: String = redis::cmd("CLIENT")
                 .arg("LIST")
@@ -124,15 +136,20 @@ impl Rig {
                 {
                     continue;
                 }
-                if fields.any(|field| field == ours) {
+                if fields.clone().any(|field| field == ours) {
                     bench += 1;
                 } else {
                     others += 1;
+                    let name = fields
+                        .find_map(|field| field.strip_prefix("name="))
+                        .unwrap_or_default();
+                    *by_name.entry(name.to_owned()).or_insert(0) += 1;
                 }
             }
         }
         Ok(Usage {
             gateway_connections: others,
+            gateway_by_name: by_name,
             bench_connections: bench,
             rss_mb: self.rss_mb(),
         })
@@ -157,6 +174,43 @@ impl Rig {
             out.push(calls);
         }
         Ok(out)
+    }
+
+    /// Commands executed so far on every master (one Redis: the server),
+    /// by command, from `INFO commandstats`. The difference of two
+    /// readings is what clients ran in between, plus the first reading's
+    /// own `INFO` per master (Redis counts a command once it has run);
+    /// [`Commands::since`] takes those off, and the replicas' `REPLCONF`
+    /// acknowledgements, which are replication, not clients' work.
+    pub async fn commands(&self) -> Fallible<Commands> {
+        let mut calls = BTreeMap::new();
+        let mut masters = 0;
+        for probe in self.probes().await?.iter().filter(|p| p.master) {
+            masters += 1;
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut probe.conn.clone())
+                .await?;
+            for line in info.lines() {
+                let Some((name, rest)) = line
+                    .strip_prefix("cmdstat_")
+                    .and_then(|l| l.split_once(":calls="))
+                else {
+                    continue;
+                };
+                let n: u64 = rest
+                    .split(',')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                *calls.entry(name.to_owned()).or_insert(0) += n;
+            }
+        }
+        Ok(Commands {
+            calls,
+            masters,
+            at: Instant::now(),
+        })
     }
 
     /// Runs `work` while sampling [`Rig::usage`] every 250 ms; returns its
@@ -187,9 +241,10 @@ impl Rig {
                 .sum::<Option<Duration>>(),
             Err(_) => None,
         };
+        let threads = self.embedded().as_ref().map(|e| e.threads.clone());
         Cpu {
-            gateway: match (&self.embedded, self.gateway_pid) {
-                (Some(embedded), _) => Some(system::threads_cpu(|name| name == embedded.threads)),
+            gateway: match (threads, self.gateway_pid) {
+                (Some(threads), _) => Some(system::threads_cpu(|name| name == threads)),
                 (None, Some(pid)) => system::process_cpu(pid),
                 (None, None) => None,
             },
@@ -201,10 +256,10 @@ impl Rig {
 
     /// RSS of the gateway process, when known.
     pub fn rss_mb(&self) -> Option<f64> {
-        match (&self.embedded, self.gateway_pid) {
-            (Some(_), _) => system::rss_mb(None),
-            (None, Some(pid)) => system::rss_mb(Some(pid)),
-            (None, None) => None,
+        match (self.embedded().is_some(), self.gateway_pid) {
+            (true, _) => system::rss_mb(None),
+            (false, Some(pid)) => system::rss_mb(Some(pid)),
+            (false, None) => None,
         }
     }
 
@@ -224,5 +279,35 @@ impl Rig {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// Commands executed on the masters up to one instant ([`Rig::commands`]).
+#[derive(Clone, Debug)]
+pub struct Commands {
+    /// Calls by command (`xreadgroup`, `client|tracking`, ...).
+    calls: BTreeMap<String, u64>,
+    /// Masters read (each reading costs one `INFO` on each).
+    masters: u64,
+    at: Instant,
+}
+
+impl Commands {
+    /// Commands clients ran between `earlier` and `self`, by command,
+    /// without the bench's own readings and replication's `REPLCONF`;
+    /// and the seconds in between.
+    pub fn since(&self, earlier: &Commands) -> (BTreeMap<String, u64>, f64) {
+        let mut out = BTreeMap::new();
+        for (name, &now) in &self.calls {
+            let mut n = now.saturating_sub(earlier.calls.get(name).copied().unwrap_or(0));
+            if name == "info" {
+                n = n.saturating_sub(earlier.masters);
+            }
+            if name == "replconf" || n == 0 {
+                continue;
+            }
+            out.insert(name.clone(), n);
+        }
+        (out, (self.at - earlier.at).as_secs_f64())
     }
 }

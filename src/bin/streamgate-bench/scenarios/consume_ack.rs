@@ -265,7 +265,7 @@ async fn gateway_side(ctx: &Ctx<'_>, id: ScenarioId, streams: usize) -> Fallible
         }
     }
     let (side, usage) = finish(ctx, &progress, start, cpu, tasks, &keys).await?;
-    Ok(side.gateway_usage(usage))
+    Ok(side.gateway_usage(&usage))
 }
 
 async fn consume_via_gateway(
@@ -373,7 +373,7 @@ async fn direct_side(ctx: &Ctx<'_>, id: ScenarioId, streams: usize) -> Fallible<
         ));
     }
     let (side, usage) = finish(ctx, &progress, start, cpu, tasks, &keys).await?;
-    Ok(side.direct_usage(usage))
+    Ok(side.direct_usage(&usage))
 }
 
 async fn consume_directly(

@@ -1,7 +1,9 @@
-//! The scenarios: S1..S7 on one Redis, C1, C3 and C30 on a Redis Cluster.
-//! Each runs its gateway side, cleans up, runs its direct side with the
-//! same shape of work, and returns a [`Report`]; C30 does both on three
-//! masters and again on one.
+//! The scenarios: S1..S7 on one Redis, C1, C3, C5 and C30 on a Redis
+//! Cluster. Each runs its gateway side, cleans up, runs its direct side
+//! with the same shape of work, and returns a [`Report`]; C30 does both on
+//! three masters and again on one. S1, S4, S5 and C5 run their gateway
+//! side once per wake-up mechanism ([`Ctx::per_wakeup`]), the others on
+//! the first one.
 
 mod consume_ack;
 mod fan_in;
@@ -10,15 +12,17 @@ mod produce;
 mod produce_stream;
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use streamgate::config::Wakeup;
 use streamgate::pb;
 use tokio::task::JoinSet;
 
 use crate::Fallible;
-use crate::options::{Plan, ScenarioId};
+use crate::options::{Plan, ScenarioId, wakeup_name};
 use crate::payload;
-use crate::report::Report;
+use crate::report::{GatewayRow, Report};
 use crate::rig::{Rig, topology};
 
 /// Everything a scenario needs.
@@ -28,8 +32,9 @@ pub struct Ctx<'a> {
     /// Sizes.
     pub plan: &'a Plan,
     /// Redis connections the idle gateway holds (its shared connection),
-    /// measured before the first scenario.
-    pub idle_gateway_connections: u64,
+    /// measured before the first scenario and again whenever the gateway
+    /// is replaced by one running another wake-up mechanism.
+    pub idle_gateway_connections: AtomicU64,
     /// C30's baseline: the same work on one master, through a gateway of
     /// its own.
     pub one_master: Option<&'a Ctx<'a>>,
@@ -46,39 +51,78 @@ pub enum SideKind {
 
 impl<'a> Ctx<'a> {
     /// Measures the idle gateway's Redis connections and prints the rig's
-    /// line of the report's header. A cluster-mode gateway connects to
-    /// the nodes on first use, so on a cluster one event goes through it
-    /// first (and is deleted).
+    /// line of the report's header.
     pub async fn new(rig: &'a Rig, plan: &'a Plan, table: &mut dyn Write) -> Fallible<Ctx<'a>> {
-        if rig.cluster {
-            let stream = format!("sgbench:{}:warm-up", std::process::id());
-            let request = pb::ProduceRequest {
-                stream: stream.clone(),
-                events: vec![payload::event(0)],
-                ..Default::default()
-            };
-            rig.events().await?.produce(request).await?;
-            redis::cmd("DEL")
-                .arg(rig.gateway_key(&stream))
-                .query_async::<()>(&mut rig.admin().await?)
-                .await?;
-        }
-        let idle = rig
-            .usage()
-            .await
-            .map_err(|e| format!("cannot reach Redis at {}: {e}", rig.redis_url))?
-            .gateway_connections;
+        let idle = idle_connections(rig).await?;
+        let wakeups: Vec<&str> = rig.wakeups().iter().map(|w| wakeup_name(*w)).collect();
+        let wakeup = match (wakeups.len(), rig.wakeup()) {
+            (0, Some(given)) => format!(", wake-up {} (as --wakeup says)", wakeup_name(given)),
+            (0, None) => String::new(),
+            (1, _) => format!(", wake-up {}", wakeups[0]),
+            _ => format!(
+                ", wake-up {} ({} too where a scenario compares them, the gateway restarted)",
+                wakeups[0],
+                wakeups[1..].join(", ")
+            ),
+        };
         let _ = writeln!(
             table,
-            "gateway {} on {} ({})",
-            rig.gateway_addr, rig.storage, rig.redis_url
+            "gateway {} on {} ({}){wakeup}",
+            rig.gateway_addr(),
+            rig.storage,
+            rig.redis_url
         );
         Ok(Ctx {
             rig,
             plan,
-            idle_gateway_connections: idle,
+            idle_gateway_connections: AtomicU64::new(idle),
             one_master: None,
         })
+    }
+
+    /// Makes the gateway run `wakeup` (see [`Rig::use_wakeup`]); a new
+    /// gateway is warmed up and its idle connections measured.
+    pub async fn use_wakeup(&self, wakeup: Wakeup) -> Fallible<()> {
+        if self.rig.use_wakeup(wakeup).await? {
+            eprintln!(
+                "  gateway restarted with the {} wake-up, on {}",
+                wakeup_name(wakeup),
+                self.rig.gateway_addr()
+            );
+            let idle = idle_connections(self.rig).await?;
+            self.idle_gateway_connections.store(idle, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Runs a scenario's gateway side once per wake-up mechanism of the
+    /// rig (the in-process gateway replaced in between; once, on what it
+    /// runs, with a --gateway), then puts the first mechanism back.
+    /// Returns each side with its row's label, in the rig's order.
+    pub async fn per_wakeup<T>(
+        &self,
+        mut side: impl AsyncFnMut(&Ctx<'a>) -> Fallible<T>,
+    ) -> Fallible<Vec<(GatewayRow, T)>> {
+        let wakeups = self.rig.wakeups().to_vec();
+        let mut out = Vec::new();
+        if wakeups.is_empty() {
+            out.push((self.row(), side(self).await?));
+            return Ok(out);
+        }
+        for &wakeup in &wakeups {
+            self.use_wakeup(wakeup).await?;
+            out.push((self.row(), side(self).await?));
+        }
+        self.use_wakeup(wakeups[0]).await?;
+        Ok(out)
+    }
+
+    /// The label and mechanism of the gateway's rows now.
+    pub fn row(&self) -> GatewayRow {
+        GatewayRow {
+            label: self.rig.gateway_label(),
+            wakeup: self.rig.wakeup().map(wakeup_name),
+        }
     }
 
     /// `count` client stream names of a scenario's side. On a cluster they
@@ -142,12 +186,24 @@ impl<'a> Ctx<'a> {
     }
 
     /// After a side: waits until the gateway has released the connections
-    /// of closed subscriptions (one block period, 1 s by default), then
-    /// deletes the side's keys so the next side starts from a clean Redis.
+    /// of closed subscriptions (one block period, 1 s by default; up to
+    /// 5 s for the XREAD wake-up's lingering shards), then deletes the
+    /// side's keys so the next side starts from a clean Redis. A gateway
+    /// running another mechanism than the first is replaced next, which
+    /// closes its connections at once: no wait then.
     pub async fn clean_up(&self, keys: &[String]) -> Fallible<()> {
-        self.rig
-            .wait_for_gateway_connections(self.idle_gateway_connections, Duration::from_secs(5))
-            .await?;
+        let replaced_next = matches!(
+            (self.rig.wakeup(), self.rig.wakeups().first()),
+            (Some(now), Some(first)) if now != *first
+        );
+        if !replaced_next {
+            self.rig
+                .wait_for_gateway_connections(
+                    self.idle_gateway_connections.load(Ordering::Relaxed),
+                    Duration::from_secs(5),
+                )
+                .await?;
+        }
         let mut admin = self.rig.admin().await?;
         for chunk in keys.chunks(500) {
             redis::cmd("DEL")
@@ -159,8 +215,38 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Runs one scenario.
+/// A cluster-mode gateway connects to the nodes on first use, so on a
+/// cluster one event goes through it first (and is deleted); then the
+/// Redis connections the idle gateway holds.
+async fn idle_connections(rig: &Rig) -> Fallible<u64> {
+    if rig.cluster {
+        let stream = format!("sgbench:{}:warm-up", std::process::id());
+        let request = pb::ProduceRequest {
+            stream: stream.clone(),
+            events: vec![payload::event(0)],
+            ..Default::default()
+        };
+        rig.events().await?.produce(request).await?;
+        redis::cmd("DEL")
+            .arg(rig.gateway_key(&stream))
+            .query_async::<()>(&mut rig.admin().await?)
+            .await?;
+    }
+    Ok(rig
+        .usage()
+        .await
+        .map_err(|e| format!("cannot reach Redis at {}: {e}", rig.redis_url))?
+        .gateway_connections)
+}
+
+/// Runs one scenario; one that does not compare wake-up mechanisms runs
+/// on the first.
 pub async fn run(id: ScenarioId, ctx: &Ctx<'_>) -> Fallible<Report> {
+    if !id.per_wakeup()
+        && let Some(&first) = ctx.rig.wakeups().first()
+    {
+        ctx.use_wakeup(first).await?;
+    }
     let mut report = match id {
         ScenarioId::S1 => produce::run(ctx, produce::Shape::BATCH).await?,
         ScenarioId::S2 => produce::run(ctx, produce::Shape::UNARY).await?,
@@ -171,9 +257,15 @@ pub async fn run(id: ScenarioId, ctx: &Ctx<'_>) -> Fallible<Report> {
         ScenarioId::S7 => consume_ack::run_consume(ctx).await?,
         ScenarioId::C1 => produce::run(ctx, produce::Shape::CLUSTER_BATCH).await?,
         ScenarioId::C3 => consume_ack::run_cluster(ctx).await?,
+        ScenarioId::C5 => fan_in::run_cluster(ctx).await?,
         ScenarioId::C30 => produce::run_scaling(ctx).await?,
     };
     report.rss_scope = ctx.rig.rss_scope.clone();
+    if report.gateway_label.is_none() {
+        let row = ctx.row();
+        report.wakeup = row.wakeup;
+        report.gateway_label = Some(row.label);
+    }
     Ok(report)
 }
 

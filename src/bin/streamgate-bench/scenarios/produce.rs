@@ -3,6 +3,12 @@
 //! S1 on a Redis Cluster with its producers spread over one stream per
 //! master; C30 is S1's work over 30 streams, on three masters and on one.
 //!
+//! S1 runs its gateway side once per wake-up mechanism. It has no
+//! subscriber, so no wake-up happens: the rows show what the mechanism
+//! costs producers when nobody waits (with tracking, Redis checks every
+//! written key against its table of tracked keys once any connection has
+//! tracking on).
+//!
 //! Gateway side: `channels` HTTP/2 connections (simulated clients) shared
 //! round-robin by `tasks` concurrent callers of Produce, caller `t`
 //! writing to stream `t % streams`. Direct side: the same callers on one
@@ -22,6 +28,7 @@ use super::{Ctx, SideKind, join_all};
 use crate::Fallible;
 use crate::options::ScenarioId;
 use crate::payload;
+use crate::report::GatewayRow;
 use crate::report::{Report, Target};
 use crate::stats::{Latency, Side};
 
@@ -103,21 +110,42 @@ impl Shape {
     };
 }
 
-/// Runs both sides of a produce scenario.
+/// Runs both sides of a produce scenario; S1's gateway side once per
+/// wake-up mechanism.
 pub async fn run(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Report> {
-    let gateway = if shape.id == ScenarioId::S6 {
-        super::produce_stream::gateway_side(ctx, shape).await?
+    let rows = if shape.id == ScenarioId::S6 {
+        vec![(
+            ctx.row(),
+            super::produce_stream::gateway_side(ctx, shape).await?,
+        )]
+    } else if shape.id.per_wakeup() {
+        ctx.per_wakeup(async |ctx| gateway_side(ctx, shape).await)
+            .await?
     } else {
-        gateway_side(ctx, shape).await?
+        vec![(ctx.row(), gateway_side(ctx, shape).await?)]
     };
     let direct = direct_side(ctx, shape).await?;
-    let report = report(ctx, shape, gateway, direct);
-    let ratio = report.ratio;
-    Ok(report.target(Target::at_least(
+    let mut report = report(ctx, shape, rows, direct);
+    let mut targets = vec![Target::at_least(
         "gateway/direct throughput",
-        ratio,
+        report.ratio,
         shape.target_ratio,
-    )))
+    )];
+    if report.gateways.len() > 1 {
+        targets = report
+            .gateways
+            .iter()
+            .map(|row| {
+                Target::at_least(
+                    &format!("gateway ({})/direct throughput", row.wakeup.unwrap_or("?")),
+                    row.ratio,
+                    shape.target_ratio,
+                )
+            })
+            .collect();
+    }
+    report.targets = targets;
+    Ok(report)
 }
 
 /// Runs C30: S1's work over 30 streams through the gateway and directly,
@@ -133,8 +161,11 @@ pub async fn run_scaling(ctx: &Ctx<'_>) -> Fallible<Report> {
     let gateway_1 = gateway_side(one, shape).await?;
     let direct = direct_side(ctx, shape).await?;
     let direct_1 = direct_side(one, shape).await?;
-    let report =
-        report(ctx, shape, gateway, direct).one_master(&one.rig.storage, gateway_1, direct_1);
+    let report = report(ctx, shape, vec![(ctx.row(), gateway)], direct).one_master(
+        &one.rig.storage,
+        gateway_1,
+        direct_1,
+    );
     let ratio = report.ratio;
     let relative = report
         .one_master
@@ -159,7 +190,7 @@ pub async fn run_scaling(ctx: &Ctx<'_>) -> Fallible<Report> {
 const SCALING_KEPT: f64 = 0.9;
 
 /// The report of a produce scenario, without its targets.
-fn report(ctx: &Ctx<'_>, shape: Shape, gateway: Side, direct: Side) -> Report {
+fn report(ctx: &Ctx<'_>, shape: Shape, rows: Vec<(GatewayRow, Side)>, direct: Side) -> Report {
     let params = json!({
         "redis": ctx.rig.storage,
         "streams": shape.streams,
@@ -179,13 +210,13 @@ fn report(ctx: &Ctx<'_>, shape: Shape, gateway: Side, direct: Side) -> Report {
             "one shared multiplexed connection; a batch is one pipeline"
         },
     });
-    Report::new(
+    Report::per_wakeup(
         shape.id.as_str(),
         shape.name,
         "events/s",
         "one Produce call / one XADD pipeline round trip",
         "throughput",
-        gateway,
+        rows,
         direct,
         params,
     )
@@ -238,7 +269,7 @@ async fn gateway_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
     ctx.clean_up(&keys).await?;
     Ok(spread(
         Side::new(count, elapsed, &latency)
-            .gateway_usage(usage)
+            .gateway_usage(&usage)
             .cpu(spent),
     ))
 }
@@ -284,7 +315,7 @@ async fn direct_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
     ctx.clean_up(&keys).await?;
     Ok(spread(
         Side::new(count, elapsed, &latency)
-            .direct_usage(usage)
+            .direct_usage(&usage)
             .cpu(spent),
     ))
 }

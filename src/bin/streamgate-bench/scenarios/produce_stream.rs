@@ -88,6 +88,6 @@ pub async fn gateway_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
     drop(client);
     ctx.clean_up(&[ctx.key(SideKind::Gateway, &stream)]).await?;
     Ok(Side::new(count, elapsed, &latency)
-        .gateway_usage(usage)
+        .gateway_usage(&usage)
         .cpu(spent))
 }
