@@ -60,6 +60,10 @@ impl StreamAdmin for StreamAdminService {
         let group = required("group", &req.group)?;
         self.ctx.authorize(&caller, Permission::Admin, stream)?;
         let deleted = self.ctx.broker.delete_group(stream, group).await?;
+        // Redis reports no write: the group's idle subscribers here learn
+        // of it at once (to end, or re-create it), elsewhere at their next
+        // safety-net read.
+        self.ctx.doorbell.ring(stream);
         Ok(Response::new(pb::DeleteGroupResponse { deleted }))
     }
 
@@ -74,8 +78,8 @@ impl StreamAdmin for StreamAdminService {
         self.ctx.authorize(&caller, Permission::Admin, stream)?;
         self.ctx.broker.set_group_cursor(stream, group, id).await?;
         // A rewound group has entries to deliver that no write announced:
-        // the stream's idle readers here read now (through other gateways
-        // at their next safety-net read).
+        // the stream's idle readers here read now, elsewhere at their next
+        // safety-net read.
         self.ctx.doorbell.ring(stream);
         Ok(Response::new(pb::SetGroupCursorResponse {}))
     }

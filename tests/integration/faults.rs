@@ -74,7 +74,15 @@ async fn a_subscription_ends_with_unavailable_once_the_outage_grace_is_used_up()
 #[tokio::test]
 async fn a_deleted_group_ends_a_plain_subscription_and_is_recreated_for_create_group() {
     let redis = RedisServer::start();
-    let mut gw = TestGateway::start(config(&redis)).await;
+    // No safety-net read and no heartbeat within the test: DeleteGroup
+    // writes nothing to the stream, so only the gateway's own ring can
+    // tell the idle subscriptions.
+    let mut gw = TestGateway::start(streamgate::config::Settings {
+        idle_recheck_ms: 3_600_000,
+        heartbeat_ms: 0,
+        ..config(&redis)
+    })
+    .await;
     produce(&mut gw, "orders", orders(1)).await;
     let mut plain_req = sub("orders", "plain", "w");
     gw.admin
