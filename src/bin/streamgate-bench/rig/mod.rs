@@ -82,11 +82,14 @@ pub struct Rig {
     given_gateway: Option<SocketAddr>,
     /// The mechanism a --gateway runs, when --wakeup named it.
     given_wakeup: Option<Wakeup>,
-    /// The wake-up mechanisms to compare, the default first (empty with
-    /// a --gateway).
+    /// The wake-up mechanisms to compare, in `--wakeup`'s order (empty
+    /// with a --gateway).
     wakeups: Vec<Wakeup>,
-    /// The in-process gateway, replaced by [`Rig::use_wakeup`].
+    /// The in-process gateway, replaced by [`Rig::use_wakeup`] (`None`
+    /// with a --gateway, or after a replacement failed to start).
     embedded: Mutex<Option<Embedded>>,
+    /// The thread name of the in-process gateway's runtime.
+    threads: String,
     /// What the in-process gateway is started with, but its wake-up.
     settings: Settings,
     admin: OnceCell<Conn>,
@@ -175,6 +178,10 @@ impl Rig {
         if let Some(ms) = args.idle_recheck_ms {
             settings.idle_recheck_ms = ms;
         }
+        let threads = match storage {
+            Storage::Standalone => GATEWAY_THREADS.to_owned(),
+            Storage::Cluster(masters) => format!("{GATEWAY_THREADS}-c{masters}"),
+        };
         let (embedded, gateway_pid, rss_scope, given_wakeup) = match given_gateway {
             Some(addr) => {
                 if !addr.ip().is_loopback() {
@@ -186,12 +193,8 @@ impl Rig {
                 (None, args.gateway_pid, scope, named)
             }
             None => {
-                let threads = match storage {
-                    Storage::Standalone => GATEWAY_THREADS.to_owned(),
-                    Storage::Cluster(masters) => format!("{GATEWAY_THREADS}-c{masters}"),
-                };
                 let first = wakeups.first().copied().unwrap_or_default();
-                let embedded = Embedded::start(&settings, first, threads)?;
+                let embedded = Embedded::start(&settings, first, threads.clone())?;
                 let scope = "the bench process: in-process gateway plus the bench's own clients and histograms";
                 (Some(embedded), None, Some(scope.to_owned()), None)
             }
@@ -213,6 +216,7 @@ impl Rig {
             given_wakeup,
             wakeups,
             embedded: Mutex::new(embedded),
+            threads,
             settings,
             admin: OnceCell::new(),
             probes: OnceCell::new(),
@@ -236,15 +240,17 @@ impl Rig {
     pub fn gateway_addr(&self) -> SocketAddr {
         match &*self.embedded() {
             Some(embedded) => embedded.gateway.addr(),
+            // An in-process gateway that failed to restart: nothing
+            // listens there, so calls fail with the connection refused.
             None => self
                 .given_gateway
-                .expect("a rig has an in-process gateway or a given one"),
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1))),
         }
     }
 
-    /// The wake-up mechanisms a scenario compares, the default first:
-    /// what `--wakeup` chose for the in-process gateway; empty with a
-    /// --gateway, which runs what it runs.
+    /// The wake-up mechanisms a scenario compares, in `--wakeup`'s order
+    /// (`tracking` first by default): what it chose for the in-process
+    /// gateway; empty with a --gateway, which runs what it runs.
     pub fn wakeups(&self) -> &[Wakeup] {
         &self.wakeups
     }
@@ -280,24 +286,28 @@ impl Rig {
 
     /// Makes the in-process gateway run `wakeup`: stops it and starts a
     /// new one (same settings, a new port) unless it runs that already.
-    /// True if it was replaced. A --gateway is left alone (false).
+    /// True if it was (re)started. A --gateway is left alone (false).
     pub async fn use_wakeup(&self, wakeup: Wakeup) -> Fallible<bool> {
+        if self.given_gateway.is_some() {
+            return Ok(false);
+        }
         let old = {
             let mut embedded = self.embedded();
             match &*embedded {
                 Some(current) if current.wakeup == wakeup => return Ok(false),
-                Some(_) => embedded.take(),
-                None => return Ok(false),
+                // None: the last replacement failed to start; try again.
+                _ => embedded.take(),
             }
         };
-        let Some(old) = old else { return Ok(false) };
         let settings = self.settings.clone();
-        let threads = old.threads.clone();
+        let threads = self.threads.clone();
         // Runtimes are built and dropped outside any runtime: on a thread
         // of their own.
         let (done, started) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
-            old.stop();
+            if let Some(old) = old {
+                old.stop();
+            }
             let _ = done.send(Embedded::start(&settings, wakeup, threads));
         });
         let new = started
