@@ -50,6 +50,13 @@ pub(crate) struct Bell {
     pub recheck: Duration,
 }
 
+/// A recheck interval drawn from 3/4 to all of `recheck`, so that
+/// streams watched at the same moment (a fleet of subscribers
+/// reconnecting) do not all re-read at the same moment ever after.
+fn spread(recheck: Duration) -> Duration {
+    recheck.mul_f64(0.75 + 0.25 * fastrand::f64())
+}
+
 /// How the doorbell waits.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DoorbellOptions {
@@ -103,7 +110,7 @@ impl Doorbell {
         {
             return Ok(Bell {
                 rings,
-                recheck: self.options.idle_recheck,
+                recheck: spread(self.options.idle_recheck),
             });
         }
         Ok(Bell {
