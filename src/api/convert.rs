@@ -17,6 +17,8 @@ impl From<Entry> for pb::Entry {
             delivery_count: e.delivery_count,
             binary_fields: e.binary_fields,
             redelivered: e.redelivered,
+            partition: 0,
+            key: String::new(),
         }
     }
 }
@@ -51,6 +53,7 @@ impl From<StreamInfo> for pb::DescribeStreamResponse {
             last_entry_id: id_or_empty(s.last_entry_id),
             last_generated_id: s.last_generated_id.to_string(),
             group_count: s.group_count,
+            partitions: 0,
         }
     }
 }

@@ -90,13 +90,15 @@ fn event() -> impl Strategy<Value = pb::Event> {
         btree_map(text(), text(), 0..4),
         btree_map(text(), vec(any::<u8>(), 0..16), 0..2),
         optional_text(),
+        optional_text(),
     )
         .prop_map(
-            |(r#type, fields, binary_fields, idempotency_key)| pb::Event {
+            |(r#type, fields, binary_fields, idempotency_key, key)| pb::Event {
                 r#type,
                 fields,
                 binary_fields,
                 idempotency_key,
+                key,
             },
         )
 }
