@@ -103,6 +103,7 @@ pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod namespace;
 pub(crate) mod outage;
+pub(crate) mod partition;
 pub mod pb;
 pub(crate) mod replay;
 pub mod server;

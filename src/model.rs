@@ -23,6 +23,8 @@ pub struct Event {
     pub fields: Vec<(String, Vec<u8>)>,
     /// Deduplication key within the stream; empty = none.
     pub idempotency_key: String,
+    /// Partition key; empty = none.
+    pub key: String,
 }
 
 impl Event {
@@ -62,6 +64,7 @@ impl Event {
             event_type,
             fields,
             idempotency_key: String::new(),
+            key: String::new(),
         })
     }
 }

@@ -254,6 +254,7 @@ async fn routes(
         metrics: metrics.clone(),
         groups,
         doorbell,
+        layouts: Arc::default(),
         subscriptions: Arc::new(config.subscription_slots()),
         tasks: tasks.clone(),
     };

@@ -42,6 +42,7 @@ fn id_or_empty(id: Option<StreamId>) -> String {
 pub fn event(index: usize, e: pb::Event) -> Result<Event> {
     let mut event = Event::new(index, e.r#type, e.fields, e.binary_fields)?;
     event.idempotency_key = e.idempotency_key;
+    event.key = e.key;
     Ok(event)
 }
 

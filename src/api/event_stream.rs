@@ -202,9 +202,7 @@ impl EventStreamService {
         req: pb::ProduceRequest,
     ) -> Result<Vec<String>> {
         let append = self.produce_spec(caller, req)?;
-        let ids = (self.ctx.broker)
-            .produce(&append.stream, append.events, append.cap)
-            .await?;
+        let ids = self.ctx.append(append).await?;
         self.ctx.metrics.produced.inc_by(ids.len() as u64);
         Ok(ids)
     }

@@ -13,6 +13,7 @@
 mod caller;
 mod convert;
 mod event_stream;
+mod partitioned;
 mod stream_admin;
 mod streaming;
 
@@ -72,6 +73,8 @@ pub struct Context {
     pub group_ops: GroupOps,
     /// Wakes idle subscriptions and tails when their stream gets entries.
     pub doorbell: Arc<Doorbell>,
+    /// Which streams are partitioned, as looked up.
+    pub layouts: Arc<crate::partition::Layouts>,
     /// Open Subscribe, Tail and Consume streams, against their limits.
     pub subscriptions: Arc<SubscriptionSlots>,
     /// Where long-lived tasks are spawned, so that shutdown can wait for

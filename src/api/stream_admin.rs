@@ -91,9 +91,7 @@ impl StreamAdmin for StreamAdminService {
         let (caller, req) = Caller::split(request);
         let stream = self.ctx.stream(&req.stream)?;
         self.ctx.authorize(&caller, Permission::Admin, stream)?;
-        Ok(Response::new(
-            self.ctx.broker.describe_stream(stream).await?.into(),
-        ))
+        Ok(Response::new(self.ctx.describe(stream).await?))
     }
 
     async fn list_groups(
@@ -229,15 +227,26 @@ impl StreamAdmin for StreamAdminService {
 
     async fn create_stream(
         &self,
-        _request: Request<pb::CreateStreamRequest>,
+        request: Request<pb::CreateStreamRequest>,
     ) -> Result<Response<pb::CreateStreamResponse>, Status> {
-        Err(Status::unimplemented("CreateStream: partitioned streams are being built"))
+        let (caller, req) = Caller::split(request);
+        let stream = self.ctx.stream(&req.stream)?;
+        self.ctx.authorize(&caller, Permission::Admin, stream)?;
+        let (created, partitions) = self.ctx.create_stream(stream, req.partitions).await?;
+        Ok(Response::new(pb::CreateStreamResponse {
+            created,
+            partitions,
+        }))
     }
 
     async fn list_partitions(
         &self,
-        _request: Request<pb::ListPartitionsRequest>,
+        request: Request<pb::ListPartitionsRequest>,
     ) -> Result<Response<pb::ListPartitionsResponse>, Status> {
-        Err(Status::unimplemented("ListPartitions: partitioned streams are being built"))
+        let (caller, req) = Caller::split(request);
+        let stream = self.ctx.stream(&req.stream)?;
+        self.ctx.authorize(&caller, Permission::Admin, stream)?;
+        let partitions = self.ctx.list_partitions(stream, &req.group).await?;
+        Ok(Response::new(pb::ListPartitionsResponse { partitions }))
     }
 }

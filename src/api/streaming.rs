@@ -129,20 +129,27 @@ impl EventStreamService {
         let broker = &self.ctx.broker;
         let results = match work {
             Work::Refused(err) => vec![Err(err)],
-            Work::One(append) => {
-                vec![
-                    broker
-                        .produce(&append.stream, append.events, append.cap)
-                        .await,
-                ]
-            }
+            Work::One(append) => vec![self.ctx.append(append).await],
             Work::Together(appends) => {
                 let count = appends.len();
                 let stream = appends[0].stream.clone();
-                let requests = appends.into_iter().map(|a| (a.events, a.cap)).collect();
-                match broker.produce_many(&stream, requests).await {
-                    Ok(results) => results,
+                match self.ctx.layouts.partitions(broker, &stream).await {
                     Err(err) => vec![Err(err); count],
+                    // Each request to its partitions, one after the other.
+                    Ok(partitioned) if partitioned > 0 => {
+                        let mut results = Vec::with_capacity(count);
+                        for append in appends {
+                            results.push(self.ctx.append(append).await);
+                        }
+                        results
+                    }
+                    Ok(_) => {
+                        let requests = appends.into_iter().map(|a| (a.events, a.cap)).collect();
+                        match broker.produce_many(&stream, requests).await {
+                            Ok(results) => results,
+                            Err(err) => vec![Err(err); count],
+                        }
+                    }
                 }
             }
         };

@@ -21,6 +21,7 @@
 
 mod admin;
 mod durable;
+mod layout;
 mod link;
 mod produce;
 mod reads;
@@ -42,6 +43,7 @@ use durable::Durable;
 use link::{Backend, Link};
 
 pub use admin::{ConsumerInfo, GroupInfo, PendingEntry, PendingFilter, StreamInfo};
+pub use layout::{Layout, partition_stream};
 pub use link::{Node, slot_of};
 pub use recovery::{Outcome, ReclaimSpec};
 pub use streams::StreamSummary;

@@ -88,6 +88,7 @@ mod tests {
                 .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
                 .collect(),
             idempotency_key: String::new(),
+            key: String::new(),
         }
     }
 
