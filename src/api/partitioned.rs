@@ -87,7 +87,11 @@ impl Context {
     /// yet is empty.
     async fn partition_infos(&self, stream: &str, partitions: u32) -> Result<Vec<StreamInfo>> {
         try_join_all((0..partitions).map(|p| async move {
-            match self.broker.describe_stream(&partition_stream(stream, p)).await {
+            match self
+                .broker
+                .describe_stream(&partition_stream(stream, p))
+                .await
+            {
                 Err(Error::StreamNotFound { .. }) => Ok(StreamInfo::default()),
                 other => other,
             }
@@ -112,17 +116,21 @@ impl Context {
                 partition: p as u32,
                 key: self.broker.key(name),
                 length: info.length,
-                last_entry_id: info.last_entry_id.map(|id| id.to_string()).unwrap_or_default(),
+                last_entry_id: info
+                    .last_entry_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
                 ..Default::default()
             };
             if !group.is_empty() {
                 let groups = self.broker.list_groups(name).await?;
-                let found = groups.into_iter().find(|g| g.name == group).ok_or_else(|| {
-                    Error::GroupNotFound {
+                let found = groups
+                    .into_iter()
+                    .find(|g| g.name == group)
+                    .ok_or_else(|| Error::GroupNotFound {
                         stream: stream.to_owned(),
                         group: group.to_owned(),
-                    }
-                })?;
+                    })?;
                 row.pending = found.pending;
                 row.lag = found.lag;
             }
@@ -137,7 +145,10 @@ impl Context {
     /// written partition by partition, not atomically: retry it with
     /// idempotency keys.
     pub(super) async fn append(&self, append: Append) -> Result<Vec<String>> {
-        let partitions = self.layouts.partitions(&self.broker, &append.stream).await?;
+        let partitions = self
+            .layouts
+            .partitions(&self.broker, &append.stream)
+            .await?;
         if partitions == 0 {
             return self
                 .broker

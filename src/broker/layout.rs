@@ -79,7 +79,11 @@ impl Broker {
             0 => Layout::Missing,
             1 => Layout::Plain,
             2 => Layout::Partitioned(u32::try_from(count).unwrap_or(u32::MAX)),
-            _ => return Err(Error::WrongType { stream: stream.to_owned() }),
+            _ => {
+                return Err(Error::WrongType {
+                    stream: stream.to_owned(),
+                });
+            }
         };
         Ok((created, layout))
     }
@@ -121,7 +125,9 @@ mod tests {
         assert!(crate::namespace::stream_name("stream", &name).is_err());
         // No `}`: the whole key is hashed, so partitions spread over slots.
         let slots: std::collections::HashSet<u16> = (0..12)
-            .map(|i| super::super::slot_of(format!("app:{}", partition_stream("orders", i)).as_bytes()))
+            .map(|i| {
+                super::super::slot_of(format!("app:{}", partition_stream("orders", i)).as_bytes())
+            })
             .collect();
         assert!(slots.len() > 6, "{slots:?}");
     }

@@ -29,6 +29,7 @@ async fn the_gateway_serves_a_redis_cluster_on_every_master() {
     two_gateways_with_different_seeds_share_a_group(&cluster).await;
     health_and_the_metrics_poller_cover_every_master(&cluster).await;
     produce_stream_and_consume_work_on_every_master(&cluster).await;
+    partitions_spread_over_the_masters(&cluster).await;
     // Last: it changes which master serves a slot.
     a_moved_slot_rehomes_the_doorbell(&cluster).await;
 }
@@ -679,6 +680,60 @@ async fn a_moved_slot_rehomes_the_doorbell(cluster: &RedisCluster) {
         );
         gw.stop().await;
     }
+}
+
+/// A 12-partition stream: its partitions live on all three masters, each
+/// key's events on its own partition's master, and the admin views sum
+/// them without a CROSSSLOT.
+async fn partitions_spread_over_the_masters(cluster: &RedisCluster) {
+    let mut gw = TestGateway::start(cluster.config(&[0])).await;
+    let made = gw
+        .admin
+        .create_stream(pb::CreateStreamRequest {
+            stream: "wide".into(),
+            partitions: 12,
+        })
+        .await
+        .expect("CreateStream")
+        .into_inner();
+    assert_eq!(made.partitions, 12);
+    let mut spread: HashMap<u16, u32> = HashMap::new();
+    for p in 0..12 {
+        *spread
+            .entry(cluster.master_of(&format!("wide{{{p}")).port())
+            .or_default() += 1;
+    }
+    eprintln!("12 partitions over the masters (port: count): {spread:?}");
+    assert_eq!(spread.len(), 3, "partitions on every master: {spread:?}");
+    let events: Vec<pb::Event> = (0..60)
+        .map(|n| {
+            let mut e = event("order.placed", &[]);
+            e.key = format!("customer-{}", n % 20);
+            e
+        })
+        .collect();
+    let ids = produce(&mut gw, "wide", events).await;
+    assert_eq!(ids.len(), 60);
+    let described = gw
+        .admin
+        .describe_stream(pb::DescribeStreamRequest {
+            stream: "wide".into(),
+        })
+        .await
+        .expect("DescribeStream")
+        .into_inner();
+    assert_eq!((described.partitions, described.length), (12, 60));
+    let rows = gw
+        .admin
+        .list_partitions(pb::ListPartitionsRequest {
+            stream: "wide".into(),
+            group: String::new(),
+        })
+        .await
+        .expect("ListPartitions")
+        .into_inner()
+        .partitions;
+    assert_eq!(rows.iter().map(|r| r.length).sum::<u64>(), 60);
 }
 
 /// Waits until `node` has exactly one blocked client (the doorbell's read:

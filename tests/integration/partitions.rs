@@ -1,0 +1,213 @@
+//! Partitioned streams on one Redis: the layout recorded in Redis and seen
+//! by every gateway, events routed by the documented hash of their key,
+//! and the admin views summed over the partitions.
+
+use std::collections::HashMap;
+
+use redis::Commands;
+use streamgate::pb;
+use tonic::Code;
+
+use crate::common::{RedisServer, TestGateway, config, event, produce, produce_err};
+
+/// FNV-1a, 32 bits: the documented partition hash, written here from its
+/// definition.
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    let mut hash: u32 = 2_166_136_261;
+    for &b in bytes {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(16_777_619);
+    }
+    hash
+}
+
+/// The Redis key of partition `p` of `stream` (no key prefix).
+fn partition_key(stream: &str, p: u32) -> String {
+    format!("{stream}{{{p}")
+}
+
+async fn create(gw: &mut TestGateway, stream: &str, partitions: u32) -> pb::CreateStreamResponse {
+    gw.admin
+        .create_stream(pb::CreateStreamRequest {
+            stream: stream.into(),
+            partitions,
+        })
+        .await
+        .expect("CreateStream")
+        .into_inner()
+}
+
+async fn create_err(gw: &mut TestGateway, stream: &str, partitions: u32) -> tonic::Status {
+    gw.admin
+        .create_stream(pb::CreateStreamRequest {
+            stream: stream.into(),
+            partitions,
+        })
+        .await
+        .expect_err("CreateStream refused")
+}
+
+fn keyed(key: &str, n: usize) -> pb::Event {
+    let mut e = event("order.placed", &[("n", &n.to_string())]);
+    e.key = key.into();
+    e
+}
+
+/// `<partition>/<ms>-<seq>` split.
+fn split(id: &str) -> (u32, &str) {
+    let (p, rest) = id.split_once('/').expect("a partition-qualified ID");
+    (p.parse().expect("a partition number"), rest)
+}
+
+#[tokio::test]
+async fn create_stream_records_the_layout_once_and_refuses_another_count() {
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(config(&redis)).await;
+    let made = create(&mut gw, "orders", 4).await;
+    assert_eq!((made.created, made.partitions), (true, 4));
+    let again = create(&mut gw, "orders", 4).await;
+    assert_eq!((again.created, again.partitions), (false, 4));
+    let status = create_err(&mut gw, "orders", 8).await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("4 partitions"), "{status:?}");
+    // Every partition exists, empty.
+    let mut conn = redis.conn();
+    for p in 0..4 {
+        let len: u64 = conn.xlen(partition_key("orders", p)).unwrap();
+        assert_eq!(len, 0);
+    }
+
+    // A plain stream cannot become a partitioned one.
+    produce(&mut gw, "plain", vec![event("t", &[])]).await;
+    let status = create_err(&mut gw, "plain", 3).await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("plain stream"), "{status:?}");
+    let plain = create(&mut gw, "plain", 1).await;
+    assert_eq!((plain.created, plain.partitions), (false, 0));
+    // 0 creates an empty plain stream.
+    let empty = create(&mut gw, "empty", 0).await;
+    assert_eq!((empty.created, empty.partitions), (true, 0));
+    let len: u64 = conn.xlen("empty").unwrap();
+    assert_eq!(len, 0);
+
+    let status = create_err(&mut gw, "huge", 5000).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("partitions"), "{status:?}");
+}
+
+/// A second gateway, started before the stream was created, routes by the
+/// layout it finds in Redis; one key stays in one partition, in order.
+#[tokio::test]
+async fn every_gateway_routes_each_key_to_its_partition_in_order() {
+    let redis = RedisServer::start();
+    let mut first = TestGateway::start(config(&redis)).await;
+    let mut second = TestGateway::start(config(&redis)).await;
+    create(&mut first, "payments", 6).await;
+    let keys = ["alice", "bob", "carol", "dave", "erin"];
+    let events: Vec<pb::Event> = (0..25).map(|n| keyed(keys[n % keys.len()], n)).collect();
+    let ids = produce(&mut second, "payments", events).await;
+    assert_eq!(ids.len(), 25);
+    let mut per_partition: HashMap<u32, Vec<String>> = HashMap::new();
+    for (n, id) in ids.iter().enumerate() {
+        let (p, raw) = split(id);
+        let key = keys[n % keys.len()];
+        assert_eq!(
+            p,
+            fnv1a32(key.as_bytes()) % 6,
+            "{key} went to partition {p}"
+        );
+        per_partition.entry(p).or_default().push(raw.to_owned());
+    }
+    // Each partition holds its events in production order, keys stored.
+    let mut conn = redis.conn();
+    for (p, expected) in per_partition {
+        let stored: redis::streams::StreamRangeReply =
+            conn.xrange_all(partition_key("payments", p)).unwrap();
+        let got: Vec<String> = stored.ids.iter().map(|e| e.id.clone()).collect();
+        assert_eq!(got, expected, "partition {p}");
+    }
+    // Nothing was written at the logical name but the layout.
+    let kind: String = redis::cmd("TYPE").arg("payments").query(&mut conn).unwrap();
+    assert_eq!(kind, "hash");
+}
+
+/// A request's keyless events go to one partition together; requests take
+/// turns.
+#[tokio::test]
+async fn keyless_events_of_a_request_stay_together() {
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(config(&redis)).await;
+    create(&mut gw, "logs", 3).await;
+    let mut used = Vec::new();
+    for _ in 0..3 {
+        let ids = produce(
+            &mut gw,
+            "logs",
+            (0..4).map(|_| event("line", &[])).collect(),
+        )
+        .await;
+        let partitions: Vec<u32> = ids.iter().map(|id| split(id).0).collect();
+        assert!(partitions.iter().all(|&p| p == partitions[0]), "{ids:?}");
+        used.push(partitions[0]);
+    }
+    used.sort_unstable();
+    assert_eq!(used, [0, 1, 2], "three requests, three partitions in turn");
+}
+
+/// DescribeStream sums over the partitions; ListPartitions has one row
+/// each; a bad event in a request is refused before anything is written.
+#[tokio::test]
+async fn describe_and_list_partitions_see_every_partition() {
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(config(&redis)).await;
+    create(&mut gw, "clicks", 4).await;
+    let events: Vec<pb::Event> = (0..40).map(|n| keyed(&format!("user-{n}"), n)).collect();
+    let ids = produce(&mut gw, "clicks", events).await;
+
+    let described = gw
+        .admin
+        .describe_stream(pb::DescribeStreamRequest {
+            stream: "clicks".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(described.partitions, 4);
+    assert_eq!(described.length, 40);
+    let order = |id: &String| {
+        let (ms, seq) = split(id).1.split_once('-').unwrap();
+        (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+    };
+    let newest = ids.iter().max_by_key(|id| order(id)).unwrap();
+    assert_eq!(split(&described.last_entry_id).1, split(newest).1);
+
+    let rows = gw
+        .admin
+        .list_partitions(pb::ListPartitionsRequest {
+            stream: "clicks".into(),
+            group: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .partitions;
+    assert_eq!(rows.len(), 4);
+    let mut conn = redis.conn();
+    for (p, row) in rows.iter().enumerate() {
+        assert_eq!(row.partition, p as u32);
+        assert_eq!(row.key, partition_key("clicks", p as u32));
+        let len: u64 = conn.xlen(&row.key).unwrap();
+        assert_eq!(row.length, len);
+        let produced_here = ids.iter().filter(|id| split(id).0 == p as u32).count();
+        assert_eq!(row.length, produced_here as u64);
+    }
+
+    let mut bad = keyed("x", 0);
+    bad.fields.insert("type".into(), "reserved".into());
+    let status = produce_err(&mut gw, "clicks", vec![keyed("y", 1), bad]).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let total: u64 = (0..4)
+        .map(|p| conn.xlen::<_, u64>(partition_key("clicks", p)).unwrap())
+        .sum();
+    assert_eq!(total, 40, "nothing of the refused request was written");
+}
