@@ -67,8 +67,14 @@ pub enum Error {
         /// Consumer name.
         consumer: String,
     },
-    /// The stream's key holds another Redis type.
-    #[error("the key of stream {stream:?} holds a value that is not a stream")]
+    /// The stream's key holds another Redis type (or a partitioned
+    /// stream's layout, for the rpcs that do not serve partitioned streams
+    /// yet).
+    #[error(
+        "the key of stream {stream:?} holds a value that is not a stream (or the layout of a \
+         partitioned stream, which Produce, ProduceStream, DescribeStream, ListPartitions and \
+         CreateStream serve so far)"
+    )]
     WrongType {
         /// Client stream name.
         stream: String,

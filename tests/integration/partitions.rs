@@ -93,6 +93,16 @@ async fn create_stream_records_the_layout_once_and_refuses_another_count() {
     let status = create_err(&mut gw, "huge", 5000).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("partitions"), "{status:?}");
+
+    // Reading a partitioned stream is the next step: until then a precise
+    // refusal, never INTERNAL.
+    let status = gw
+        .events
+        .subscribe(crate::common::sub("orders", "g", "c"))
+        .await
+        .expect_err("Subscribe refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("partitioned stream"), "{status:?}");
 }
 
 /// A second gateway, started before the stream was created, routes by the
