@@ -99,6 +99,9 @@ pub struct Entry {
     pub delivery_count: u64,
     /// Delivered before (pending_first, reclaim, Nack, Reap).
     pub redelivered: bool,
+    /// The partition it was read from, on a partitioned stream (its ID
+    /// goes out qualified: `<partition>/<ms>-<seq>`).
+    pub partition: Option<u32>,
 }
 
 /// How an entry reached its reader. Sets `delivery_count` and

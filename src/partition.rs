@@ -15,7 +15,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::broker::{Broker, Layout};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::ids::StreamId;
 
 /// Most partitions a stream may have.
 pub(crate) const MAX_PARTITIONS: u32 = 1024;
@@ -39,6 +40,44 @@ pub(crate) fn partition_of(key: &str, partitions: u32) -> u32 {
 /// `<partition>/<id>`.
 pub(crate) fn qualified(partition: u32, id: &str) -> String {
     format!("{partition}/{id}")
+}
+
+/// An entry ID from request field `field`, on a stream with `partitions`
+/// partitions (0: a plain stream): the partition and the Redis ID. A
+/// partitioned stream needs `<partition>/<ms>-<seq>`; a plain stream takes
+/// `ms-seq` (or `0/ms-seq`, its one partition).
+pub(crate) fn parse_id(field: &str, text: &str, partitions: u32) -> Result<(u32, StreamId)> {
+    let Some((partition, id)) = text.split_once('/') else {
+        if partitions > 0 {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{text:?} names no partition: entry IDs of a partitioned stream take the \
+                     form <partition>/<ms>-<seq>"
+                ),
+            ));
+        }
+        return Ok((0, StreamId::parse(field, text)?));
+    };
+    let number: u32 = partition.parse().map_err(|_| {
+        Error::invalid(
+            field,
+            format!("{text:?}: {partition:?} is not a partition number"),
+        )
+    })?;
+    if number >= partitions.max(1) {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{text:?} names partition {number}; the stream has {}",
+                match partitions {
+                    0 => "one (it is not partitioned)".to_owned(),
+                    n => format!("{n} (0 to {})", n - 1),
+                }
+            ),
+        ));
+    }
+    Ok((number, StreamId::parse(field, id)?))
 }
 
 /// The layouts this gateway has looked up.
@@ -99,6 +138,23 @@ mod tests {
         assert_eq!(fnv1a32(b""), 0x811c_9dc5);
         assert_eq!(fnv1a32(b"a"), 0xe40c_292c);
         assert_eq!(fnv1a32(b"foobar"), 0xbf9c_f968);
+    }
+
+    #[test]
+    fn ids_name_their_partition_where_the_stream_has_partitions() {
+        let id = |ms, seq| StreamId { ms, seq };
+        assert_eq!(parse_id("ids", "3/5-1", 4).unwrap(), (3, id(5, 1)));
+        assert_eq!(parse_id("ids", "5-1", 0).unwrap(), (0, id(5, 1)));
+        assert_eq!(parse_id("ids", "0/5-1", 0).unwrap(), (0, id(5, 1)));
+        for (text, partitions, says) in [
+            ("5-1", 4, "<partition>/<ms>-<seq>"),
+            ("4/5-1", 4, "0 to 3"),
+            ("1/5-1", 0, "not partitioned"),
+            ("x/5-1", 4, "not a partition number"),
+        ] {
+            let err = parse_id("ids", text, partitions).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]

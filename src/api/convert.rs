@@ -10,14 +10,17 @@ use crate::pb;
 impl From<Entry> for pb::Entry {
     fn from(e: Entry) -> pb::Entry {
         pb::Entry {
-            id: e.id.to_string(),
+            id: match e.partition {
+                Some(p) => crate::partition::qualified(p, &e.id.to_string()),
+                None => e.id.to_string(),
+            },
             r#type: e.event_type,
             ts_ms: e.ts_ms,
             fields: e.fields,
             delivery_count: e.delivery_count,
             binary_fields: e.binary_fields,
             redelivered: e.redelivered,
-            partition: 0,
+            partition: e.partition.unwrap_or(0),
             key: String::new(),
         }
     }

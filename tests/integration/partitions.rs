@@ -102,7 +102,10 @@ async fn create_stream_records_the_layout_once_and_refuses_another_count() {
         .await
         .expect_err("Subscribe refused");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert!(status.message().contains("partitioned stream"), "{status:?}");
+    assert!(
+        status.message().contains("partitioned stream"),
+        "{status:?}"
+    );
 }
 
 /// A second gateway, started before the stream was created, routes by the
