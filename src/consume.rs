@@ -93,9 +93,12 @@ where
     S: Stream<Item = Result<Op>> + Send + Unpin + 'static,
 {
     let (signals, group_ops) = group;
+    // Plain streams only so far: a partitioned stream's key holds its
+    // layout, which the first read refuses (FAILED_PRECONDITION).
     let pushes = subscription::start(
         broker,
         spec.clone(),
+        0,
         loops,
         &signals,
         doorbell,

@@ -104,6 +104,7 @@ pub(crate) mod model;
 pub(crate) mod namespace;
 pub(crate) mod outage;
 pub(crate) mod partition;
+pub(crate) mod parts;
 pub mod pb;
 pub(crate) mod replay;
 pub mod server;

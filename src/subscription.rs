@@ -28,13 +28,16 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::broker::{Broker, ReclaimSpec, now_ms};
+use futures_util::future::try_join_all;
+
+use crate::broker::{Broker, ReclaimSpec, now_ms, partition_stream};
 use crate::delivery::{Delivery, LoopSettings};
 use crate::doorbell::Doorbell;
 use crate::driver::{self, Found, Live, LiveRead, Then, Wakers};
 use crate::error::{Error, Result};
 use crate::ids::{GroupStart, StreamId};
 use crate::model::Push;
+use crate::parts;
 use crate::shutdown::Shutdown;
 
 /// Automatic recovery settings.
@@ -191,15 +194,47 @@ impl GroupSignals {
 /// Joins the group (creating it if asked to) and starts the subscription's
 /// driver; its pushes and final error arrive on the returned stream. Setup
 /// happens before this returns, so an entry produced after the client got
-/// its response headers is never "before" a group created here.
+/// its response headers is never "before" a group created here. On a
+/// stream of `partitions` partitions (0: a plain stream) each partition is
+/// subscribed as a plain stream would be (its own group state, reclaim,
+/// Nacks, `max_in_flight` and `pending_first`), and the driver reads them
+/// in turn ([`crate::parts`]).
 pub async fn start(
     broker: Broker,
     spec: SubscribeSpec,
+    partitions: u32,
     loops: LoopSettings,
     signals: &GroupSignals,
     doorbell: &Doorbell,
     shutdown: Shutdown,
 ) -> Result<Delivery<Push>> {
+    if partitions == 0 {
+        let live = prepare(broker, spec, signals, doorbell).await?;
+        return Ok(driver::start(live, loops, shutdown));
+    }
+    let lives = try_join_all((0..partitions).map(|p| {
+        let spec = SubscribeSpec {
+            stream: partition_stream(&spec.stream, p),
+            ..spec.clone()
+        };
+        prepare(broker.clone(), spec, signals, doorbell)
+    }))
+    .await?;
+    Ok(driver::start(
+        parts::combine(lives, &shutdown),
+        loops,
+        shutdown,
+    ))
+}
+
+/// Joins the group of one stream (creating it if asked to): the live
+/// stream to drive.
+async fn prepare(
+    broker: Broker,
+    spec: SubscribeSpec,
+    signals: &GroupSignals,
+    doorbell: &Doorbell,
+) -> Result<Live<Subscription>> {
     let group = signals.watch(&spec.stream, &spec.group);
     let bell = doorbell.watch(&spec.stream).await?;
     if spec.create_group {
@@ -233,7 +268,7 @@ pub async fn start(
             _group: group,
         },
     };
-    Ok(driver::start(live, loops, shutdown))
+    Ok(live)
 }
 
 /// Which entries the next read asks for.

@@ -8,13 +8,16 @@
 
 use std::time::Duration;
 
-use crate::broker::Broker;
+use futures_util::future::try_join_all;
+
+use crate::broker::{Broker, partition_stream};
 use crate::delivery::{Delivery, LoopSettings};
 use crate::doorbell::Doorbell;
 use crate::driver::{self, Found, Live, LiveRead, Then, Wakers};
 use crate::error::Result;
 use crate::ids::{GroupStart, StreamId};
 use crate::model::Push;
+use crate::parts;
 use crate::shutdown::Shutdown;
 
 /// A validated Tail request.
@@ -32,13 +35,39 @@ pub struct TailSpec {
 
 /// Fixes the start position and starts the tail's driver; batches arrive on
 /// the returned stream. `$` means entries appended after this returns.
+///
+/// On a stream of `partitions` partitions (0: a plain stream) each
+/// partition is followed from its own position (`$`: each one's newest
+/// entry) and the driver reads them in turn ([`crate::parts`]).
 pub async fn start(
     broker: Broker,
     spec: TailSpec,
+    partitions: u32,
     loops: LoopSettings,
     doorbell: &Doorbell,
     shutdown: Shutdown,
 ) -> Result<Delivery<Push>> {
+    if partitions == 0 {
+        let live = prepare(broker, spec, doorbell).await?;
+        return Ok(driver::start(live, loops, shutdown));
+    }
+    let lives = try_join_all((0..partitions).map(|p| {
+        let spec = TailSpec {
+            stream: partition_stream(&spec.stream, p),
+            ..spec.clone()
+        };
+        prepare(broker.clone(), spec, doorbell)
+    }))
+    .await?;
+    Ok(driver::start(
+        parts::combine(lives, &shutdown),
+        loops,
+        shutdown,
+    ))
+}
+
+/// Fixes one stream's start position: the live stream to drive.
+async fn prepare(broker: Broker, spec: TailSpec, doorbell: &Doorbell) -> Result<Live<Tail>> {
     let bell = doorbell.watch(&spec.stream).await?;
     let after = match spec.start {
         GroupStart::End => broker.last_entry_id(&spec.stream).await?,
@@ -59,7 +88,7 @@ pub async fn start(
             after,
         },
     };
-    Ok(driver::start(live, loops, shutdown))
+    Ok(live)
 }
 
 /// The read position of one tail. Like a subscription, a tail rides out a

@@ -305,15 +305,18 @@ impl EventStream for EventStreamService {
         let spec = self.subscribe_spec(&caller, req)?;
         let ctx = &self.ctx;
         let delivered = ctx.metrics.delivered.clone();
-        let start = || {
+        let start = || async move {
+            let partitions = ctx.layouts.partitions(&ctx.broker, &spec.stream).await?;
             subscription::start(
                 ctx.broker.clone(),
                 spec,
+                partitions,
                 ctx.settings.loops,
                 &ctx.groups,
                 &ctx.doorbell,
                 ctx.shutdown.clone(),
             )
+            .await
         };
         let respond = move |push| pb::SubscribeResponse::from(message(push, Some(&delivered)));
         let open = &ctx.metrics.open_subscriptions;
@@ -486,14 +489,17 @@ impl EventStream for EventStreamService {
         self.ctx
             .authorize(&caller, Permission::Consume, &spec.stream)?;
         let ctx = &self.ctx;
-        let start = || {
+        let start = || async move {
+            let partitions = ctx.layouts.partitions(&ctx.broker, &spec.stream).await?;
             tail::start(
                 ctx.broker.clone(),
                 spec,
+                partitions,
                 settings.loops,
                 &ctx.doorbell,
                 ctx.shutdown.clone(),
             )
+            .await
         };
         let respond = |push| pb::TailResponse::from(message(push, None));
         let open = &ctx.metrics.open_tails;

@@ -8,7 +8,10 @@ use redis::Commands;
 use streamgate::pb;
 use tonic::Code;
 
-use crate::common::{RedisServer, TestGateway, config, event, produce, produce_err};
+use crate::common::{
+    RedisServer, TestGateway, config, event, ids, next_batch, produce, produce_err, sub, subscribe,
+    take_tail_entries,
+};
 
 /// FNV-1a, 32 bits: the documented partition hash, written here from its
 /// definition.
@@ -94,18 +97,89 @@ async fn create_stream_records_the_layout_once_and_refuses_another_count() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("partitions"), "{status:?}");
 
-    // Reading a partitioned stream is the next step: until then a precise
-    // refusal, never INTERNAL.
-    let status = gw
+    // Consume does not serve partitioned streams yet: a precise refusal,
+    // never INTERNAL.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::ConsumeRequest {
+        kind: Some(pb::consume_request::Kind::Open(sub("orders", "g", "c"))),
+    })
+    .await
+    .unwrap();
+    let status = match gw
         .events
-        .subscribe(crate::common::sub("orders", "g", "c"))
+        .consume(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .expect_err("Subscribe refused");
+    {
+        Err(status) => status,
+        Ok(response) => response
+            .into_inner()
+            .message()
+            .await
+            .expect_err("Consume refused"),
+    };
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(
         status.message().contains("partitioned stream"),
         "{status:?}"
     );
+}
+
+/// Two consumers of a group share a 4-partition stream: every entry is
+/// delivered once, with its partition and qualified ID; a Tail follows
+/// every partition; an idle subscriber is woken by an entry on any
+/// partition.
+#[tokio::test]
+async fn subscribers_and_tails_read_every_partition() {
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(config(&redis)).await;
+    create(&mut gw, "rides", 4).await;
+    let mut tail = gw
+        .events
+        .tail(pb::TailRequest {
+            stream: "rides".into(),
+            start_id: "$".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("tail")
+        .into_inner();
+    let mut a = subscribe(&mut gw, sub("rides", "dispatch", "a")).await;
+    let mut b = subscribe(&mut gw, sub("rides", "dispatch", "b")).await;
+    let keys: Vec<String> = (0..8).map(|k| format!("rider-{k}")).collect();
+    let events: Vec<pb::Event> = (0..40).map(|n| keyed(&keys[n % 8], n)).collect();
+    let produced = produce(&mut gw, "rides", events).await;
+
+    let mut got: Vec<pb::Entry> = Vec::new();
+    while got.len() < produced.len() {
+        tokio::select! {
+            batch = next_batch(&mut a) => got.extend(batch.expect("a batch")),
+            batch = next_batch(&mut b) => got.extend(batch.expect("a batch")),
+        }
+    }
+    let mut seen: Vec<String> = got.iter().map(|e| e.id.clone()).collect();
+    seen.sort();
+    let mut expected = produced.clone();
+    expected.sort();
+    assert_eq!(seen, expected, "every entry once, across the two consumers");
+    for entry in &got {
+        let (p, _) = split(&entry.id);
+        assert_eq!(entry.partition, p);
+        let n: usize = entry.fields["n"].parse().unwrap();
+        assert_eq!(entry.id, produced[n], "entry {n} carries its produced ID");
+    }
+
+    let tailed = take_tail_entries(&mut tail, produced.len()).await;
+    let mut tailed: Vec<String> = tailed.into_iter().map(|e| e.id).collect();
+    tailed.sort();
+    assert_eq!(tailed, expected, "the tail saw every partition");
+
+    // Idle now: one entry on whichever partition still wakes a reader.
+    let late = produce(&mut gw, "rides", vec![keyed("rider-late", 99)]).await;
+    let woke = tokio::select! {
+        batch = next_batch(&mut a) => batch.expect("a batch"),
+        batch = next_batch(&mut b) => batch.expect("a batch"),
+    };
+    assert_eq!(ids(&woke), late);
 }
 
 /// A second gateway, started before the stream was created, routes by the
