@@ -18,7 +18,7 @@ impl From<Entry> for pb::Entry {
             binary_fields: e.binary_fields,
             redelivered: e.redelivered,
             partition: 0,
-            key: String::new(),
+            key: e.key,
         }
     }
 }
@@ -40,7 +40,8 @@ fn id_or_empty(id: Option<StreamId>) -> String {
 
 /// Validates the `index`-th event of a Produce request.
 pub fn event(index: usize, e: pb::Event) -> Result<Event> {
-    let mut event = Event::new(index, e.r#type, e.fields, e.binary_fields)?;
+    let mut event =
+        Event::new(index, e.r#type, e.fields, e.binary_fields)?.with_key(index, e.key)?;
     event.idempotency_key = e.idempotency_key;
     Ok(event)
 }

@@ -231,13 +231,17 @@ impl StreamAdmin for StreamAdminService {
         &self,
         _request: Request<pb::CreateStreamRequest>,
     ) -> Result<Response<pb::CreateStreamResponse>, Status> {
-        Err(Status::unimplemented("CreateStream: partitioned streams are being built"))
+        Err(Status::unimplemented(
+            "CreateStream: partitioned streams are being built",
+        ))
     }
 
     async fn list_partitions(
         &self,
         _request: Request<pb::ListPartitionsRequest>,
     ) -> Result<Response<pb::ListPartitionsResponse>, Status> {
-        Err(Status::unimplemented("ListPartitions: partitioned streams are being built"))
+        Err(Status::unimplemented(
+            "ListPartitions: partitioned streams are being built",
+        ))
     }
 }
