@@ -252,8 +252,8 @@ const LUA_UNPACK_MAX_VALUES: u64 = 8000 - 3;
 const DEAD_LETTER_META_FIELDS: u64 = 6;
 
 /// Room for the reserved fields the gateway writes beside the user's:
-/// `type` and `ts_ms` today, and the ones the v1 contract adds (`key`,
-/// `traceparent`, `tracestate`), with room to spare.
+/// `type`, `ts_ms` and `partition_key` today, and the ones the v1 contract
+/// adds (`traceparent`, `tracestate`), with room to spare.
 const RESERVED_FIELDS_ROOM: u64 = 8;
 
 /// Highest `max_event_fields` (`--max-event-fields`): 3984.

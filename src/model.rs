@@ -1,8 +1,8 @@
 //! Domain types: the event a producer sends and the entry a reader gets.
 //!
 //! They encode the data model of the API contract in one place: the reserved
-//! fields `type` and `ts_ms`, and the rule that entries written by other
-//! programs reach readers byte for byte.
+//! fields `type`, `ts_ms` and `partition_key`, and the rule that entries
+//! written by other programs reach readers byte for byte.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,6 +13,11 @@ use crate::ids::StreamId;
 pub const TYPE_FIELD: &str = "type";
 /// Redis field holding the producer wall clock in Unix milliseconds.
 pub const TS_FIELD: &str = "ts_ms";
+/// Redis field holding the event's partition key.
+pub const KEY_FIELD: &str = "partition_key";
+/// Longest partition key, in bytes (UTF-8). A key is an identifier (a
+/// customer, an order), stored in every entry and hashed on every produce.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 /// An event to append: its type and its user fields, already validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,7 +28,8 @@ pub struct Event {
     pub fields: Vec<(String, Vec<u8>)>,
     /// Deduplication key within the stream; empty = none.
     pub idempotency_key: String,
-    /// Partition key; empty = none.
+    /// Partition key, stored as the field `partition_key`; empty = none.
+    /// Set through [`Event::with_key`], which checks it.
     pub key: String,
 }
 
@@ -67,14 +73,31 @@ impl Event {
             key: String::new(),
         })
     }
+
+    /// Sets the partition key of the `index`-th event of a request,
+    /// refusing one longer than [`MAX_KEY_BYTES`].
+    pub fn with_key(mut self, index: usize, key: String) -> Result<Event> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Error::invalid(
+                format!("events[{index}].key"),
+                format!(
+                    "is {} bytes long; partition keys have at most {MAX_KEY_BYTES}",
+                    key.len()
+                ),
+            ));
+        }
+        self.key = key;
+        Ok(self)
+    }
 }
 
 fn check_field_name(index: usize, map: &str, name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         "field names must not be empty".to_owned()
-    } else if name == TYPE_FIELD || name == TS_FIELD {
+    } else if name == TYPE_FIELD || name == TS_FIELD || name == KEY_FIELD {
         format!(
-            "field name {name:?} is reserved (use the event's type; ts_ms is set by the gateway)"
+            "field name {name:?} is reserved (use the event's type and key; ts_ms is set by \
+             the gateway)"
         )
     } else {
         return Ok(());
@@ -91,6 +114,8 @@ pub struct Entry {
     pub event_type: String,
     /// The `ts_ms` field when present and a decimal integer, else 0.
     pub ts_ms: i64,
+    /// The `partition_key` field when present and UTF-8, else empty.
+    pub key: String,
     /// User fields with UTF-8 names and values.
     pub fields: HashMap<String, String>,
     /// User fields whose name or value is not UTF-8.
@@ -165,23 +190,36 @@ impl Entry {
     /// A malformed one stays a plain field so nothing is lost.
     fn take_reserved(&mut self, name: &[u8], value: &[u8]) -> bool {
         if name == TYPE_FIELD.as_bytes() && self.event_type.is_empty() {
-            if let Ok(text) = std::str::from_utf8(value)
-                && !text.is_empty()
-            {
-                self.event_type = text.to_owned();
-                return true;
-            }
+            take_text(&mut self.event_type, value)
+        } else if name == KEY_FIELD.as_bytes() && self.key.is_empty() {
+            take_text(&mut self.key, value)
         } else if name == TS_FIELD.as_bytes() && self.ts_ms == 0 {
             let parsed = std::str::from_utf8(value)
                 .ok()
                 .and_then(|t| t.parse::<i64>().ok())
                 .filter(|ts| *ts != 0 && ts.to_string().as_bytes() == value);
-            if let Some(ts) = parsed {
-                self.ts_ms = ts;
-                return true;
+            match parsed {
+                Some(ts) => {
+                    self.ts_ms = ts;
+                    true
+                }
+                None => false,
             }
+        } else {
+            false
         }
-        false
+    }
+}
+
+/// Moves a non-empty UTF-8 `value` into the empty `slot`; false (and the
+/// slot left empty) for anything else.
+fn take_text(slot: &mut String, value: &[u8]) -> bool {
+    match std::str::from_utf8(value) {
+        Ok(text) if !text.is_empty() => {
+            *slot = text.to_owned();
+            true
+        }
+        _ => false,
     }
 }
 
@@ -233,8 +271,48 @@ mod tests {
     }
 
     #[test]
+    fn the_partition_key_is_typed() {
+        let e = entry(&[
+            (b"partition_key", b"customer-7"),
+            (b"partition_key", b"second"),
+            (b"k", b"v"),
+        ]);
+        assert_eq!(e.key, "customer-7");
+        // Only the first occurrence is the key; a repeat stays a field,
+        // like any repeated reserved field.
+        assert_eq!(e.fields.len(), 2, "{:?}", e.fields);
+        assert_eq!(e.fields["partition_key"], "second");
+        assert_eq!(e.fields["k"], "v");
+    }
+
+    #[test]
+    fn a_foreign_partition_key_is_kept_losslessly() {
+        let e = entry(&[(b"partition_key", b"\xff\xfe")]);
+        assert_eq!(e.key, "");
+        assert!(e.fields.is_empty());
+        assert_eq!(e.binary_fields["partition_key"], b"\xff\xfe");
+        let empty = entry(&[(b"partition_key", b"")]);
+        assert_eq!(empty.key, "");
+        assert_eq!(empty.fields["partition_key"], "");
+    }
+
+    #[test]
+    fn a_partition_key_has_a_bound() {
+        let event = || Event::new(4, "t".into(), BTreeMap::new(), BTreeMap::new()).unwrap();
+        let at_bound = event().with_key(4, "k".repeat(MAX_KEY_BYTES)).unwrap();
+        assert_eq!(at_bound.key.len(), MAX_KEY_BYTES);
+        let err = event()
+            .with_key(4, "k".repeat(MAX_KEY_BYTES + 1))
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let msg = err.to_string();
+        assert!(msg.contains("events[4].key"), "{msg}");
+        assert!(msg.contains(&format!("{}", MAX_KEY_BYTES + 1)), "{msg}");
+    }
+
+    #[test]
     fn reserved_and_empty_names_are_rejected() {
-        for name in ["type", "ts_ms", ""] {
+        for name in ["type", "ts_ms", "partition_key", ""] {
             let fields = BTreeMap::from([(name.to_owned(), "x".to_owned())]);
             let err = Event::new(1, "t".into(), fields, BTreeMap::new()).unwrap_err();
             assert!(err.to_string().contains("events[1].fields"), "{err}");

@@ -21,7 +21,7 @@ impl From<Entry> for pb::Entry {
             binary_fields: e.binary_fields,
             redelivered: e.redelivered,
             partition: e.partition.unwrap_or(0),
-            key: String::new(),
+            key: e.key,
         }
     }
 }
@@ -43,9 +43,9 @@ fn id_or_empty(id: Option<StreamId>) -> String {
 
 /// Validates the `index`-th event of a Produce request.
 pub fn event(index: usize, e: pb::Event) -> Result<Event> {
-    let mut event = Event::new(index, e.r#type, e.fields, e.binary_fields)?;
+    let mut event =
+        Event::new(index, e.r#type, e.fields, e.binary_fields)?.with_key(index, e.key)?;
     event.idempotency_key = e.idempotency_key;
-    event.key = e.key;
     Ok(event)
 }
 

@@ -7,7 +7,7 @@ use redis::{RedisError, Value};
 use super::reply::{self, Cursor};
 use super::{Broker, Cap, checked, now_ms, scripts};
 use crate::error::{Error, Result};
-use crate::model::{Event, TS_FIELD, TYPE_FIELD};
+use crate::model::{Event, KEY_FIELD, TS_FIELD, TYPE_FIELD};
 
 impl Broker {
     /// Appends events in one pipelined round trip and returns their IDs in
@@ -121,10 +121,14 @@ impl Broker {
                     .iter()
                     .map(|(n, v)| n.len() + v.len())
                     .sum::<usize>()
-                    + 64
+                    + reserved_bytes(e)
+                    + 32
             })
             .sum();
-        let args: usize = events.iter().map(|e| 6 + 2 * e.fields.len()).sum();
+        let args: usize = events
+            .iter()
+            .map(|e| 2 + 2 * (e.fields.len() + reserved_fields(e)))
+            .sum();
         let mut call = redis::Cmd::with_capacity(args + 8, bytes + 128);
         call.arg("EVALSHA")
             .arg(scripts::PRODUCE_IDEMPOTENT.get_hash())
@@ -146,8 +150,7 @@ impl Broker {
             } else {
                 "1"
             });
-            let reserved = usize::from(!event.event_type.is_empty()) + 1;
-            call.arg(2 * (event.fields.len() + reserved));
+            call.arg(2 * (event.fields.len() + reserved_fields(event)));
             write_event(&mut call, event, ts);
         }
         pipe.add_command(call);
@@ -213,20 +216,38 @@ fn ids(replies: Vec<Value>) -> Result<Vec<String>> {
 /// event's bytes while the command waits for Redis.
 fn sized_command(event: &Event, other_args: usize, other_bytes: usize) -> redis::Cmd {
     let fields: usize = event.fields.iter().map(|(n, v)| n.len() + v.len()).sum();
-    let reserved = TYPE_FIELD.len() + event.event_type.len() + TS_FIELD.len() + 20;
     redis::Cmd::with_capacity(
-        other_args + 4 + 2 * event.fields.len(),
-        other_bytes + reserved + fields,
+        other_args + 2 * (event.fields.len() + reserved_fields(event)),
+        other_bytes + reserved_bytes(event) + fields,
     )
 }
 
+/// How many reserved fields [`write_event`] writes for `event`: `ts_ms`
+/// always, `type` and `partition_key` when set.
+fn reserved_fields(event: &Event) -> usize {
+    1 + usize::from(!event.event_type.is_empty()) + usize::from(!event.key.is_empty())
+}
+
+/// The bytes of the reserved fields' names and values, at most.
+fn reserved_bytes(event: &Event) -> usize {
+    TYPE_FIELD.len()
+        + event.event_type.len()
+        + TS_FIELD.len()
+        + 20
+        + KEY_FIELD.len()
+        + event.key.len()
+}
+
 /// Appends to `cmd` an entry's field/value pairs as stored: `type` (when
-/// set), `ts_ms`, then the event's own fields.
+/// set), `ts_ms`, `partition_key` (when set), then the event's own fields.
 fn write_event(cmd: &mut redis::Cmd, event: &Event, ts: &str) {
     if !event.event_type.is_empty() {
         cmd.arg(TYPE_FIELD).arg(&event.event_type);
     }
     cmd.arg(TS_FIELD).arg(ts);
+    if !event.key.is_empty() {
+        cmd.arg(KEY_FIELD).arg(&event.key);
+    }
     for (name, value) in &event.fields {
         cmd.arg(name).arg(value);
     }

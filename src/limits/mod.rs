@@ -14,7 +14,7 @@ pub use reading::{Answers, ReadingLayer};
 pub use subscriptions::SubscriptionSlots;
 
 use crate::error::{Error, Result};
-use crate::model::{Event, TYPE_FIELD};
+use crate::model::{Event, KEY_FIELD, TYPE_FIELD};
 
 /// Bounds on one produced event.
 #[derive(Clone, Copy, Debug)]
@@ -22,7 +22,8 @@ pub struct EventLimits {
     /// Most user fields (text and binary together) in one event.
     pub max_fields: usize,
     /// Most bytes of one field, name plus value. The event type counts as
-    /// the field `type`; an idempotency key counts as a value.
+    /// the field `type`, a partition key as the field `partition_key`; an
+    /// idempotency key counts as a value.
     pub max_field_bytes: usize,
 }
 
@@ -37,9 +38,11 @@ impl EventLimits {
             )));
         }
         let type_field = (TYPE_FIELD, event.event_type.len());
+        // An event without a key stores no `partition_key` field.
+        let key_field = (!event.key.is_empty()).then_some((KEY_FIELD, event.key.len()));
         let idempotency = ("idempotency_key", event.idempotency_key.len());
         let fields = event.fields.iter().map(|(n, v)| (n.as_str(), v.len()));
-        for (name, value_len) in fields.chain([type_field]) {
+        for (name, value_len) in fields.chain([type_field]).chain(key_field) {
             let bytes = name.len() + value_len;
             if bytes > self.max_field_bytes {
                 return Err(self.field_too_large(index, name, bytes));
@@ -124,6 +127,9 @@ mod tests {
         let mut typed = event(&[]);
         typed.event_type = "1234567".into();
         assert!(refused(&typed).contains("\"type\""));
+        let mut partitioned = event(&[]);
+        partitioned.key = "k".into();
+        assert!(refused(&partitioned).contains("\"partition_key\""));
         let mut keyed = event(&[]);
         keyed.idempotency_key = "x".repeat(11);
         assert!(refused(&keyed).contains("idempotency_key"));

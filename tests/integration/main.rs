@@ -14,6 +14,7 @@ mod faults;
 mod flood;
 mod fuzz;
 mod guarantees;
+mod keys;
 mod lifecycle;
 mod list_streams;
 mod loss;

@@ -51,6 +51,7 @@ function eventMessage(e) {
     fields: e.fields ?? {},
     binaryFields: e.binaryFields ?? {},
     idempotencyKey: e.idempotencyKey ?? '',
+    key: e.key ?? '',
   };
 }
 
@@ -104,13 +105,14 @@ export class Client {
    * Appends one event; resolves to its stream ID. With an `idempotencyKey`,
    * a retry (after a timeout, say) writes nothing and resolves to the ID of
    * the first call, as long as the key was produced to this stream within
-   * the gateway's `--dedup-window-ms`.
+   * the gateway's `--dedup-window-ms`. `key` is the event's partition key
+   * (see `Event.key`).
    * @param {string} stream @param {string} type @param {Record<string, string>} [fields]
-   * @param {{ binaryFields?: Record<string, Uint8Array>, idempotencyKey?: string, maxLen?: number, exact?: boolean }} [options]
+   * @param {{ binaryFields?: Record<string, Uint8Array>, idempotencyKey?: string, key?: string, maxLen?: number, exact?: boolean }} [options]
    * @returns {Promise<string>}
    */
-  async produce(stream, type, fields = {}, { binaryFields = {}, idempotencyKey = '', ...cap } = {}) {
-    const [id] = await this.produceBatch(stream, [{ type, fields, binaryFields, idempotencyKey }], cap);
+  async produce(stream, type, fields = {}, { binaryFields = {}, idempotencyKey = '', key = '', ...cap } = {}) {
+    const [id] = await this.produceBatch(stream, [{ type, fields, binaryFields, idempotencyKey, key }], cap);
     return id;
   }
 
@@ -394,9 +396,10 @@ export class Producer {
 
   /**
    * Appends one event; resolves to its stream ID. A retry with the same
-   * `idempotencyKey` resolves to the first ID and writes nothing.
+   * `idempotencyKey` resolves to the first ID and writes nothing. `key` is
+   * the event's partition key (see `Event.key`).
    * @param {string} stream @param {string} type @param {Record<string, string>} [fields]
-   * @param {{ binaryFields?: Record<string, Uint8Array>, idempotencyKey?: string, maxLen?: number }} [options]
+   * @param {{ binaryFields?: Record<string, Uint8Array>, idempotencyKey?: string, key?: string, maxLen?: number }} [options]
    */
   produce(stream, type, fields, options) {
     return this.client.produce(stream, type, fields, options);

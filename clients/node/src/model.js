@@ -6,8 +6,8 @@
  */
 
 /**
- * An event to produce. The field names `type` and `ts_ms` are reserved (the
- * gateway writes them) and rejected with INVALID_ARGUMENT.
+ * An event to produce. The field names `type`, `ts_ms` and `partition_key`
+ * are reserved (the gateway writes them) and rejected with INVALID_ARGUMENT.
  * @typedef {object} Event
  * @property {string} type Event type, e.g. `order.placed`.
  * @property {Record<string, string>} [fields] User fields.
@@ -15,6 +15,9 @@
  * @property {string} [idempotencyKey] Makes a retried Produce safe: an event whose key was
  *   already produced to the stream within the gateway's `--dedup-window-ms` (default 24 h) is
  *   not written again, and its original ID is returned. Empty: no deduplication.
+ * @property {string} [key] Partition key (at most 1024 bytes), stored with the entry in the
+ *   reserved Redis field `partition_key` and returned as `Entry.key`. On a partitioned stream,
+ *   events with one key go to one partition, in production order. Empty: none.
  */
 
 /**
@@ -29,6 +32,8 @@
  *   re-deliveries, reclaims and reaps; 0 where no group is involved (Replay, Tail) or unknown.
  * @property {boolean} redelivered True when this delivery is a re-delivery (`pendingFirst`,
  *   reclaim, Nack): the entry may have been processed before, so handlers must be idempotent.
+ * @property {number} partition The partition the entry lives in; 0 on a plain stream.
+ * @property {string} key The event's partition key; empty if it has none.
  */
 
 /**
@@ -117,6 +122,8 @@ export function toEntry(m) {
     binaryFields: { ...m.binaryFields },
     deliveryCount: m.deliveryCount,
     redelivered: m.redelivered,
+    partition: m.partition,
+    key: m.key,
   };
 }
 

@@ -47,7 +47,7 @@ import { RECONNECT_CODES, delays } from './backoff.js';
 
 /** A rough encoded size of one event, for `maxBytes`. @param {any} e */
 function eventSize(e) {
-  let size = 8 + Buffer.byteLength(e.type) + Buffer.byteLength(e.idempotencyKey);
+  let size = 12 + Buffer.byteLength(e.type) + Buffer.byteLength(e.idempotencyKey) + Buffer.byteLength(e.key);
   for (const [k, v] of Object.entries(e.fields)) size += 6 + Buffer.byteLength(k) + Buffer.byteLength(String(v));
   for (const [k, v] of Object.entries(e.binaryFields)) size += 6 + Buffer.byteLength(k) + /** @type {Uint8Array} */ (v).length;
   return size;

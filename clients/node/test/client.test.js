@@ -654,6 +654,36 @@ test('publish passes idempotency keys', async () => {
   assert.deepEqual((await replayAll(stream)).map((e) => e.id), [first]);
 });
 
+test('partition keys are stored and returned', async () => {
+  const stream = uniqueStream('keys');
+  const produced = await client.produce(stream, 'order.placed', { n: '0' }, { key: 'customer-1' });
+  const producer = new Producer(gateway.addr);
+  const published = await Promise.all([
+    producer.publish(stream, { type: 'order.paid', fields: { n: '1' }, key: 'customer-2' }),
+    producer.publish(stream, { type: 'order.paid', fields: { n: '2' } }),
+  ]);
+  const options = { key: 'customer-3', idempotencyKey: 'ship-3' };
+  const shipped = await producer.produce(stream, 'order.shipped', { n: '3' }, options);
+  assert.equal(await producer.produce(stream, 'order.shipped', { n: '3' }, options), shipped);
+  await producer.close();
+  const ids = [produced, ...published, shipped];
+  const expected = [[ids[0], 'customer-1'], [ids[1], 'customer-2'], [ids[2], ''], [ids[3], 'customer-3']];
+
+  const replayed = await replayAll(stream);
+  assert.deepEqual(replayed.map((e) => [e.id, e.key]), expected);
+  assert.ok(replayed.every((e) => e.partition === 0 && !('partition_key' in e.fields)));
+  const c = new Collector(consumer(gateway.addr, stream, 'g', 'c1'));
+  const got = await c.waitFor(4).finally(() => c.stop());
+  assert.deepEqual(got.map((e) => [e.id, e.key]), expected);
+
+  await assert.rejects(client.produce(stream, 'x', { partition_key: 'k' }), (err) => {
+    assert.ok(err instanceof StreamgateError);
+    assert.equal(err.code, status.INVALID_ARGUMENT);
+    assert.match(err.message, /partition_key/);
+    return true;
+  });
+});
+
 test('publish resends after a gateway restart', async () => {
   const stream = uniqueStream('publish-restart');
   let gw = await Gateway.start(redis.url);

@@ -673,6 +673,39 @@ def test_publish_passes_idempotency_keys(gateway: Gateway, client: Client, strea
     assert [e.id for e in client.replay(stream)] == [first]
 
 
+def test_partition_keys_are_stored_and_returned(gateway: Gateway, client: Client, stream: str) -> None:
+    produced = client.produce(stream, "order.placed", {"n": "0"}, key="customer-1")
+    with Producer(gateway.addr) as producer:
+        published = [
+            producer.publish(stream, "order.paid", {"n": "1"}, key="customer-2"),
+            producer.publish(stream, Event("order.paid", {"n": "2"}, key="customer-1")),
+            producer.publish(stream, "order.paid", {"n": "3"}),
+        ]
+        ids = [produced, *(f.result(timeout=15) for f in published)]
+        keyed_again = producer.produce(stream, "order.shipped", {"n": "4"}, key="customer-3",
+                                       idempotency_key="ship-4")
+        assert producer.produce(stream, "order.shipped", {"n": "4"}, key="customer-3",
+                                idempotency_key="ship-4") == keyed_again
+    ids.append(keyed_again)
+    expected = [(ids[0], "customer-1"), (ids[1], "customer-2"), (ids[2], "customer-1"),
+                (ids[3], ""), (ids[4], "customer-3")]
+    replayed = list(client.replay(stream))
+    assert [(e.id, e.key) for e in replayed] == expected
+    assert all(e.partition == 0 and "partition_key" not in e.fields for e in replayed)
+
+    c = Collector(consumer(gateway.addr, stream, "g", "c1"))
+    try:
+        got = c.wait_for(5)
+    finally:
+        c.stop()
+    assert [(e.id, e.key) for e in got] == expected
+
+    with pytest.raises(StreamgateError) as err:
+        client.produce(stream, "x", {"partition_key": "k"})
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "partition_key" in err.value.details
+
+
 def test_publish_resends_after_a_gateway_restart(redis_server: RedisServer, client: Client, stream: str) -> None:
     gw = Gateway(redis_server.url)
     addr = gw.addr

@@ -94,6 +94,7 @@ class Client:
         *,
         binary_fields: Optional[Mapping[str, bytes]] = None,
         idempotency_key: str = "",
+        key: str = "",
         max_len: Optional[int] = None,
         exact: bool = False,
     ) -> str:
@@ -102,8 +103,9 @@ class Client:
         With an ``idempotency_key``, a retry (after a timeout, say) writes
         nothing and returns the ID of the first call, as long as the key was
         produced to this stream within the gateway's ``--dedup-window-ms``.
+        ``key`` is the event's partition key (see ``Event.key``).
         """
-        event = Event(type, fields or {}, binary_fields or {}, idempotency_key)
+        event = Event(type, fields or {}, binary_fields or {}, idempotency_key, key)
         return self.produce_batch(stream, [event], max_len=max_len, exact=exact)[0]
 
     def produce_batch(
@@ -406,12 +408,14 @@ class Producer:
         *,
         binary_fields: Optional[Mapping[str, bytes]] = None,
         idempotency_key: str = "",
+        key: str = "",
     ) -> Future[str]:
         """Queues one event (an ``Event``, or its type with ``fields``) for
         ``stream``; the future resolves to its ID once the batch it joined
-        is appended. IDs of one stream come in publish order."""
+        is appended. IDs of one stream come in publish order. ``key`` is the
+        event's partition key (see ``Event.key``)."""
         if isinstance(event, str):
-            event = Event(event, fields or {}, binary_fields or {}, idempotency_key)
+            event = Event(event, fields or {}, binary_fields or {}, idempotency_key, key)
         return self.publisher.publish(stream, event.to_pb())
 
     def flush(self, timeout: Optional[float] = None) -> bool:
@@ -428,16 +432,19 @@ class Producer:
         *,
         binary_fields: Optional[Mapping[str, bytes]] = None,
         idempotency_key: str = "",
+        key: str = "",
         max_len: Optional[int] = None,
     ) -> str:
         """Appends one event; returns its stream ID. A retry with the same
-        ``idempotency_key`` returns the first ID and writes nothing."""
+        ``idempotency_key`` returns the first ID and writes nothing. ``key``
+        is the event's partition key (see ``Event.key``)."""
         return self.client.produce(
             stream,
             type,
             fields,
             binary_fields=binary_fields,
             idempotency_key=idempotency_key,
+            key=key,
             max_len=max_len,
         )
 

@@ -16,10 +16,10 @@ from ._pb import entry_pb2, event_stream_pb2, stream_admin_pb2
 
 @dataclass(frozen=True)
 class Event:
-    """An event to produce: its type and user fields.
+    """An event to produce: its type, user fields and partition key.
 
-    The field names ``type`` and ``ts_ms`` are reserved (the gateway writes
-    them) and are rejected with INVALID_ARGUMENT.
+    The field names ``type``, ``ts_ms`` and ``partition_key`` are reserved
+    (the gateway writes them) and are rejected with INVALID_ARGUMENT.
     """
 
     type: str
@@ -30,6 +30,11 @@ class Event:
     #: 24 h) is not written again, and its original ID is returned. Empty:
     #: no deduplication.
     idempotency_key: str = ""
+    #: Partition key (at most 1024 bytes), stored with the entry in the
+    #: reserved Redis field ``partition_key`` and returned as ``Entry.key``.
+    #: On a partitioned stream, events with one key go to one partition, in
+    #: production order. Empty: none.
+    key: str = ""
 
     def to_pb(self) -> entry_pb2.Event:
         return entry_pb2.Event(
@@ -37,6 +42,7 @@ class Event:
             fields=dict(self.fields),
             binary_fields=dict(self.binary_fields),
             idempotency_key=self.idempotency_key,
+            key=self.key,
         )
 
 
@@ -49,7 +55,8 @@ class Entry:
     is involved (Replay, Tail) or the count is unknown. ``redelivered`` is
     True when this delivery is a re-delivery (``pending_first``, reclaim,
     Nack): the entry may have been processed before, so handlers must be
-    idempotent.
+    idempotent. ``key`` is the event's partition key (empty if it has none);
+    ``partition`` the partition the entry lives in (0 on a plain stream).
     """
 
     id: str
@@ -59,6 +66,8 @@ class Entry:
     binary_fields: Mapping[str, bytes]
     delivery_count: int
     redelivered: bool = False
+    partition: int = 0
+    key: str = ""
 
     @classmethod
     def from_pb(cls, m: entry_pb2.Entry) -> Entry:
@@ -70,6 +79,8 @@ class Entry:
             binary_fields=dict(m.binary_fields),
             delivery_count=m.delivery_count,
             redelivered=m.redelivered,
+            partition=m.partition,
+            key=m.key,
         )
 
 
