@@ -17,13 +17,14 @@ use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 
-use crate::broker::{Broker, Outcome};
+use crate::broker::{Broker, Outcome, partition_stream};
 use crate::delivery::{Delivery, LoopSettings};
 use crate::doorbell::Doorbell;
 use crate::error::{Error, Result};
 use crate::group_ops::GroupOps;
 use crate::ids::StreamId;
 use crate::model::Push;
+use crate::partition::qualified;
 use crate::shutdown::Shutdown;
 use crate::subscription::{self, GroupSignals, SubscribeSpec};
 
@@ -31,21 +32,25 @@ use crate::subscription::{self, GroupSignals, SubscribeSpec};
 /// while it does not read its confirms.
 const CONFIRM_BUFFER: usize = 16;
 
+/// An entry ID of an operation: its partition (0 on a plain stream) and
+/// its Redis ID.
+pub type EntryId = (u32, StreamId);
+
 /// An operation a client sends on its Consume stream, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Acknowledge entries.
-    Ack(Vec<StreamId>),
+    Ack(Vec<EntryId>),
     /// Schedule entries for redelivery after a delay.
     Nack {
         /// The entries.
-        ids: Vec<StreamId>,
+        ids: Vec<EntryId>,
         /// Milliseconds until they come due
         /// ([`crate::group_ops::nack_delay`]).
         delay_ms: i64,
     },
     /// Reset the entries' idle time (extend their lease).
-    Extend(Vec<StreamId>),
+    Extend(Vec<EntryId>),
 }
 
 /// Which operation a confirm answers.
@@ -59,13 +64,16 @@ pub enum OpKind {
     Extend,
 }
 
-/// The answer to one operation.
+/// The answer to one operation, IDs as the client gave them (qualified
+/// on a partitioned stream), partition by partition in request order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Confirm {
     /// What was asked.
     pub op: OpKind,
-    /// Which IDs it took effect for.
-    pub outcome: Outcome,
+    /// IDs it took effect for.
+    pub done: Vec<String>,
+    /// IDs that were not pending: nothing was done for them.
+    pub not_pending: Vec<String>,
 }
 
 /// What the session sends its client.
@@ -83,6 +91,7 @@ pub enum Out {
 pub async fn start<S>(
     broker: Broker,
     spec: SubscribeSpec,
+    partitions: u32,
     loops: LoopSettings,
     group: (Arc<GroupSignals>, GroupOps),
     doorbell: &Doorbell,
@@ -93,12 +102,10 @@ where
     S: Stream<Item = Result<Op>> + Send + Unpin + 'static,
 {
     let (signals, group_ops) = group;
-    // Plain streams only so far: a partitioned stream's key holds its
-    // layout, which the first read refuses (FAILED_PRECONDITION).
     let pushes = subscription::start(
         broker,
         spec.clone(),
-        0,
+        partitions,
         loops,
         &signals,
         doorbell,
@@ -106,7 +113,11 @@ where
     )
     .await?;
     let (confirms, confirmed) = mpsc::channel(CONFIRM_BUFFER);
-    let applier = Applier { group_ops, spec };
+    let applier = Applier {
+        group_ops,
+        spec,
+        partitions,
+    };
     shutdown.clone().spawn(applier.run(ops, confirms, shutdown));
     Ok(Session {
         pushes: Some(pushes),
@@ -119,6 +130,8 @@ where
 struct Applier {
     group_ops: GroupOps,
     spec: SubscribeSpec,
+    /// The stream's partitions; 0 for a plain stream.
+    partitions: u32,
 }
 
 impl Applier {
@@ -151,22 +164,65 @@ impl Applier {
         }
     }
 
+    /// Applies `op` partition by partition (on a plain stream: once).
     async fn apply(&self, op: Op) -> Result<Confirm> {
-        let (ops, spec) = (&self.group_ops, &self.spec);
-        let (stream, group, consumer) = (&spec.stream, &spec.group, &spec.consumer);
-        let (op, outcome) = match op {
-            Op::Ack(ids) => (OpKind::Ack, ops.ack_each(stream, group, &ids).await?),
-            Op::Nack { ids, delay_ms } => (
-                OpKind::Nack,
-                ops.nack(stream, group, consumer, &ids, delay_ms).await?,
-            ),
-            Op::Extend(ids) => (
-                OpKind::Extend,
-                ops.extend(stream, group, consumer, &ids).await?,
-            ),
+        let (kind, ids, delay_ms) = match op {
+            Op::Ack(ids) => (OpKind::Ack, ids, 0),
+            Op::Nack { ids, delay_ms } => (OpKind::Nack, ids, delay_ms),
+            Op::Extend(ids) => (OpKind::Extend, ids, 0),
         };
-        Ok(Confirm { op, outcome })
+        let mut confirm = Confirm {
+            op: kind,
+            done: Vec::new(),
+            not_pending: Vec::new(),
+        };
+        for (partition, ids) in by_partition(ids) {
+            let outcome = self.apply_on(kind, partition, &ids, delay_ms).await?;
+            let show = |id: &StreamId| match self.partitions {
+                0 => id.to_string(),
+                _ => qualified(partition, &id.to_string()),
+            };
+            confirm.done.extend(outcome.done.iter().map(show));
+            confirm
+                .not_pending
+                .extend(outcome.not_pending.iter().map(show));
+        }
+        Ok(confirm)
     }
+
+    /// One operation on the entries of one partition.
+    async fn apply_on(
+        &self,
+        kind: OpKind,
+        partition: u32,
+        ids: &[StreamId],
+        delay_ms: i64,
+    ) -> Result<Outcome> {
+        let (ops, spec) = (&self.group_ops, &self.spec);
+        let stream = match self.partitions {
+            0 => spec.stream.clone(),
+            _ => partition_stream(&spec.stream, partition),
+        };
+        let (group, consumer) = (&spec.group, &spec.consumer);
+        match kind {
+            OpKind::Ack => ops.ack_each(&stream, group, ids).await,
+            OpKind::Nack => ops.nack(&stream, group, consumer, ids, delay_ms).await,
+            OpKind::Extend => ops.extend(&stream, group, consumer, ids).await,
+        }
+    }
+}
+
+/// `ids` grouped by partition, partitions in order of first appearance,
+/// IDs in request order within each.
+fn by_partition(ids: Vec<EntryId>) -> Vec<(u32, Vec<StreamId>)> {
+    let mut groups: Vec<(u32, Vec<StreamId>)> = Vec::new();
+    for (partition, id) in ids {
+        match groups.iter_mut().find(|(p, _)| *p == partition) {
+            Some((_, ids)) => ids.push(id),
+            None => groups.push((partition, vec![id])),
+        }
+    }
+    groups
 }
 
 /// The response stream of a Consume call: the subscription's pushes and

@@ -17,12 +17,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Status, Streaming};
 
-use super::event_stream::{Append, Message, ResponseStream, id_list, message};
+use super::event_stream::{Append, Message, ResponseStream, message};
 use super::{Caller, EventStreamService};
+use crate::consume::EntryId;
 use crate::consume::{self, Op, OpKind, Out};
 use crate::error::{Error, Result};
 use crate::group_ops::nack_delay;
 use crate::limits::Answers;
+use crate::partition::parse_id;
 use crate::pb::{self, consume_request, consume_response};
 
 /// Units of work of one ProduceStream in progress at once (each one
@@ -211,16 +213,19 @@ impl EventStreamService {
         };
         read.one();
         let spec = self.subscribe_spec(&caller, open)?;
-        let start = || {
+        let start = || async move {
+            let partitions = ctx.layouts.partitions(&ctx.broker, &spec.stream).await?;
             consume::start(
                 ctx.broker.clone(),
                 spec,
+                partitions,
                 ctx.settings.loops,
                 (ctx.groups.clone(), ctx.group_ops.clone()),
                 &ctx.doorbell,
                 ctx.shutdown.clone(),
-                Box::pin(operations(requests, read)),
+                Box::pin(operations(requests, read, partitions)),
             )
+            .await
         };
         let delivered = ctx.metrics.delivered.clone();
         let respond = move |out| consume_response(out, &delivered);
@@ -242,8 +247,8 @@ fn consume_response(out: Out, delivered: &Counter) -> pb::ConsumeResponse {
                 OpKind::Nack => pb::ConfirmOp::Nack,
                 OpKind::Extend => pb::ConfirmOp::Extend,
             } as i32,
-            done: super::convert::ids(&confirm.outcome.done),
-            not_pending: super::convert::ids(&confirm.outcome.not_pending),
+            done: confirm.done,
+            not_pending: confirm.not_pending,
         }),
     };
     pb::ConsumeResponse { kind: Some(kind) }
@@ -258,30 +263,35 @@ fn consume_response(out: Out, delivered: &Counter) -> pb::ConsumeResponse {
 fn operations(
     requests: Streaming<pb::ConsumeRequest>,
     read: Answers,
+    partitions: u32,
 ) -> impl Stream<Item = Result<Op>> + Send {
-    futures_util::stream::unfold(Some((requests, read, false)), |state| async move {
+    futures_util::stream::unfold(Some((requests, read, false)), move |state| async move {
         let (mut requests, read, answering) = state?;
         if answering {
             read.one();
         }
         match requests.message().await {
-            Ok(Some(message)) => Some((operation(message), Some((requests, read, true)))),
+            Ok(Some(message)) => {
+                Some((operation(message, partitions), Some((requests, read, true))))
+            }
             Ok(None) => None,
             Err(status) => Some((Err(Error::RequestStream(status)), None)),
         }
     })
 }
 
-/// One client message as an operation.
-fn operation(message: pb::ConsumeRequest) -> Result<Op> {
+/// One client message as an operation, on a stream of `partitions`
+/// partitions (0: plain).
+fn operation(message: pb::ConsumeRequest, partitions: u32) -> Result<Op> {
+    let ids = |field: &str, ids: &[String]| entry_ids(field, ids, partitions);
     match message.kind {
-        Some(consume_request::Kind::Ack(ack)) => Ok(Op::Ack(id_list("ack.ids", &ack.ids)?)),
+        Some(consume_request::Kind::Ack(ack)) => Ok(Op::Ack(ids("ack.ids", &ack.ids)?)),
         Some(consume_request::Kind::Nack(nack)) => Ok(Op::Nack {
-            ids: id_list("nack.ids", &nack.ids)?,
+            ids: ids("nack.ids", &nack.ids)?,
             delay_ms: nack_delay("nack.delay_ms", nack.delay_ms)?,
         }),
         Some(consume_request::Kind::Extend(extend)) => {
-            Ok(Op::Extend(id_list("extend.ids", &extend.ids)?))
+            Ok(Op::Extend(ids("extend.ids", &extend.ids)?))
         }
         Some(consume_request::Kind::Open(_)) => Err(Error::invalid(
             "open",
@@ -292,6 +302,18 @@ fn operation(message: pb::ConsumeRequest) -> Result<Op> {
             "an empty message: set ack, nack or extend",
         )),
     }
+}
+
+/// The IDs of request field `field`, at least one, each with its
+/// partition ([`crate::partition::parse_id`]).
+fn entry_ids(field: &str, ids: &[String], partitions: u32) -> Result<Vec<EntryId>> {
+    if ids.is_empty() {
+        return Err(Error::invalid(field, "at least one ID is required"));
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| parse_id(&format!("{field}[{i}]"), id, partitions))
+        .collect()
 }
 
 /// Groups requests, in order, into units of work: consecutive plain

@@ -96,32 +96,118 @@ async fn create_stream_records_the_layout_once_and_refuses_another_count() {
     let status = create_err(&mut gw, "huge", 5000).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("partitions"), "{status:?}");
+}
 
-    // Consume does not serve partitioned streams yet: a precise refusal,
-    // never INTERNAL.
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(pb::ConsumeRequest {
-        kind: Some(pb::consume_request::Kind::Open(sub("orders", "g", "c"))),
-    })
-    .await
-    .unwrap();
-    let status = match gw
+/// Consume on a partitioned stream: entries with qualified IDs, acks
+/// routed to their partitions and confirmed with the IDs as given; an
+/// unqualified ID ends the call with INVALID_ARGUMENT naming the form.
+#[tokio::test]
+async fn consume_acks_by_partition() {
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(config(&redis)).await;
+    create(&mut gw, "jobs", 3).await;
+    let produced = produce(
+        &mut gw,
+        "jobs",
+        (0..9).map(|n| keyed(&format!("job-{n}"), n)).collect(),
+    )
+    .await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(open("jobs", "workers", "w")).await.unwrap();
+    let mut responses = gw
         .events
         .consume(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-    {
-        Err(status) => status,
-        Ok(response) => response
-            .into_inner()
+        .expect("consume")
+        .into_inner();
+    let mut got = Vec::new();
+    while got.len() < produced.len() {
+        match responses
             .message()
             .await
-            .expect_err("Consume refused"),
+            .expect("a message")
+            .expect("open")
+            .kind
+        {
+            Some(pb::consume_response::Kind::Batch(batch)) => got.extend(batch.entries),
+            _ => continue,
+        }
+    }
+    let mut got_ids: Vec<String> = got.iter().map(|e| e.id.clone()).collect();
+    got_ids.sort();
+    let mut expected = produced.clone();
+    expected.sort();
+    assert_eq!(got_ids, expected);
+
+    let acked = vec![
+        produced[0].clone(),
+        produced[5].clone(),
+        produced[7].clone(),
+    ];
+    tx.send(pb::ConsumeRequest {
+        kind: Some(pb::consume_request::Kind::Ack(pb::AckIds {
+            ids: acked.clone(),
+        })),
+    })
+    .await
+    .unwrap();
+    let confirm = loop {
+        match responses
+            .message()
+            .await
+            .expect("a message")
+            .expect("open")
+            .kind
+        {
+            Some(pb::consume_response::Kind::Confirm(confirm)) => break confirm,
+            _ => continue,
+        }
     };
-    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let mut done = confirm.done.clone();
+    done.sort();
+    let mut want = acked.clone();
+    want.sort();
+    assert_eq!(done, want, "{confirm:?}");
+    assert!(confirm.not_pending.is_empty(), "{confirm:?}");
+    // Acked in Redis, in each entry's own partition.
+    let mut conn = redis.conn();
+    let pending: u64 = (0..3)
+        .map(|p| {
+            let summary: redis::streams::StreamPendingReply =
+                conn.xpending(partition_key("jobs", p), "workers").unwrap();
+            summary.count() as u64
+        })
+        .sum();
+    assert_eq!(pending, 6);
+
+    let (_, raw) = split(&produced[1]);
+    tx.send(pb::ConsumeRequest {
+        kind: Some(pb::consume_request::Kind::Ack(pb::AckIds {
+            ids: vec![raw.to_owned()],
+        })),
+    })
+    .await
+    .unwrap();
+    let status = loop {
+        match responses.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended OK"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(
-        status.message().contains("partitioned stream"),
+        status.message().contains("<partition>/<ms>-<seq>"),
         "{status:?}"
     );
+}
+
+fn open(stream: &str, group: &str, consumer: &str) -> pb::ConsumeRequest {
+    pb::ConsumeRequest {
+        kind: Some(pb::consume_request::Kind::Open(sub(
+            stream, group, consumer,
+        ))),
+    }
 }
 
 /// Two consumers of a group share a 4-partition stream: every entry is
