@@ -91,7 +91,6 @@ pub enum Out {
 pub async fn start<S>(
     broker: Broker,
     spec: SubscribeSpec,
-    partitions: u32,
     loops: LoopSettings,
     group: (Arc<GroupSignals>, GroupOps),
     doorbell: &Doorbell,
@@ -102,10 +101,10 @@ where
     S: Stream<Item = Result<Op>> + Send + Unpin + 'static,
 {
     let (signals, group_ops) = group;
+    let partitions = spec.partitions;
     let pushes = subscription::start(
         broker,
         spec.clone(),
-        partitions,
         loops,
         &signals,
         doorbell,

@@ -76,6 +76,9 @@ pub struct SubscribeSpec {
     pub max_in_flight: u32,
     /// Heartbeat interval; `None` = off.
     pub heartbeat: Option<Duration>,
+    /// The stream's partitions, 0 for a plain stream: looked up when the
+    /// call starts (see [`crate::partition::Layouts`]).
+    pub partitions: u32,
 }
 
 /// What happens in a group through this gateway that its subscriptions
@@ -195,26 +198,26 @@ impl GroupSignals {
 /// driver; its pushes and final error arrive on the returned stream. Setup
 /// happens before this returns, so an entry produced after the client got
 /// its response headers is never "before" a group created here. On a
-/// stream of `partitions` partitions (0: a plain stream) each partition is
+/// stream of `spec.partitions` partitions (0: a plain stream) each partition is
 /// subscribed as a plain stream would be (its own group state, reclaim,
 /// Nacks, `max_in_flight` and `pending_first`), and the driver reads them
 /// in turn ([`crate::parts`]).
 pub async fn start(
     broker: Broker,
     spec: SubscribeSpec,
-    partitions: u32,
     loops: LoopSettings,
     signals: &GroupSignals,
     doorbell: &Doorbell,
     shutdown: Shutdown,
 ) -> Result<Delivery<Push>> {
-    if partitions == 0 {
+    if spec.partitions == 0 {
         let live = prepare(broker, spec, signals, doorbell).await?;
         return Ok(driver::start(live, loops, shutdown));
     }
-    let lives = try_join_all((0..partitions).map(|p| {
+    let lives = try_join_all((0..spec.partitions).map(|p| {
         let spec = SubscribeSpec {
             stream: partition_stream(&spec.stream, p),
+            partitions: 0,
             ..spec.clone()
         };
         prepare(broker.clone(), spec, signals, doorbell)

@@ -271,6 +271,7 @@ impl EventStreamService {
             )?,
             max_in_flight: req.max_in_flight,
             heartbeat: settings.heartbeat(req.heartbeat_ms),
+            partitions: 0,
         };
         self.ctx
             .authorize(caller, Permission::Consume, &spec.stream)?;
@@ -306,11 +307,13 @@ impl EventStream for EventStreamService {
         let ctx = &self.ctx;
         let delivered = ctx.metrics.delivered.clone();
         let start = || async move {
-            let partitions = ctx.layouts.partitions(&ctx.broker, &spec.stream).await?;
+            let spec = SubscribeSpec {
+                partitions: ctx.layouts.partitions(&ctx.broker, &spec.stream).await?,
+                ..spec
+            };
             subscription::start(
                 ctx.broker.clone(),
                 spec,
-                partitions,
                 ctx.settings.loops,
                 &ctx.groups,
                 &ctx.doorbell,

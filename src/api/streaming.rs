@@ -26,6 +26,7 @@ use crate::group_ops::nack_delay;
 use crate::limits::Answers;
 use crate::partition::parse_id;
 use crate::pb::{self, consume_request, consume_response};
+use crate::subscription::SubscribeSpec;
 
 /// Units of work of one ProduceStream in progress at once (each one
 /// request, or requests appended together). Their appends pipeline onto
@@ -215,10 +216,10 @@ impl EventStreamService {
         let spec = self.subscribe_spec(&caller, open)?;
         let start = || async move {
             let partitions = ctx.layouts.partitions(&ctx.broker, &spec.stream).await?;
+            let spec = SubscribeSpec { partitions, ..spec };
             consume::start(
                 ctx.broker.clone(),
                 spec,
-                partitions,
                 ctx.settings.loops,
                 (ctx.groups.clone(), ctx.group_ops.clone()),
                 &ctx.doorbell,
