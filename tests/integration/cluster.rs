@@ -734,6 +734,16 @@ async fn partitions_spread_over_the_masters(cluster: &RedisCluster) {
         .into_inner()
         .partitions;
     assert_eq!(rows.iter().map(|r| r.length).sum::<u64>(), 60);
+    // A group reads all twelve partitions, on all three masters.
+    let mut reader = subscribe(&mut gw, sub("wide", "g", "a")).await;
+    let mut got = take_entries(&mut reader, 60).await;
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut expected = ids;
+    expected.sort();
+    assert_eq!(
+        got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        expected
+    );
 }
 
 /// Waits until `node` has exactly one blocked client (the doorbell's read:

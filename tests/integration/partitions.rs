@@ -384,3 +384,42 @@ async fn describe_and_list_partitions_see_every_partition() {
         .sum();
     assert_eq!(total, 40, "nothing of the refused request was written");
 }
+
+/// A consumer that dies holding entries of every partition: a peer with
+/// reclaim takes them all over, marked as redelivered, and nothing is
+/// lost.
+#[tokio::test]
+async fn a_crashed_consumers_entries_are_reclaimed_in_every_partition() {
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(config(&redis)).await;
+    create(&mut gw, "orders", 4).await;
+    let produced = produce(
+        &mut gw,
+        "orders",
+        (0..20).map(|n| keyed(&format!("order-{n}"), n)).collect(),
+    )
+    .await;
+    let mut doomed = subscribe(&mut gw, sub("orders", "shipping", "doomed")).await;
+    let mut taken = Vec::new();
+    while taken.len() < produced.len() {
+        taken.extend(next_batch(&mut doomed).await.expect("a batch"));
+    }
+    drop(doomed);
+
+    let mut req = sub("orders", "shipping", "survivor");
+    req.reclaim = Some(pb::Reclaim {
+        min_idle_ms: 200,
+        interval_ms: 50,
+    });
+    let mut survivor = subscribe(&mut gw, req).await;
+    let mut recovered = Vec::new();
+    while recovered.len() < produced.len() {
+        recovered.extend(next_batch(&mut survivor).await.expect("a batch"));
+    }
+    assert!(recovered.iter().all(|e| e.redelivered), "all redelivered");
+    let mut got: Vec<String> = recovered.into_iter().map(|e| e.id).collect();
+    got.sort();
+    let mut expected = produced;
+    expected.sort();
+    assert_eq!(got, expected, "every entry of every partition recovered");
+}
