@@ -103,8 +103,9 @@ pub(super) fn streams_json(page: &pb::ListStreamsResponse) -> Value {
     json!({ "streams": streams, "next_cursor": page.next_cursor })
 }
 
-/// Everything the stream view shows: the stream (DescribeStream), its
-/// groups (ListGroups) with their consumers (ListConsumers) and pending
+/// Everything the stream view shows: the stream (DescribeStream) and, when
+/// it is partitioned, its partitions (ListPartitions), its groups
+/// (ListGroups) with their consumers (ListConsumers) and pending
 /// entries (ListPending), and its dead-letter stream's length. All calls
 /// need `admin` on the stream, as with grpcurl. A stream that does not
 /// exist (yet) is shown as such rather than as an error.
@@ -154,6 +155,27 @@ pub(super) async fn stream(
     };
     let exists = info.is_some();
     let info = info.unwrap_or_default();
+    let partitions = match info.partitions {
+        0 => Vec::new(),
+        _ => admin
+            .list_partitions(who.request(pb::ListPartitionsRequest {
+                stream: name.to_owned(),
+                group: String::new(),
+            }))
+            .await?
+            .into_inner()
+            .partitions
+            .into_iter()
+            .map(|p| {
+                json!({
+                    "partition": p.partition,
+                    "key": p.key,
+                    "length": p.length,
+                    "last_entry_id": p.last_entry_id,
+                })
+            })
+            .collect(),
+    };
     Ok(json!({
         "stream": name,
         "exists": exists,
@@ -161,6 +183,7 @@ pub(super) async fn stream(
         "first_entry_id": info.first_entry_id,
         "last_entry_id": info.last_entry_id,
         "last_generated_id": info.last_generated_id,
+        "partitions": partitions,
         "groups": groups,
         "dead_letter": dlq,
         "demo": demo.filter(|d| d.stream() == name).map(|d| d.state()),

@@ -634,3 +634,37 @@ async fn an_entry_too_large_to_show_is_sent_without_its_fields() {
     }
     assert_eq!(by_id(&small)["fields"]["f"], "small");
 }
+
+/// A partitioned stream's view lists its partitions with their keys and
+/// lengths, summing to the stream's length.
+#[tokio::test]
+async fn the_view_of_a_partitioned_stream_lists_its_partitions() {
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(config(&redis)).await;
+    let http_addr = dashboard_of(&gw, streamgate::dashboard::LiveLimits::default()).await;
+    gw.admin
+        .create_stream(pb::CreateStreamRequest {
+            stream: "payments".into(),
+            partitions: 3,
+        })
+        .await
+        .unwrap();
+    let events = (0..12)
+        .map(|n| {
+            let mut e = crate::common::event("payment.captured", &[]);
+            e.key = format!("customer-{n}");
+            e
+        })
+        .collect();
+    crate::common::produce(&mut gw, "payments", events).await;
+    let view = json(http_addr, "GET", "/api/stream?stream=payments", None, None).await;
+    assert_eq!(view["length"], 12);
+    let partitions = view["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), 3);
+    let total: u64 = partitions
+        .iter()
+        .map(|p| p["length"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 12);
+    assert_eq!(partitions[2]["key"], "payments{2");
+}

@@ -301,9 +301,19 @@ function renderSnapshot(snap) {
     fact('Groups', snap.groups.length),
     fact('Dead letters (' + dlq.stream + ')',
       dlq.length === null ? (dlq.error ? dlq.error.status : '–') : dlq.length));
+  renderPartitions(snap.partitions);
   renderGroups(snap.groups, snap.demo);
   renderDemo(snap.demo);
   updateSelects(snap.groups);
+}
+
+function renderPartitions(partitions) {
+  $('#partitions-panel').hidden = partitions.length === 0;
+  $('#partitions').replaceChildren(...partitions.map((p) => el('tr', { 'data-partition': p.partition },
+    el('td', {}, String(p.partition)),
+    el('td', { class: 'id' }, p.key),
+    el('td', {}, String(p.length)),
+    el('td', { class: 'id' }, p.last_entry_id || '–'))));
 }
 
 function renderGroups(groups, demo) {
