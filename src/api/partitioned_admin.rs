@@ -58,8 +58,8 @@ pub(super) fn check_ids(field: &str, ids: &[String]) -> Result<()> {
 /// Checks the form of a ListPending bound: `-`/`+`, `ms`, `ms-seq`, each
 /// optionally after `<partition>/`.
 pub(super) fn check_pending_range(start: &str, end: &str) -> Result<()> {
-    let (_, low) = split_bound("start", start, u32::MAX)?;
-    let (_, high) = split_bound("end", end, u32::MAX)?;
+    let (_, low) = split_bound("start", start, None)?;
+    let (_, high) = split_bound("end", end, None)?;
     IdRange::parse("start", low, "end", high).map(drop)
 }
 
@@ -98,21 +98,28 @@ fn logical(error: Error, stream: &str) -> Error {
 }
 
 /// Splits a ListPending bound into its partition (when qualified) and the
-/// bound within the partition.
-fn split_bound<'a>(field: &str, text: &'a str, partitions: u32) -> Result<(Option<u32>, &'a str)> {
+/// bound within the partition; with `partitions` known (0: a plain stream,
+/// whose one partition is 0), checks that the partition exists.
+fn split_bound<'a>(
+    field: &str,
+    text: &'a str,
+    partitions: Option<u32>,
+) -> Result<(Option<u32>, &'a str)> {
     let Some((p, rest)) = text.split_once('/') else {
         return Ok((None, text));
     };
     let p: u32 = p
         .parse()
         .map_err(|_| Error::invalid(field, format!("{text:?}: {p:?} is not a partition number")))?;
-    if p >= partitions {
+    if let Some(partitions) = partitions
+        && p >= partitions.max(1)
+    {
         return Err(Error::invalid(
             field,
             format!(
                 "{text:?} names partition {p}; the stream has {}",
                 match partitions {
-                    0 => "none (it is not partitioned)".to_owned(),
+                    0 => "one (it is not partitioned)".to_owned(),
                     n => format!("{n} (0 to {})", n - 1),
                 }
             ),
@@ -494,24 +501,16 @@ impl Context {
         &self,
         stream: &str,
         group: &str,
-        mut filter: PendingFilter,
+        filter: PendingFilter,
         start: &str,
         end: &str,
     ) -> Result<Vec<pb::PendingEntry>> {
         let n = self.partitions_of(stream).await?;
-        if n == 0 {
-            filter.range = IdRange::parse("start", start, "end", end)?;
-            if filter.range.is_empty() {
-                return Ok(Vec::new());
-            }
-            let entries = self.broker.list_pending(stream, group, &filter).await?;
-            return Ok(entries.into_iter().map(Into::into).collect());
-        }
-        let (from, low) = split_bound("start", start, n)?;
-        let (to, high) = split_bound("end", end, n)?;
+        let (from, low) = split_bound("start", start, Some(n))?;
+        let (to, high) = split_bound("end", end, Some(n))?;
         // Each partition's range within the bounds.
-        let mut ranges = Vec::new();
-        for p in from.unwrap_or(0)..=to.unwrap_or(n - 1) {
+        let mut ranges = BTreeMap::new();
+        for p in from.unwrap_or(0)..=to.unwrap_or(n.max(1) - 1) {
             let low = if from.is_some_and(|f| f < p) {
                 "-"
             } else {
@@ -520,17 +519,23 @@ impl Context {
             let high = if to.is_some_and(|t| t > p) { "+" } else { high };
             let range = IdRange::parse("start", low, "end", high)?;
             if !range.is_empty() {
-                ranges.push((p, range));
+                ranges.insert(p, range);
             }
         }
+        if n == 0 {
+            let Some(&range) = ranges.get(&0) else {
+                return Ok(Vec::new());
+            };
+            let filter = PendingFilter { range, ..filter };
+            let entries = self.broker.list_pending(stream, group, &filter).await?;
+            return Ok(entries.into_iter().map(Into::into).collect());
+        }
         let filter = &filter;
-        let found = Self::each(stream, ranges.iter().map(|(p, _)| *p), |p, name| {
-            let mut filter = filter.clone();
-            filter.range = ranges
-                .iter()
-                .find(|(q, _)| *q == p)
-                .map(|(_, r)| *r)
-                .unwrap_or(filter.range);
+        let found = Self::each(stream, ranges.keys().copied(), |p, name| {
+            let filter = PendingFilter {
+                range: ranges[&p],
+                ..filter.clone()
+            };
             async move {
                 let entries = self.broker.list_pending(&name, group, &filter).await?;
                 Ok((p, entries))
@@ -677,5 +682,56 @@ impl Context {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked_for_form_before_the_layout_is_known() {
+        assert!(check_ids("ids", &["5-1".into(), "3/5-1".into()]).is_ok());
+        let err = check_ids("ids", &[]).unwrap_err().to_string();
+        assert!(err.contains("at least one"), "{err}");
+        for (text, says) in [("x/5-1", "not a partition number"), ("3/5-x", "ids[0]")] {
+            let err = check_ids("ids", &[text.into()]).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn pending_bounds_may_name_a_partition() {
+        assert!(check_pending_range("", "").is_ok());
+        assert!(check_pending_range("2/5-1", "3/7").is_ok());
+        assert!(check_pending_range("2/-", "").is_err());
+        assert_eq!(
+            split_bound("start", "2/5-1", Some(4)).unwrap(),
+            (Some(2), "5-1")
+        );
+        assert_eq!(split_bound("start", "5-1", Some(4)).unwrap(), (None, "5-1"));
+        assert_eq!(
+            split_bound("start", "0/5", Some(0)).unwrap(),
+            (Some(0), "5")
+        );
+        let err = split_bound("end", "1/5", Some(0)).unwrap_err().to_string();
+        assert!(err.contains("not partitioned"), "{err}");
+        let err = split_bound("end", "4/5", Some(4)).unwrap_err().to_string();
+        assert!(err.contains("0 to 3"), "{err}");
+    }
+
+    #[test]
+    fn partition_errors_name_the_stream() {
+        let err = logical(
+            Error::GroupNotFound {
+                stream: partition_stream("orders", 3),
+                group: "g".into(),
+            },
+            "orders",
+        );
+        assert_eq!(
+            err.to_string(),
+            "consumer group \"g\" does not exist on stream \"orders\""
+        );
     }
 }
