@@ -348,6 +348,7 @@ impl EventStream for EventStreamService {
             min_idle_ms: redis_int("min_idle_ms", req.min_idle_ms)?,
             page_count: bounded("page_count", req.page_count, DEFAULT_REAP_PAGE_COUNT, max)?,
             max_pages: bounded("max_pages", req.max_pages, DEFAULT_REAP_MAX_PAGES, max)?,
+            // Set from `start_id` once the stream's layout is known.
             start: StreamId::MIN,
         };
         if !req.start_id.is_empty() {
