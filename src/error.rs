@@ -72,8 +72,7 @@ pub enum Error {
     /// yet).
     #[error(
         "the key of stream {stream:?} holds a value that is not a stream (or the layout of a \
-         partitioned stream, which Produce, ProduceStream, DescribeStream, ListPartitions and \
-         CreateStream serve so far)"
+         partitioned stream, which Subscribe, Consume, Tail and Replay do not serve yet)"
     )]
     WrongType {
         /// Client stream name.

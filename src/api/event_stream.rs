@@ -10,6 +10,7 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::partitioned_admin::{check_id, check_ids};
 use super::{Caller, Context, bounded, convert, redis_int, required};
 use crate::auth::Permission;
 use crate::broker::{Cap, ReapSpec, TrimTo, now_ms};
@@ -334,9 +335,9 @@ impl EventStream for EventStreamService {
         let (caller, req) = Caller::split(request);
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
-        let ids = id_list("ids", &req.ids)?;
+        check_ids("ids", &req.ids)?;
         self.ctx.authorize(&caller, Permission::Consume, stream)?;
-        let acked = self.ctx.group_ops.ack(stream, group, &ids).await?;
+        let acked = self.ctx.ack_ids(stream, group, &req.ids).await?;
         Ok(Response::new(pb::AckResponse { acked }))
     }
 
@@ -353,13 +354,16 @@ impl EventStream for EventStreamService {
             min_idle_ms: redis_int("min_idle_ms", req.min_idle_ms)?,
             page_count: bounded("page_count", req.page_count, DEFAULT_REAP_PAGE_COUNT, max)?,
             max_pages: bounded("max_pages", req.max_pages, DEFAULT_REAP_MAX_PAGES, max)?,
-            start: match req.start_id.as_str() {
-                "" => StreamId::MIN,
-                id => StreamId::parse("start_id", id)?,
-            },
+            // Set from `start_id` once the stream's layout is known.
+            start: StreamId::MIN,
         };
+        if !req.start_id.is_empty() {
+            check_id("start_id", &req.start_id)?;
+        }
         self.ctx.authorize(&caller, Permission::Consume, stream)?;
-        let reaped = self.ctx.broker.reap(stream, group, &spec).await?;
+        let reaped = (self.ctx)
+            .reap_stream(stream, group, spec, &req.start_id)
+            .await?;
         let metrics = &self.ctx.metrics;
         metrics.reclaimed.inc_by(reaped.claimed.len() as u64);
         metrics
@@ -367,8 +371,8 @@ impl EventStream for EventStreamService {
             .inc_by(reaped.deleted_ids.len() as u64);
         Ok(Response::new(pb::ReapResponse {
             claimed: convert::entries(reaped.claimed),
-            deleted_ids: convert::ids(&reaped.deleted_ids),
-            next_start_id: reaped.next_start_id.to_string(),
+            deleted_ids: reaped.deleted_ids,
+            next_start_id: reaped.next_start_id,
         }))
     }
 
@@ -429,12 +433,9 @@ impl EventStream for EventStreamService {
             .into());
         }
         self.ctx.authorize(&caller, Permission::Admin, stream)?;
-        let broker = &self.ctx.broker;
-        let trimmed = if req.acked_by_all_groups {
-            broker.safe_trim(stream, &to, req.exact, req.limit).await?
-        } else {
-            broker.trim(stream, &to, req.exact, req.limit).await?
-        };
+        let trimmed = (self.ctx)
+            .trim_stream(stream, &to, req.exact, req.limit, req.acked_by_all_groups)
+            .await?;
         Ok(Response::new(pb::TrimResponse { trimmed }))
     }
 
@@ -446,15 +447,13 @@ impl EventStream for EventStreamService {
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let consumer = required("consumer", &req.consumer)?;
-        let ids = id_list("ids", &req.ids)?;
+        check_ids("ids", &req.ids)?;
         let delay = nack_delay("delay_ms", req.delay_ms)?;
         self.ctx.authorize(&caller, Permission::Consume, stream)?;
-        let nacked = (self.ctx.group_ops)
-            .nack(stream, group, consumer, &ids, delay)
+        let scheduled = (self.ctx)
+            .nack_ids(stream, group, consumer, &req.ids, delay)
             .await?;
-        Ok(Response::new(pb::NackResponse {
-            scheduled: nacked.done.len() as u64,
-        }))
+        Ok(Response::new(pb::NackResponse { scheduled }))
     }
 
     async fn extend(
@@ -465,14 +464,12 @@ impl EventStream for EventStreamService {
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         let consumer = required("consumer", &req.consumer)?;
-        let ids = id_list("ids", &req.ids)?;
+        check_ids("ids", &req.ids)?;
         self.ctx.authorize(&caller, Permission::Consume, stream)?;
-        let extended = (self.ctx.group_ops)
-            .extend(stream, group, consumer, &ids)
+        let extended = (self.ctx)
+            .extend_ids(stream, group, consumer, &req.ids)
             .await?;
-        Ok(Response::new(pb::ExtendResponse {
-            extended: extended.done.len() as u64,
-        }))
+        Ok(Response::new(pb::ExtendResponse { extended }))
     }
 
     type TailStream = ResponseStream<pb::TailResponse>;

@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::partitioned_admin::check_pending_range;
 use super::{Caller, Context, bounded, redis_int, required};
 use crate::auth::Permission;
 use crate::broker::PendingFilter;
@@ -43,10 +44,8 @@ impl StreamAdmin for StreamAdminService {
         let start = GroupStart::parse("start_id", &req.start_id)?;
         let mkstream = req.mkstream.unwrap_or(true);
         self.ctx.authorize(&caller, Permission::Admin, stream)?;
-        let created = self
-            .ctx
-            .broker
-            .create_group(stream, group, start, mkstream)
+        let created = (self.ctx)
+            .create_group_on(stream, group, start, mkstream)
             .await?;
         Ok(Response::new(pb::CreateGroupResponse { created }))
     }
@@ -59,11 +58,10 @@ impl StreamAdmin for StreamAdminService {
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         self.ctx.authorize(&caller, Permission::Admin, stream)?;
-        let deleted = self.ctx.broker.delete_group(stream, group).await?;
         // Redis reports no write: the group's idle subscribers here learn
-        // of it at once (to end, or re-create it), elsewhere at their next
-        // safety-net read.
-        self.ctx.doorbell.ring(stream);
+        // of it at once (to end, or re-create it: the doorbell rings),
+        // elsewhere at their next safety-net read.
+        let deleted = self.ctx.delete_group_on(stream, group).await?;
         Ok(Response::new(pb::DeleteGroupResponse { deleted }))
     }
 
@@ -76,11 +74,10 @@ impl StreamAdmin for StreamAdminService {
         let group = required("group", &req.group)?;
         let id = GroupStart::parse("id", required("id", &req.id)?)?;
         self.ctx.authorize(&caller, Permission::Admin, stream)?;
-        self.ctx.broker.set_group_cursor(stream, group, id).await?;
         // A rewound group has entries to deliver that no write announced:
-        // the stream's idle readers here read now, elsewhere at their next
-        // safety-net read.
-        self.ctx.doorbell.ring(stream);
+        // the stream's idle readers here read now (the doorbell rings),
+        // elsewhere at their next safety-net read.
+        self.ctx.set_group_cursor_on(stream, group, id).await?;
         Ok(Response::new(pb::SetGroupCursorResponse {}))
     }
 
@@ -101,10 +98,8 @@ impl StreamAdmin for StreamAdminService {
         let (caller, req) = Caller::split(request);
         let stream = self.ctx.stream(&req.stream)?;
         self.ctx.authorize(&caller, Permission::Admin, stream)?;
-        let groups = self.ctx.broker.list_groups(stream).await?;
-        Ok(Response::new(pb::ListGroupsResponse {
-            groups: groups.into_iter().map(Into::into).collect(),
-        }))
+        let groups = self.ctx.list_groups_of(stream).await?;
+        Ok(Response::new(pb::ListGroupsResponse { groups }))
     }
 
     async fn list_consumers(
@@ -115,10 +110,8 @@ impl StreamAdmin for StreamAdminService {
         let stream = self.ctx.stream(&req.stream)?;
         let group = required("group", &req.group)?;
         self.ctx.authorize(&caller, Permission::Admin, stream)?;
-        let consumers = self.ctx.broker.list_consumers(stream, group).await?;
-        Ok(Response::new(pb::ListConsumersResponse {
-            consumers: consumers.into_iter().map(Into::into).collect(),
-        }))
+        let consumers = self.ctx.list_consumers_of(stream, group).await?;
+        Ok(Response::new(pb::ListConsumersResponse { consumers }))
     }
 
     async fn list_pending(
@@ -135,7 +128,7 @@ impl StreamAdmin for StreamAdminService {
         let filter = PendingFilter {
             consumer,
             min_idle_ms: redis_int("min_idle_ms", req.min_idle_ms)?,
-            range: IdRange::parse("start", &req.start, "end", &req.end)?,
+            range: IdRange::parse("start", "-", "end", "+")?,
             count: bounded(
                 "count",
                 req.count,
@@ -143,15 +136,12 @@ impl StreamAdmin for StreamAdminService {
                 self.ctx.settings.max_batch_size,
             )?,
         };
+        check_pending_range(&req.start, &req.end)?;
         self.ctx.authorize(&caller, Permission::Admin, stream)?;
-        let entries = if filter.range.is_empty() {
-            Vec::new()
-        } else {
-            self.ctx.broker.list_pending(stream, group, &filter).await?
-        };
-        Ok(Response::new(pb::ListPendingResponse {
-            entries: entries.into_iter().map(Into::into).collect(),
-        }))
+        let entries = (self.ctx)
+            .list_pending_of(stream, group, filter, &req.start, &req.end)
+            .await?;
+        Ok(Response::new(pb::ListPendingResponse { entries }))
     }
 
     async fn remove_consumer(
@@ -167,10 +157,8 @@ impl StreamAdmin for StreamAdminService {
             return Err(Error::invalid("handover_to", "must differ from consumer").into());
         }
         self.ctx.authorize(&caller, Permission::Admin, stream)?;
-        let handed_over = self
-            .ctx
-            .broker
-            .remove_consumer(stream, group, consumer, handover_to)
+        let handed_over = (self.ctx)
+            .remove_consumer_from(stream, group, consumer, handover_to)
             .await?;
         Ok(Response::new(pb::RemoveConsumerResponse {
             removed: true,
@@ -202,21 +190,18 @@ impl StreamAdmin for StreamAdminService {
         let Some(principal) = &caller.principal else {
             return Err(Error::Unauthenticated("the request was not authenticated".into()).into());
         };
-        let mut names = Vec::new();
+        let allowed = |name: &str| principal.allows(Permission::Admin, name);
+        let mut streams = Vec::new();
         for _ in 0..MAX_SCAN_STEPS {
             let step = self.ctx.broker.scan_streams(cursor, limit).await?;
             cursor = step.cursor;
-            names.extend(step.names.into_iter().filter(|name| {
-                crate::namespace::stream_name("stream", name).is_ok()
-                    && principal.allows(Permission::Admin, name)
-            }));
-            if cursor == 0 || names.len() >= limit as usize {
+            streams.extend(self.ctx.stream_page(step.names, allowed).await?);
+            if cursor == 0 || streams.len() >= limit as usize {
                 break;
             }
         }
-        let streams = self.ctx.broker.stream_summaries(names).await?;
         Ok(Response::new(pb::ListStreamsResponse {
-            streams: streams.into_iter().map(Into::into).collect(),
+            streams,
             next_cursor: if cursor == 0 {
                 String::new()
             } else {

@@ -122,6 +122,8 @@ pub struct Reaped {
     pub deleted_ids: Vec<StreamId>,
     /// Where to continue; `0-0` when the scan is complete.
     pub next_start_id: StreamId,
+    /// XAUTOCLAIM calls made (at most `ReapSpec::max_pages`).
+    pub pages: u32,
 }
 
 /// Handle to Redis; cheap to clone.
@@ -266,6 +268,7 @@ impl Broker {
         let mut out = Reaped::default();
         let mut cursor = spec.start;
         for _ in 0..spec.max_pages {
+            out.pages += 1;
             let mut cmd = redis::cmd("XAUTOCLAIM");
             cmd.arg(&key)
                 .arg(group)
