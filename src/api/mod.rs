@@ -14,6 +14,7 @@ mod caller;
 mod convert;
 mod event_stream;
 mod partitioned;
+mod partitioned_replay;
 mod stream_admin;
 mod streaming;
 

@@ -19,6 +19,7 @@ mod lifecycle;
 mod list_streams;
 mod loss;
 mod metrics;
+mod partitioned_replay;
 mod partitions;
 mod produce;
 mod produce_stream;
