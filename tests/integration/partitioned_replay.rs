@@ -7,6 +7,7 @@ use streamgate::pb;
 use tonic::Code;
 
 use crate::common::{RedisServer, TestGateway, config, event, orders, produce};
+use crate::redis_cluster::RedisCluster;
 
 /// A page's entries as `(qualified ID, partition)`.
 type Page = Vec<(String, u32)>;
@@ -270,4 +271,26 @@ async fn replay_of_a_plain_stream_is_unchanged() {
         .expect_err("a plain stream has one partition");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("not partitioned"), "{status:?}");
+}
+
+/// On a Redis Cluster the partitions live on every master; the merge reads
+/// each from its own node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_merges_partitions_spread_over_a_cluster() {
+    let cluster = RedisCluster::start();
+    let mut gw = TestGateway::start(cluster.config(&[0])).await;
+    create(&mut gw, "wide", 12).await;
+    let masters: std::collections::HashSet<u16> = (0..12)
+        .map(|p| cluster.master_of(&format!("wide{{{p}")).port())
+        .collect();
+    assert_eq!(masters.len(), 3, "partitions on every master");
+    let events = (0..90).map(|n| keyed(&format!("customer-{}", n % 30), n));
+    let mut produced = produce(&mut gw, "wide", events.collect()).await;
+    produced.sort_by_key(|id| position(id));
+    let mut req = request("wide", "", "");
+    req.page_size = 8;
+    assert_eq!(replay_ids(&mut gw, req.clone()).await, produced);
+    req.reverse = true;
+    produced.reverse();
+    assert_eq!(replay_ids(&mut gw, req).await, produced);
 }
