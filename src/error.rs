@@ -67,13 +67,8 @@ pub enum Error {
         /// Consumer name.
         consumer: String,
     },
-    /// The stream's key holds another Redis type (or a partitioned
-    /// stream's layout, for the rpcs that do not serve partitioned streams
-    /// yet).
-    #[error(
-        "the key of stream {stream:?} holds a value that is not a stream (or the layout of a \
-         partitioned stream, which Subscribe, Consume, Tail and Replay do not serve yet)"
-    )]
+    /// The stream's key holds another Redis type.
+    #[error("the key of stream {stream:?} holds a value that is not a stream")]
     WrongType {
         /// Client stream name.
         stream: String,

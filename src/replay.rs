@@ -5,6 +5,8 @@
 //! (the ID's successor going forwards, its predecessor going backwards), so
 //! no entry is skipped or repeated however the stream changes meanwhile.
 //! Like Subscribe, a page is read only after buffer space for it is reserved.
+//! A partitioned stream is replayed by [`merge`], which pages each
+//! partition this way and merges them.
 
 use std::time::Duration;
 
@@ -14,6 +16,8 @@ use crate::error::Result;
 use crate::ids::IdRange;
 use crate::model::Entry;
 use crate::shutdown::Shutdown;
+
+pub(crate) mod merge;
 
 /// A validated Replay request.
 #[derive(Clone, Debug)]

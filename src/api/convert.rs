@@ -31,11 +31,6 @@ pub fn entries(entries: Vec<Entry>) -> Vec<pb::Entry> {
     entries.into_iter().map(pb::Entry::from).collect()
 }
 
-/// IDs as the wire carries them.
-pub fn ids(ids: &[StreamId]) -> Vec<String> {
-    ids.iter().map(StreamId::to_string).collect()
-}
-
 /// An optional ID on the wire: empty when there is none.
 fn id_or_empty(id: Option<StreamId>) -> String {
     id.map(|id| id.to_string()).unwrap_or_default()

@@ -11,19 +11,20 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::partitioned_admin::{check_id, check_ids};
+use super::partitioned_replay::Bounds;
 use super::{Caller, Context, bounded, convert, redis_int, required};
 use crate::auth::Permission;
 use crate::broker::{Cap, ReapSpec, TrimTo, now_ms};
 use crate::error::{Error, Result};
 use crate::group_ops::nack_delay;
-use crate::ids::{GroupStart, IdRange, StreamId};
+use crate::ids::{GroupStart, StreamId};
 use crate::metrics::OpenGuard;
 use crate::model::{Event, Push};
 use crate::namespace;
 use crate::pb::{
     self, event_stream_server::EventStream, subscribe_response, tail_response, trim_request,
 };
-use crate::replay::{self, ReplaySpec};
+use crate::replay::ReplaySpec;
 use crate::subscription::{self, ReclaimOptions, SubscribeSpec};
 use crate::tail::{self, TailSpec};
 
@@ -82,17 +83,6 @@ impl EventStreamService {
     pub fn new(ctx: Context) -> Self {
         EventStreamService { ctx }
     }
-}
-
-/// Parses every ID of a request list, naming the bad one by index.
-pub(super) fn id_list(field: &str, ids: &[String]) -> Result<Vec<StreamId>> {
-    if ids.is_empty() {
-        return Err(Error::invalid(field, "at least one ID is required"));
-    }
-    ids.iter()
-        .enumerate()
-        .map(|(i, id)| StreamId::parse(&format!("{field}[{i}]"), id))
-        .collect()
 }
 
 /// A push as the proto messages carry it.
@@ -383,9 +373,11 @@ impl EventStream for EventStreamService {
         request: Request<pb::ReplayRequest>,
     ) -> Result<Response<Self::ReplayStream>, Status> {
         let (caller, req) = Caller::split(request);
+        let stream = self.ctx.stream(&req.stream)?.to_owned();
+        let bounds = Bounds::parse(&req.start, &req.end)?;
         let spec = ReplaySpec {
-            stream: self.ctx.stream(&req.stream)?.to_owned(),
-            range: IdRange::parse("start", &req.start, "end", &req.end)?,
+            stream,
+            range: bounds.range,
             reverse: req.reverse,
             limit: (req.limit > 0).then_some(req.limit),
             page_size: bounded(
@@ -397,12 +389,7 @@ impl EventStream for EventStreamService {
         };
         self.ctx
             .authorize(&caller, Permission::Consume, &spec.stream)?;
-        let delivery = replay::start(
-            self.ctx.broker.clone(),
-            spec,
-            self.ctx.settings.loops.stall_timeout,
-            self.ctx.shutdown.clone(),
-        );
+        let delivery = self.ctx.start_replay(spec, bounds).await?;
         Ok(Response::new(Box::pin(delivery.map(|page| {
             page.map(|entries| pb::ReplayResponse {
                 entries: convert::entries(entries),

@@ -15,6 +15,7 @@ mod convert;
 mod event_stream;
 mod partitioned;
 mod partitioned_admin;
+mod partitioned_replay;
 mod stream_admin;
 mod streaming;
 
