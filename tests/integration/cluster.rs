@@ -30,6 +30,7 @@ async fn the_gateway_serves_a_redis_cluster_on_every_master() {
     health_and_the_metrics_poller_cover_every_master(&cluster).await;
     produce_stream_and_consume_work_on_every_master(&cluster).await;
     partitions_spread_over_the_masters(&cluster).await;
+    every_rpc_works_on_a_partitioned_stream(&cluster).await;
     // Last: it changes which master serves a slot.
     a_moved_slot_rehomes_the_doorbell(&cluster).await;
 }
@@ -744,6 +745,235 @@ async fn partitions_spread_over_the_masters(cluster: &RedisCluster) {
         got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
         expected
     );
+}
+
+/// Every rpc on a 6-partition stream spread over the masters: nothing
+/// meets MOVED or CROSSSLOT, IDs go out and come back qualified.
+async fn every_rpc_works_on_a_partitioned_stream(cluster: &RedisCluster) {
+    let mut gw = TestGateway::start(cluster.config(&[1])).await;
+    let stream = "spread".to_owned();
+    let s = || stream.clone();
+    gw.admin
+        .create_stream(pb::CreateStreamRequest {
+            stream: s(),
+            partitions: 6,
+        })
+        .await
+        .expect("CreateStream");
+    let events: Vec<pb::Event> = (0..30)
+        .map(|n| {
+            let mut e = event("order.placed", &[("n", &n.to_string())]);
+            e.key = format!("customer-{n}");
+            e
+        })
+        .collect();
+    let produced = produce(&mut gw, &stream, events).await;
+    assert!(produced.iter().all(|id| id.contains('/')), "{produced:?}");
+    let created = gw
+        .admin
+        .create_group(pb::CreateGroupRequest {
+            stream: s(),
+            group: "g".into(),
+            start_id: "0".into(),
+            mkstream: None,
+        })
+        .await
+        .expect("CreateGroup")
+        .into_inner();
+    assert!(created.created);
+
+    let mut req = sub(&stream, "g", "a");
+    req.create_group = false;
+    let mut reader = subscribe(&mut gw, req).await;
+    let taken = take_entries(&mut reader, 30).await;
+    drop(reader);
+    let taken: Vec<String> = taken.into_iter().map(|e| e.id).collect();
+    let acked = gw
+        .events
+        .ack(pb::AckRequest {
+            stream: s(),
+            group: "g".into(),
+            ids: taken[..5].to_vec(),
+        })
+        .await
+        .expect("Ack")
+        .into_inner();
+    assert_eq!(acked.acked, 5);
+    let nacked = gw
+        .events
+        .nack(pb::NackRequest {
+            stream: s(),
+            group: "g".into(),
+            consumer: "a".into(),
+            ids: taken[5..10].to_vec(),
+            delay_ms: 0,
+        })
+        .await
+        .expect("Nack")
+        .into_inner();
+    assert_eq!(nacked.scheduled, 5);
+    let extended = gw
+        .events
+        .extend(pb::ExtendRequest {
+            stream: s(),
+            group: "g".into(),
+            consumer: "a".into(),
+            ids: taken[10..15].to_vec(),
+        })
+        .await
+        .expect("Extend")
+        .into_inner();
+    assert_eq!(extended.extended, 5);
+    let unqualified = taken[20].split_once('/').unwrap().1.to_owned();
+    let status = gw
+        .events
+        .ack(pb::AckRequest {
+            stream: s(),
+            group: "g".into(),
+            ids: vec![unqualified],
+        })
+        .await
+        .expect_err("an unqualified ID is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+    let groups = gw
+        .admin
+        .list_groups(pb::ListGroupsRequest { stream: s() })
+        .await
+        .expect("ListGroups")
+        .into_inner()
+        .groups;
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].pending, 25);
+    let consumers = gw
+        .admin
+        .list_consumers(pb::ListConsumersRequest {
+            stream: s(),
+            group: "g".into(),
+        })
+        .await
+        .expect("ListConsumers")
+        .into_inner()
+        .consumers;
+    assert_eq!(consumers.len(), 1);
+    let pending = gw
+        .admin
+        .list_pending(pb::ListPendingRequest {
+            stream: s(),
+            group: "g".into(),
+            count: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("ListPending")
+        .into_inner()
+        .entries;
+    assert_eq!(pending.len(), 25);
+    let reaped = gw
+        .events
+        .reap(pb::ReapRequest {
+            stream: s(),
+            group: "g".into(),
+            consumer: "b".into(),
+            min_idle_ms: 0,
+            max_pages: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("Reap")
+        .into_inner();
+    assert_eq!(reaped.claimed.len(), 25, "{:?}", reaped.next_start_id);
+    let removed = gw
+        .admin
+        .remove_consumer(pb::RemoveConsumerRequest {
+            stream: s(),
+            group: "g".into(),
+            consumer: "b".into(),
+            handover_to: "c".into(),
+        })
+        .await
+        .expect("RemoveConsumer")
+        .into_inner();
+    assert_eq!(removed.handed_over, 25);
+
+    let mut replay = gw
+        .events
+        .replay(pb::ReplayRequest {
+            stream: s(),
+            page_size: 7,
+            ..Default::default()
+        })
+        .await
+        .expect("Replay")
+        .into_inner();
+    let mut replayed = Vec::new();
+    while let Some(page) = replay.message().await.expect("a page") {
+        replayed.extend(page.entries.into_iter().map(|e| e.id));
+    }
+    replayed.sort();
+    let mut all = produced.clone();
+    all.sort();
+    assert_eq!(replayed, all);
+    let mut tail = gw
+        .events
+        .tail(pb::TailRequest {
+            stream: s(),
+            start_id: "0".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("Tail")
+        .into_inner();
+    assert_eq!(take_tail_entries(&mut tail, 30).await.len(), 30);
+
+    gw.admin
+        .set_group_cursor(pb::SetGroupCursorRequest {
+            stream: s(),
+            group: "g".into(),
+            id: "0".into(),
+        })
+        .await
+        .expect("SetGroupCursor");
+    let streams = gw
+        .admin
+        .list_streams(pb::ListStreamsRequest {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("ListStreams")
+        .into_inner()
+        .streams;
+    assert_eq!(streams.iter().filter(|x| x.name == stream).count(), 1);
+    let trimmed = gw
+        .events
+        .trim(pb::TrimRequest {
+            stream: s(),
+            exact: true,
+            strategy: Some(pb::trim_request::Strategy::MaxLen(1)),
+            ..Default::default()
+        })
+        .await
+        .expect("Trim")
+        .into_inner();
+    let described = gw
+        .admin
+        .describe_stream(pb::DescribeStreamRequest { stream: s() })
+        .await
+        .expect("DescribeStream")
+        .into_inner();
+    assert_eq!(trimmed.trimmed + described.length, 30);
+    assert!(described.length <= 6, "one entry per partition at most");
+    let deleted = gw
+        .admin
+        .delete_group(pb::DeleteGroupRequest {
+            stream: s(),
+            group: "g".into(),
+        })
+        .await
+        .expect("DeleteGroup")
+        .into_inner();
+    assert!(deleted.deleted);
 }
 
 /// Waits until `node` has exactly one blocked client (the doorbell's read:
