@@ -3,8 +3,8 @@
 //! [`PARTITIONS`] partitions (`StreamAdmin.CreateStream`), and the same
 //! work directly: XADDs to one key, and to the partition keys, each event
 //! to the partition the gateway would pick. Every event carries
-//! `Event.key` (a new key per event), so a batch spreads over the
-//! partitions, and the partitions over the masters.
+//! `Event.key` (`k<seq>`, a different key per event), so a batch spreads
+//! over the partitions, and the partitions over the masters.
 //!
 //! Sides, back to back: gateway on the plain stream, gateway on the
 //! partitioned one, direct on one key, direct on the partition keys. The
@@ -115,7 +115,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Fallible<Report> {
         "clients": SHAPE.channels,
         "in_flight": SHAPE.tasks,
         "events_per_call": SHAPE.batch,
-        "event_keys": "Event.key k<seq>: a new key per event, partition fnv1a32(key) mod 12",
+        "event_keys": "Event.key k<seq>, seq counting the caller's events; partition fnv1a32(key) mod 12",
         "max_len": ctx.rig.max_len,
         "max_len_applies": "per partition (per key on the direct side)",
         "secs_per_side": ctx.plan.produce_for.as_secs_f64(),
