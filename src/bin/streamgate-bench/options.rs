@@ -27,14 +27,14 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
-    /// Run only these scenarios (S1..S7, C1, C3, C5, C30; repeat the flag
-    /// or separate with commas).
+    /// Run only these scenarios (S1..S7, C1, C3, C5, C30, S8; repeat the
+    /// flag or separate with commas).
     #[arg(long, value_delimiter = ',', ignore_case = true)]
     pub scenario: Vec<ScenarioId>,
 
-    /// Also run the Redis Cluster scenarios (C1, C3, C5, C30) on private
-    /// clusters: 3 masters + 3 replicas, and 1 master + 1 replica for
-    /// C30's baseline. Needs `redis-cli` (package redis-tools).
+    /// Also run the Redis Cluster scenarios (C1, C3, C5, C30, S8) on
+    /// private clusters: 3 masters + 3 replicas, and 1 master + 1 replica
+    /// for C30's baseline. Needs `redis-cli` (package redis-tools).
     #[arg(long)]
     pub cluster: bool,
 
@@ -228,10 +228,14 @@ pub enum ScenarioId {
     /// S1's work over 30 streams: 3 masters against 1
     #[value(name = "C30")]
     C30,
+    /// S1's work on a 12-partition stream against one plain stream, on a
+    /// 3-master Redis Cluster
+    #[value(name = "S8")]
+    S8,
 }
 
 impl ScenarioId {
-    /// `S1`..`S7`, `C1`, `C3`, `C5`, `C30`.
+    /// `S1`..`S7`, `C1`, `C3`, `C5`, `C30`, `S8`.
     pub fn as_str(self) -> &'static str {
         match self {
             ScenarioId::S1 => "S1",
@@ -245,15 +249,17 @@ impl ScenarioId {
             ScenarioId::C3 => "C3",
             ScenarioId::C5 => "C5",
             ScenarioId::C30 => "C30",
+            ScenarioId::S8 => "S8",
         }
     }
 
-    /// Whether the scenario runs on Redis Cluster (the C scenarios) rather
-    /// than one Redis.
+    /// Whether the scenario runs on Redis Cluster (the C scenarios, and
+    /// S8, whose partitions are there to spread over masters) rather than
+    /// one Redis.
     pub fn on_cluster(self) -> bool {
         matches!(
             self,
-            ScenarioId::C1 | ScenarioId::C3 | ScenarioId::C5 | ScenarioId::C30
+            ScenarioId::C1 | ScenarioId::C3 | ScenarioId::C5 | ScenarioId::C30 | ScenarioId::S8
         )
     }
 
@@ -294,7 +300,7 @@ pub fn wakeup_name(wakeup: Wakeup) -> &'static str {
 pub struct Plan {
     /// Mode name for the output.
     pub mode: &'static str,
-    /// S1/S2: how long each side produces.
+    /// S1/S2 (and C1, C30, S8): how long each side produces.
     pub produce_for: Duration,
     /// S3: entries produced beforehand, then consumed and acked.
     pub consume_entries: u64,

@@ -47,9 +47,36 @@ pub fn event(seq: u64) -> pb::Event {
     }
 }
 
+/// The partition key of event `seq` in S8: the same text as its `key`
+/// field, so that consecutive events cycle over as many keys as a caller
+/// sends events.
+pub fn partition_key(seq: u64) -> String {
+    format!("k{:07}", seq % 10_000_000)
+}
+
+/// Event `seq` with [`partition_key`] as its `Event.key` (S8), which picks
+/// its partition on a partitioned stream and is stored as the field
+/// `partition_key`.
+pub fn keyed_event(seq: u64) -> pb::Event {
+    pb::Event {
+        key: partition_key(seq),
+        ..event(seq)
+    }
+}
+
 /// `XADD key [MAXLEN ~ cap] * type .. ts_ms .. <fields of seq>`, as the
 /// gateway builds it.
 pub fn xadd(key: &str, cap: Option<u64>, seq: u64) -> redis::Cmd {
+    xadd_with(key, cap, seq, false)
+}
+
+/// [`xadd`] of [`keyed_event`]: with the `partition_key` field the
+/// gateway writes after `ts_ms`.
+pub fn keyed_xadd(key: &str, cap: Option<u64>, seq: u64) -> redis::Cmd {
+    xadd_with(key, cap, seq, true)
+}
+
+fn xadd_with(key: &str, cap: Option<u64>, seq: u64, keyed: bool) -> redis::Cmd {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(key);
     if let Some(cap) = cap {
@@ -60,10 +87,23 @@ pub fn xadd(key: &str, cap: Option<u64>, seq: u64) -> redis::Cmd {
         .arg(EVENT_TYPE)
         .arg("ts_ms")
         .arg(unix_ms());
+    if keyed {
+        cmd.arg("partition_key").arg(partition_key(seq));
+    }
     for (name, value) in fields(seq) {
         cmd.arg(name).arg(value);
     }
     cmd
+}
+
+/// The partition of an event with partition key `key` on a stream of
+/// `partitions` partitions, as the gateway picks it (docs/partitions.md):
+/// FNV-1a over the key's bytes, 32 bits, modulo the count.
+pub fn partition_of(key: &str, partitions: u32) -> u32 {
+    let hash = key.bytes().fold(0x811c_9dc5_u32, |hash, b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash % partitions
 }
 
 /// A pipeline of `n` XADDs: one round trip, like a batched Produce.

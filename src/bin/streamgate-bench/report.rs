@@ -11,7 +11,7 @@ use crate::stats::Side;
 /// The result of one scenario.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// `S1`..`S7`, `C1`, `C3`, `C5`, `C30`.
+    /// `S1`..`S7`, `C1`, `C3`, `C5`, `C30`, `S8`.
     pub scenario: &'static str,
     /// Short name, e.g. `produce-batch`.
     pub name: &'static str,
@@ -44,6 +44,10 @@ pub struct Report {
     /// C30 only: the same work on one master.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub one_master: Option<Baseline>,
+    /// S8 only: the same work on one plain stream; its `*_scaling`
+    /// quotients are partitioned / plain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plain_stream: Option<Baseline>,
     /// The label of `gateway`'s row in the table.
     #[serde(skip)]
     pub gateway_label: Option<String>,
@@ -74,7 +78,8 @@ pub struct GatewayEntry {
 }
 
 /// C30's baseline: both sides again on a one-master cluster, and how much
-/// three masters gained over it.
+/// three masters gained over it. S8's: both sides on one plain stream, and
+/// how much the partitioned stream gained over it.
 #[derive(Debug, Serialize)]
 pub struct Baseline {
     /// What the baseline ran on.
@@ -153,6 +158,7 @@ impl Report {
             rss_scope: None,
             params,
             one_master: None,
+            plain_stream: None,
             gateway_label: None,
         }
     }
@@ -205,17 +211,28 @@ impl Report {
 
     /// Adds C30's one-master baseline.
     pub fn one_master(mut self, redis: &str, gateway: Side, direct: Side) -> Report {
+        self.one_master = Some(self.baseline(redis, gateway, direct));
+        self
+    }
+
+    /// Adds S8's plain-stream baseline.
+    pub fn plain_stream(mut self, redis: &str, gateway: Side, direct: Side) -> Report {
+        self.plain_stream = Some(self.baseline(redis, gateway, direct));
+        self
+    }
+
+    /// A baseline, and this report's throughputs over it.
+    fn baseline(&self, redis: &str, gateway: Side, direct: Side) -> Baseline {
         let gateway_scaling = quotient(self.gateway.throughput, gateway.throughput);
         let direct_scaling = quotient(self.direct.throughput, direct.throughput);
-        self.one_master = Some(Baseline {
+        Baseline {
             redis: redis.to_owned(),
             gateway,
             direct,
             gateway_scaling,
             direct_scaling,
             relative_scaling: quotient(gateway_scaling, direct_scaling),
-        });
-        self
+        }
     }
 
     /// Adds a target.
@@ -241,6 +258,10 @@ impl Report {
         rows.push(("", "direct", &self.direct));
         if let Some(baseline) = &self.one_master {
             rows.push(("  on 1 master", "gateway", &baseline.gateway));
+            rows.push(("", "direct", &baseline.direct));
+        }
+        if let Some(baseline) = &self.plain_stream {
+            rows.push(("  1 plain stream", "gateway", &baseline.gateway));
             rows.push(("", "direct", &baseline.direct));
         }
         for (first, label, side) in rows {
@@ -286,8 +307,26 @@ impl Report {
                 out,
                 "{:<17} XADDs per master: gateway side {}; direct side {}",
                 "",
-                shares(&self.gateway),
-                shares(&self.direct)
+                shares(&self.gateway, "xadds_per_master"),
+                shares(&self.direct, "xadds_per_master")
+            )?;
+        }
+        if self.gateway.extra.contains_key("partitions_per_master") {
+            writeln!(
+                out,
+                "{:<17} partitions per master: gateway side {}; direct side {} (XADD calls: gateway side {}; direct side {})",
+                "",
+                counts(&self.gateway, "partitions_per_master"),
+                counts(&self.direct, "partitions_per_master"),
+                counts(&self.gateway, "xadds_per_master"),
+                counts(&self.direct, "xadds_per_master"),
+            )?;
+        }
+        if let Some(baseline) = &self.plain_stream {
+            writeln!(
+                out,
+                "{:<17} partitioned vs plain: gateway {:.3}x, direct {:.3}x (gateway keeps {:.3} of direct's gain)",
+                "", baseline.gateway_scaling, baseline.direct_scaling, baseline.relative_scaling
             )?;
         }
         if let Some(baseline) = &self.one_master {
@@ -334,6 +373,15 @@ impl Report {
             writeln!(
                 out,
                 "{:<17} CPU µs per event on 1 master: gateway side {}; direct side {}",
+                "",
+                cpu_text(&baseline.gateway),
+                cpu_text(&baseline.direct)
+            )?;
+        }
+        if let Some(baseline) = &self.plain_stream {
+            writeln!(
+                out,
+                "{:<17} CPU µs per event on 1 plain stream: gateway side {}; direct side {}",
                 "",
                 cpu_text(&baseline.gateway),
                 cpu_text(&baseline.direct)
@@ -395,11 +443,25 @@ fn names_text(side: &Side) -> String {
     }
 }
 
-/// `34/33/33 %`: each master's share of a side's `xadds_per_master`.
-fn shares(side: &Side) -> String {
+/// `6/3/3`: a side's per-master figure `key` as it is.
+fn counts(side: &Side, key: &str) -> String {
+    side.extra
+        .get(key)
+        .and_then(|v| v.as_array())
+        .map_or("-".to_owned(), |a| {
+            a.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+}
+
+/// `34/33/33 %`: each master's share of a side's per-master figure `key`
+/// (`xadds_per_master`).
+fn shares(side: &Side, key: &str) -> String {
     let counts: Vec<f64> = side
         .extra
-        .get("xadds_per_master")
+        .get(key)
         .and_then(|v| v.as_array())
         .map(|a| a.iter().filter_map(|n| n.as_f64()).collect())
         .unwrap_or_default();

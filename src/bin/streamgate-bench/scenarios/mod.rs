@@ -1,13 +1,15 @@
-//! The scenarios: S1..S7 on one Redis, C1, C3, C5 and C30 on a Redis
+//! The scenarios: S1..S7 on one Redis, C1, C3, C5, C30 and S8 on a Redis
 //! Cluster. Each runs its gateway side, cleans up, runs its direct side
 //! with the same shape of work, and returns a [`Report`]; C30 does both on
-//! three masters and again on one. S1, S4, S5 and C5 run their gateway
+//! three masters and again on one, S8 on a partitioned stream and again on
+//! a plain one. S1, S4, S5 and C5 run their gateway
 //! side once per wake-up mechanism ([`Ctx::per_wakeup`]), the others on
 //! the first one.
 
 mod consume_ack;
 mod fan_in;
 mod latency;
+mod partitioned;
 mod produce;
 mod produce_stream;
 
@@ -259,6 +261,7 @@ pub async fn run(id: ScenarioId, ctx: &Ctx<'_>) -> Fallible<Report> {
         ScenarioId::C3 => consume_ack::run_cluster(ctx).await?,
         ScenarioId::C5 => fan_in::run_cluster(ctx).await?,
         ScenarioId::C30 => produce::run_scaling(ctx).await?,
+        ScenarioId::S8 => partitioned::run(ctx).await?,
     };
     report.rss_scope = ctx.rig.rss_scope.clone();
     if report.gateway_label.is_none() {

@@ -323,7 +323,7 @@ async fn direct_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
 /// On a cluster, a function that adds to a side the XADDs each master ran
 /// since `before` (`xadds_per_master`, in slot order): whether the work
 /// was spread. On one Redis it adds nothing.
-async fn spread(ctx: &Ctx<'_>, before: Vec<u64>) -> Fallible<impl FnOnce(Side) -> Side> {
+pub(super) async fn spread(ctx: &Ctx<'_>, before: Vec<u64>) -> Fallible<impl FnOnce(Side) -> Side> {
     let after = ctx.rig.xadds_per_master().await?;
     let counts: Vec<u64> = after
         .iter()
@@ -342,7 +342,11 @@ async fn spread(ctx: &Ctx<'_>, before: Vec<u64>) -> Fallible<impl FnOnce(Side) -
 
 /// Calls `call(first_seq)` until `deadline`, one call in flight, timing
 /// each; returns events written and the call latencies.
-async fn closed_loop<F, Fut>(deadline: Instant, batch: u64, mut call: F) -> Fallible<(u64, Latency)>
+pub(super) async fn closed_loop<F, Fut>(
+    deadline: Instant,
+    batch: u64,
+    mut call: F,
+) -> Fallible<(u64, Latency)>
 where
     F: FnMut(u64) -> Fut,
     Fut: Future<Output = Fallible<u64>>,
@@ -362,7 +366,7 @@ where
 }
 
 /// Sums counts and merges latencies of the callers.
-fn merge(parts: Vec<(u64, Latency)>) -> (u64, Latency) {
+pub(super) fn merge(parts: Vec<(u64, Latency)>) -> (u64, Latency) {
     let mut total = Latency::new();
     let mut count = 0;
     for (n, latency) in parts {
