@@ -13,7 +13,7 @@ use std::process::Command;
 use serde_json::Value;
 
 const SCENARIOS: [&str; 7] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7"];
-const CLUSTER_SCENARIOS: [&str; 3] = ["C1", "C3", "C30"];
+const CLUSTER_SCENARIOS: [&str; 4] = ["C1", "C3", "C30", "S8"];
 
 #[test]
 fn quick_run_reports_every_scenario_once() {
@@ -29,7 +29,7 @@ fn quick_run_reports_every_scenario_once() {
 
 #[test]
 fn quick_cluster_run_reports_every_cluster_scenario_once() {
-    let reports = quick_run(&["--scenario", "C1,C3,C30"], &CLUSTER_SCENARIOS);
+    let reports = quick_run(&["--scenario", "C1,C3,C30,S8"], &CLUSTER_SCENARIOS);
     for (scenario, report) in &reports {
         check_report(scenario, report);
         assert!(
