@@ -176,7 +176,10 @@ impl Applier {
             not_pending: Vec::new(),
         };
         for (partition, ids) in by_partition(ids) {
-            let outcome = self.apply_on(kind, partition, &ids, delay_ms).await?;
+            let outcome = self
+                .apply_on(kind, partition, &ids, delay_ms)
+                .await
+                .map_err(|e| e.about(&self.spec.stream))?;
             let show = |id: &StreamId| match self.partitions {
                 0 => id.to_string(),
                 _ => qualified(partition, &id.to_string()),

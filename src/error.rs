@@ -131,6 +131,26 @@ pub enum Error {
 }
 
 impl Error {
+    /// This error as the client should read it when it arose on a
+    /// partition of `stream`: about the stream the client named, never
+    /// the partition's internal name.
+    pub fn about(self, stream: &str) -> Error {
+        let stream = stream.to_owned();
+        match self {
+            Error::GroupNotFound { group, .. } => Error::GroupNotFound { stream, group },
+            Error::StreamNotFound { .. } => Error::StreamNotFound { stream },
+            Error::ConsumerNotFound {
+                group, consumer, ..
+            } => Error::ConsumerNotFound {
+                stream,
+                group,
+                consumer,
+            },
+            Error::WrongType { .. } => Error::WrongType { stream },
+            other => other,
+        }
+    }
+
     /// An INVALID_ARGUMENT error for `field`.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::InvalidArgument {

@@ -21,6 +21,8 @@ use crate::shutdown::Shutdown;
 
 /// The readers of every partition, as one.
 pub struct Parts<R> {
+    /// The stream the client named, for errors.
+    stream: String,
     parts: Vec<R>,
     /// The partition the next read starts with.
     next: usize,
@@ -29,7 +31,11 @@ pub struct Parts<R> {
 /// One live stream over `lives`, the live streams of partitions 0, 1, ...
 /// in order. Merging the wake-ups takes a small task per kind; they end
 /// with the live stream (or at `shutdown`).
-pub fn combine<R: LiveRead>(lives: Vec<Live<R>>, shutdown: &Shutdown) -> Live<Parts<R>> {
+pub fn combine<R: LiveRead>(
+    stream: &str,
+    lives: Vec<Live<R>>,
+    shutdown: &Shutdown,
+) -> Live<Parts<R>> {
     let room = lives.first().map_or(1, |live| live.room);
     let heartbeat = lives.first().and_then(|live| live.heartbeat);
     let recheck = lives
@@ -56,7 +62,11 @@ pub fn combine<R: LiveRead>(lives: Vec<Live<R>>, shutdown: &Shutdown) -> Live<Pa
             room: (!rooms.is_empty()).then(|| merge(rooms, shutdown)),
             replan: (!replans.is_empty()).then(|| merge(replans, shutdown)),
         },
-        reader: Parts { parts, next: 0 },
+        reader: Parts {
+            stream: stream.to_owned(),
+            parts,
+            next: 0,
+        },
     }
 }
 
@@ -121,7 +131,7 @@ impl<R: LiveRead> LiveRead for Parts<R> {
                     read_again = true;
                     break;
                 }
-                Err(err) => return Err(err),
+                Err(err) => return Err(err.about(&self.stream)),
             };
             read_again |= found.then == Then::ReadAgain;
             all_await_room &= found.then == Then::AwaitRoom;

@@ -222,12 +222,10 @@ pub async fn start(
         };
         prepare(broker.clone(), spec, signals, doorbell)
     }))
-    .await?;
-    Ok(driver::start(
-        parts::combine(lives, &shutdown),
-        loops,
-        shutdown,
-    ))
+    .await
+    .map_err(|e| e.about(&spec.stream))?;
+    let live = parts::combine(&spec.stream, lives, &shutdown);
+    Ok(driver::start(live, loops, shutdown))
 }
 
 /// Joins the group of one stream (creating it if asked to): the live

@@ -58,12 +58,10 @@ pub async fn start(
         };
         prepare(broker.clone(), spec, doorbell)
     }))
-    .await?;
-    Ok(driver::start(
-        parts::combine(lives, &shutdown),
-        loops,
-        shutdown,
-    ))
+    .await
+    .map_err(|e| e.about(&spec.stream))?;
+    let live = parts::combine(&spec.stream, lives, &shutdown);
+    Ok(driver::start(live, loops, shutdown))
 }
 
 /// Fixes one stream's start position: the live stream to drive.

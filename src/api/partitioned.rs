@@ -155,12 +155,14 @@ impl Context {
                 .produce(&append.stream, append.events, append.cap)
                 .await;
         }
-        let keyless = self.layouts.next_keyless(partitions);
+        // Taken only when the request has keyless events, so that keyed
+        // requests do not move the turn on.
+        let mut keyless = None;
         let mut groups: Vec<(Vec<usize>, Vec<Event>)> =
             (0..partitions).map(|_| Default::default()).collect();
         for (i, event) in append.events.into_iter().enumerate() {
             let p = match event.key.as_str() {
-                "" => keyless,
+                "" => *keyless.get_or_insert_with(|| self.layouts.next_keyless(partitions)),
                 key => partition_of(key, partitions),
             };
             let (order, events) = &mut groups[p as usize];

@@ -78,25 +78,6 @@ fn by_partition(
     Ok(out)
 }
 
-/// An error of a partition's operation as the client should read it: about
-/// the stream it named.
-fn logical(error: Error, stream: &str) -> Error {
-    let stream = stream.to_owned();
-    match error {
-        Error::GroupNotFound { group, .. } => Error::GroupNotFound { stream, group },
-        Error::StreamNotFound { .. } => Error::StreamNotFound { stream },
-        Error::ConsumerNotFound {
-            group, consumer, ..
-        } => Error::ConsumerNotFound {
-            stream,
-            group,
-            consumer,
-        },
-        Error::WrongType { .. } => Error::WrongType { stream },
-        other => other,
-    }
-}
-
 /// Splits a ListPending bound into its partition (when qualified) and the
 /// bound within the partition; with `partitions` known (0: a plain stream,
 /// whose one partition is 0), checks that the partition exists.
@@ -148,7 +129,7 @@ impl Context {
         try_join_all(
             partitions
                 .into_iter()
-                .map(|p| op(p, partition_stream(stream, p)).map_err(|e| logical(e, stream))),
+                .map(|p| op(p, partition_stream(stream, p)).map_err(|e| e.about(stream))),
         )
         .await
     }
@@ -272,7 +253,7 @@ impl Context {
             let reaped = (self.broker)
                 .reap(&partition_stream(stream, p), group, &spec)
                 .await
-                .map_err(|e| logical(e, stream))?;
+                .map_err(|e| e.about(stream))?;
             budget = budget.saturating_sub(reaped.pages);
             out.claimed.extend(reaped.claimed.into_iter().map(|mut e| {
                 e.partition = Some(p);
@@ -424,7 +405,7 @@ impl Context {
             let name = partition_stream(stream, *p);
             async move {
                 let consumers = self.broker.list_consumers(&name, group).await;
-                consumers.map_err(|e| logical(e, stream))
+                consumers.map_err(|e| e.about(stream))
             }
         }))
         .await?;
@@ -722,13 +703,11 @@ mod tests {
 
     #[test]
     fn partition_errors_name_the_stream() {
-        let err = logical(
-            Error::GroupNotFound {
-                stream: partition_stream("orders", 3),
-                group: "g".into(),
-            },
-            "orders",
-        );
+        let err = Error::GroupNotFound {
+            stream: partition_stream("orders", 3),
+            group: "g".into(),
+        }
+        .about("orders");
         assert_eq!(
             err.to_string(),
             "consumer group \"g\" does not exist on stream \"orders\""

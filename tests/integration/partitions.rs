@@ -423,3 +423,23 @@ async fn a_crashed_consumers_entries_are_reclaimed_in_every_partition() {
     expected.sort();
     assert_eq!(got, expected, "every entry of every partition recovered");
 }
+
+/// Errors of a partition name the stream the client named, never a
+/// partition's internal name.
+#[tokio::test]
+async fn errors_name_the_logical_stream() {
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(config(&redis)).await;
+    create(&mut gw, "audit", 3).await;
+    let mut req = sub("audit", "missing", "c");
+    req.create_group = false;
+    let status = match gw.events.subscribe(req).await {
+        Err(status) => status,
+        Ok(response) => next_batch(&mut response.into_inner())
+            .await
+            .expect_err("no such group"),
+    };
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains("\"audit\""), "{status:?}");
+    assert!(!status.message().contains('{'), "{status:?}");
+}
