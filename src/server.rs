@@ -19,11 +19,11 @@ use crate::api::{Context, EventStreamService, StreamAdminService};
 use crate::auth::{self, Auth, Authenticate};
 use crate::broker::Broker;
 use crate::config::Settings;
-use crate::doorbell::Doorbell;
+use crate::doorbell::{Doorbell, WakeupGauges};
 use crate::group_ops::GroupOps;
 use crate::limits::{BudgetMetrics, ByteBudget, ReadingLayer};
 use crate::local::LocalGrpc;
-use crate::metrics::{self, Metrics, RpcMetricsLayer};
+use crate::metrics::{self, Metrics, RpcMetricsLayer, WakeupLabels};
 use crate::pb::{
     self, event_stream_server::EventStreamServer, stream_admin_server::StreamAdminServer,
 };
@@ -244,7 +244,24 @@ async fn routes(
         Duration::from_millis(config.health_interval_ms),
         shutdown.clone(),
     ));
-    let doorbell = Doorbell::start(broker.clone(), config.doorbell_options(), shutdown.clone());
+    let gauge = |mechanism: &str| {
+        metrics
+            .wakeup_connections
+            .get_or_create(&WakeupLabels {
+                mechanism: mechanism.to_owned(),
+            })
+            .clone()
+    };
+    let gauges = WakeupGauges {
+        tracking: gauge("tracking"),
+        xread: gauge("xread"),
+    };
+    let doorbell = Doorbell::start(
+        broker.clone(),
+        config.doorbell_options(),
+        gauges,
+        shutdown.clone(),
+    );
     let groups = Arc::new(GroupSignals::default());
     let ctx = Context {
         group_ops: GroupOps::new(broker.clone(), groups.clone(), metrics.acked.clone()),

@@ -30,6 +30,7 @@ mod xread;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
@@ -55,6 +56,50 @@ pub(crate) struct Bell {
 /// reconnecting) do not all re-read at the same moment ever after.
 fn spread(recheck: Duration) -> Duration {
     recheck.mul_f64(0.75 + 0.25 * fastrand::f64())
+}
+
+/// A connection counted in a gauge for as long as it is held.
+struct Counted<T> {
+    inner: T,
+    gauge: Gauge,
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T, gauge: &Gauge) -> Counted<T> {
+        gauge.inc();
+        Counted {
+            inner,
+            gauge: gauge.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Counted<T> {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl<T> std::ops::Deref for Counted<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T> std::ops::DerefMut for Counted<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+/// The gauges of the connections each wake-up holds.
+#[derive(Clone, Default)]
+pub(crate) struct WakeupGauges {
+    /// Tracking connections.
+    pub tracking: Gauge,
+    /// Blocking XREAD connections.
+    pub xread: Gauge,
 }
 
 /// How the doorbell waits.
@@ -83,12 +128,13 @@ impl Doorbell {
     pub(crate) fn start(
         broker: Broker,
         options: DoorbellOptions,
+        gauges: WakeupGauges,
         shutdown: Shutdown,
     ) -> Arc<Doorbell> {
         Arc::new(Doorbell {
             tracking: (options.wakeup == Wakeup::Tracking)
-                .then(|| Tracker::new(broker.clone(), shutdown.clone())),
-            xread: Xread::new(broker, options.block, SHARD_LINGER, shutdown),
+                .then(|| Tracker::new(broker.clone(), gauges.tracking, shutdown.clone())),
+            xread: Xread::new(broker, options.block, SHARD_LINGER, gauges.xread, shutdown),
             options,
         })
     }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::xread::{STREAMS_PER_SHARD, Xread};
-use super::{Doorbell, DoorbellOptions, Rings};
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::{Doorbell, DoorbellOptions, Rings, WakeupGauges};
 use crate::broker::Broker;
 use crate::config::{Settings, Wakeup};
 use crate::shutdown::Shutdown;
@@ -60,6 +62,7 @@ async fn xread(redis: &TestRedis, shutdown: &Shutdown) -> Arc<Xread> {
         broker(redis).await,
         Duration::from_millis(200),
         Duration::ZERO,
+        Gauge::default(),
         shutdown.clone(),
     ))
 }
@@ -120,6 +123,7 @@ fn tracking(broker: Broker, shutdown: &Shutdown) -> Arc<Doorbell> {
             block: Duration::from_millis(200),
             idle_recheck: Duration::from_secs(3600),
         },
+        WakeupGauges::default(),
         shutdown.clone(),
     )
 }

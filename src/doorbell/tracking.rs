@@ -38,7 +38,9 @@ use std::time::Duration;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender, WeakUnboundedSender};
 use tokio::sync::{oneshot, watch};
 
-use super::Rings;
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::{Counted, Rings};
 use crate::broker::{Armed, Broker, Invalidation, Node, Refused, Tracking, slot_of};
 use crate::error::{Error, Result};
 use crate::outage::Backoff;
@@ -74,6 +76,8 @@ struct Shared {
     slots: Mutex<Vec<(u16, u16, Node)>>,
     /// Set once, by the first server that refused tracking.
     refused: OnceLock<Refused>,
+    /// Counts the open tracking connections.
+    gauge: Gauge,
 }
 
 /// One watched stream.
@@ -114,7 +118,7 @@ enum Outcome {
 }
 
 impl Tracker {
-    pub(super) fn new(broker: Broker, shutdown: Shutdown) -> Tracker {
+    pub(super) fn new(broker: Broker, gauge: Gauge, shutdown: Shutdown) -> Tracker {
         Tracker {
             shared: Arc::new(Shared {
                 broker,
@@ -123,6 +127,7 @@ impl Tracker {
                 nodes: Mutex::default(),
                 slots: Mutex::default(),
                 refused: OnceLock::new(),
+                gauge,
             }),
         }
     }
@@ -312,7 +317,7 @@ struct NodeTask {
 impl NodeTask {
     async fn run(mut self, mut requests: UnboundedReceiver<Request>) {
         let shutdown = self.shared.shutdown.clone();
-        let mut conn: Option<Tracking> = None;
+        let mut conn: Option<Counted<Tracking>> = None;
         let mut pending: Vec<Arm> = Vec::new();
         let mut backoff = Backoff::default();
         let mut sweep =
@@ -329,7 +334,7 @@ impl NodeTask {
                 match self.connect().await {
                     Ok(tracking) => {
                         backoff = Backoff::default();
-                        conn = Some(tracking);
+                        conn = Some(Counted::new(tracking, &self.shared.gauge));
                         // A new connection tracks nothing yet.
                         pending.extend(self.shared.keys_on(&self.node).into_iter().map(|key| {
                             Arm {
@@ -500,7 +505,12 @@ impl NodeTask {
     }
 
     /// Takes one request in.
-    fn handle(&self, request: Request, conn: &mut Option<Tracking>, pending: &mut Vec<Arm>) {
+    fn handle(
+        &self,
+        request: Request,
+        conn: &mut Option<Counted<Tracking>>,
+        pending: &mut Vec<Arm>,
+    ) {
         let invalidation = match request {
             Request::Arm(arm) => {
                 pending.push(arm);

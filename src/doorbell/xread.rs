@@ -50,7 +50,9 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use super::Rings;
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::{Counted, Rings};
 
 use crate::broker::{Broker, Waiter, WaiterHandle};
 use crate::error::Result;
@@ -77,6 +79,8 @@ pub(super) struct Xread {
     broker: Broker,
     block: Duration,
     linger: Duration,
+    /// Counts the shards' connections.
+    gauge: Gauge,
     shutdown: Shutdown,
     shards: Arc<Shards>,
 }
@@ -88,12 +92,14 @@ impl Xread {
         broker: Broker,
         block: Duration,
         linger: Duration,
+        gauge: Gauge,
         shutdown: Shutdown,
     ) -> Xread {
         Xread {
             broker,
             block,
             linger,
+            gauge,
             shutdown,
             shards: Arc::default(),
         }
@@ -148,6 +154,7 @@ impl Xread {
                 linger: self.linger,
             },
             Arc::downgrade(&self.shards),
+            self.gauge.clone(),
             self.shutdown.clone(),
         );
         shards.push(shard.clone());
@@ -180,6 +187,8 @@ struct Shard {
     changed: Notify,
     /// The waiting connection, to cut its wait short (`None` = none yet).
     waiter: Mutex<Option<WaiterHandle>>,
+    /// Counts the shards' connections.
+    gauge: Gauge,
 }
 
 /// The streams of a shard.
@@ -206,6 +215,7 @@ impl Shard {
         slot: Option<u16>,
         timing: Timing,
         shards: Weak<Shards>,
+        gauge: Gauge,
         shutdown: Shutdown,
     ) -> Arc<Shard> {
         let doorbell = Arc::new(Shard {
@@ -214,6 +224,7 @@ impl Shard {
             streams: Mutex::default(),
             changed: Notify::new(),
             waiter: Mutex::new(None),
+            gauge,
         });
         shutdown
             .clone()
@@ -361,7 +372,7 @@ impl Shard {
     }
 
     async fn run(self: Arc<Self>, timing: Timing, shards: Weak<Shards>, shutdown: Shutdown) {
-        let mut waiter: Option<Waiter> = None;
+        let mut waiter: Option<Counted<Waiter>> = None;
         let mut backoff = Backoff::default();
         while !shutdown.is_triggered() {
             let (names, keys, after) = self.snapshot();
@@ -385,7 +396,7 @@ impl Shard {
                 None => match self.broker.waiter(timing.block, self.slot).await {
                     Ok(conn) => {
                         self.set_waiter_handle(Some(conn.handle.clone()));
-                        waiter.insert(conn)
+                        waiter.insert(Counted::new(conn, &self.gauge))
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "doorbell cannot connect");

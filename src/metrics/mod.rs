@@ -45,6 +45,13 @@ pub struct GroupLabels {
     pub group: String,
 }
 
+/// Labels of the wake-up's connection gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WakeupLabels {
+    /// `tracking` or `xread`.
+    pub mechanism: String,
+}
+
 /// Labels of per-stream gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabels {
@@ -73,6 +80,8 @@ pub struct Metrics {
     pub open_subscriptions: Gauge,
     /// Open Tail streams.
     pub open_tails: Gauge,
+    /// Connections the wake-up holds to Redis, by mechanism.
+    pub wakeup_connections: Family<WakeupLabels, Gauge>,
     /// 1 while Redis answers the health check's PING, else 0.
     pub redis_up: Gauge,
     /// Request bytes held for calls not yet answered (`--max-buffered-bytes`).
@@ -114,6 +123,7 @@ impl Metrics {
             deleted_while_pending: Counter::default(),
             open_subscriptions: Gauge::default(),
             open_tails: Gauge::default(),
+            wakeup_connections: Family::default(),
             redis_up: Gauge::default(),
             buffered_request_bytes: Gauge::default(),
             read_pushback_calls: Gauge::default(),
@@ -169,6 +179,12 @@ impl Metrics {
             m.open_subscriptions.clone(),
         );
         r.register("open_tails", "Open Tail streams", m.open_tails.clone());
+        r.register(
+            "wakeup_connections",
+            "Connections the wake-up of idle live streams holds to Redis: tracking, one per \
+             node with watched streams; xread (the fallback), one per shard of up to 100 streams",
+            m.wakeup_connections.clone(),
+        );
         r.register(
             "redis_up",
             "1 while Redis answers the health check, else 0",

@@ -15,6 +15,7 @@ use crate::common::{
     RedisServer, TestGateway, config, eventually, ids, next_batch, orders, produce, sub, subscribe,
     take_tail_entries,
 };
+use crate::metrics::{sample, scrape};
 
 /// `CLIENT SETNAME` of the tracking wake-up's connections.
 const TRACKING: &str = "streamgate-watch";
@@ -27,8 +28,27 @@ fn wake_ups_only(redis: &RedisServer) -> Settings {
         block_ms: 60_000,
         idle_recheck_ms: 3_600_000,
         heartbeat_ms: 0,
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..config(redis)
     }
+}
+
+/// The gateway's `streamgate_wakeup_connections` of `mechanism`, waited
+/// for until it is `expected` (the gauge follows connections as they open
+/// and close).
+async fn wakeup_connections(gw: &TestGateway, mechanism: &str, expected: f64) {
+    let addr = gw
+        .gateway
+        .as_ref()
+        .unwrap()
+        .metrics_addr()
+        .expect("metrics on");
+    let series = format!("streamgate_wakeup_connections{{mechanism=\"{mechanism}\"}}");
+    eventually(&format!("{series} = {expected}"), || async {
+        let text = scrape(addr).await;
+        (sample(&text, &series) == Some(expected)).then_some(())
+    })
+    .await;
 }
 
 /// The IDs of the clients named `name` on `redis`.
@@ -99,6 +119,8 @@ async fn idle_subscribers_and_tails_on_many_streams_share_one_connection() {
     }
     assert_eq!(clients_named(&redis, TRACKING).len(), 1, "one connection");
     assert!(clients_named(&redis, XREAD).is_empty());
+    wakeup_connections(&gw, "tracking", 1.0).await;
+    wakeup_connections(&gw, "xread", 0.0).await;
 
     each_is_woken(&redis, &streams[..150], &mut subs, "subscriber").await;
     let produced: Vec<Vec<String>> = {
@@ -172,6 +194,8 @@ async fn without_client_tracking_the_gateway_falls_back_to_xread() {
     let mut subs = subscribers(&mut gw, &streams).await;
     assert!(clients_named(&redis, TRACKING).is_empty());
     assert_eq!(clients_named(&redis, XREAD).len(), 1, "one XREAD shard");
+    wakeup_connections(&gw, "xread", 1.0).await;
+    wakeup_connections(&gw, "tracking", 0.0).await;
     each_is_woken(&redis, &streams, &mut subs, "xread").await;
 }
 
