@@ -30,8 +30,13 @@
 //! - [`driver`]: the one loop behind every live stream (Subscribe, Tail,
 //!   Consume): room in the client's buffer, waiting, heartbeats, timers,
 //!   outage riding ([`outage`]), shutdown. [`subscription`] and [`tail`]
-//!   are its readers; [`replay`] is a plain paging loop. [`delivery`] is the
-//!   bounded hand-off from a reading task to a response stream.
+//!   are its readers, [`parts`] combines one reader per partition of a
+//!   partitioned stream; [`replay`] is a paging loop (merging partitions).
+//!   [`delivery`] is the bounded hand-off from a reading task to a
+//!   response stream.
+//! - [`partition`]: partitioned streams at the API: which streams are
+//!   partitioned (looked up once per gateway), the key hash, qualified IDs;
+//!   the layout itself lives at the stream's key (`broker::layout`).
 //! - [`metrics`]: the Prometheus registry, the per-RPC metrics layer,
 //!   `/metrics` and the group poller.
 //! - [`local`]: the gateway's routes as an in-process gRPC handle.
