@@ -299,7 +299,7 @@ impl EventStream for EventStreamService {
         let delivered = ctx.metrics.delivered.clone();
         let start = || async move {
             let spec = SubscribeSpec {
-                partitions: ctx.layouts.partitions(&ctx.broker, &spec.stream).await?,
+                partitions: ctx.partitions(&spec.stream).await?,
                 ..spec
             };
             subscription::start(
@@ -477,7 +477,7 @@ impl EventStream for EventStreamService {
             .authorize(&caller, Permission::Consume, &spec.stream)?;
         let ctx = &self.ctx;
         let start = || async move {
-            let partitions = ctx.layouts.partitions(&ctx.broker, &spec.stream).await?;
+            let partitions = ctx.partitions(&spec.stream).await?;
             tail::start(
                 ctx.broker.clone(),
                 spec,

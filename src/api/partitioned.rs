@@ -13,6 +13,12 @@ use crate::partition::{MAX_PARTITIONS, partition_of, qualified};
 use crate::pb;
 
 impl Context {
+    /// The partition count of `stream`, 0 for a plain stream (one Redis
+    /// round trip the first time this gateway sees the stream).
+    pub(super) async fn partitions(&self, stream: &str) -> Result<u32> {
+        self.layouts.partitions(&self.broker, stream).await
+    }
+
     /// CreateStream: records a partitioned layout (and creates its
     /// partitions) or creates a plain stream; `(created, partitions)`.
     pub(super) async fn create_stream(&self, stream: &str, partitions: u32) -> Result<(bool, u32)> {
@@ -60,7 +66,7 @@ impl Context {
     /// DescribeStream of a stream, plain or partitioned (sums and the
     /// oldest / newest entries over the partitions, IDs qualified).
     pub(super) async fn describe(&self, stream: &str) -> Result<pb::DescribeStreamResponse> {
-        let partitions = self.layouts.partitions(&self.broker, stream).await?;
+        let partitions = self.partitions(stream).await?;
         if partitions == 0 {
             return Ok(self.broker.describe_stream(stream).await?.into());
         }
@@ -105,7 +111,7 @@ impl Context {
         stream: &str,
         group: &str,
     ) -> Result<Vec<pb::PartitionInfo>> {
-        let partitions = self.layouts.partitions(&self.broker, stream).await?;
+        let partitions = self.partitions(stream).await?;
         let names: Vec<String> = match partitions {
             0 => vec![stream.to_owned()],
             n => (0..n).map(|p| partition_stream(stream, p)).collect(),

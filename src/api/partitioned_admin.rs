@@ -134,14 +134,9 @@ impl Context {
         .await
     }
 
-    /// The partition count of `stream`; 0 for a plain stream.
-    async fn partitions_of(&self, stream: &str) -> Result<u32> {
-        self.layouts.partitions(&self.broker, stream).await
-    }
-
     /// Ack: how many of `ids` were pending and are now acknowledged.
     pub(super) async fn ack_ids(&self, stream: &str, group: &str, ids: &[String]) -> Result<u64> {
-        let n = self.partitions_of(stream).await?;
+        let n = self.partitions(stream).await?;
         let mut per = by_partition("ids", ids, n)?;
         if n == 0 {
             let ids = per.remove(&0).unwrap_or_default();
@@ -165,7 +160,7 @@ impl Context {
         ids: &[String],
         delay_ms: i64,
     ) -> Result<u64> {
-        let n = self.partitions_of(stream).await?;
+        let n = self.partitions(stream).await?;
         let mut per = by_partition("ids", ids, n)?;
         if n == 0 {
             let ids = per.remove(&0).unwrap_or_default();
@@ -196,7 +191,7 @@ impl Context {
         consumer: &str,
         ids: &[String],
     ) -> Result<u64> {
-        let n = self.partitions_of(stream).await?;
+        let n = self.partitions(stream).await?;
         let mut per = by_partition("ids", ids, n)?;
         if n == 0 {
             let ids = per.remove(&0).unwrap_or_default();
@@ -227,7 +222,7 @@ impl Context {
         mut spec: ReapSpec,
         start: &str,
     ) -> Result<ReapedStream> {
-        let n = self.partitions_of(stream).await?;
+        let n = self.partitions(stream).await?;
         let (mut p, cursor) = match start {
             "" => (0, StreamId::MIN),
             text => parse_id("start_id", text, n)?,
@@ -297,7 +292,7 @@ impl Context {
                 broker.trim(&name, to, exact, limit).await
             }
         };
-        let n = self.partitions_of(stream).await?;
+        let n = self.partitions(stream).await?;
         if n == 0 {
             return trim(stream.to_owned()).await;
         }
@@ -313,7 +308,7 @@ impl Context {
         start: GroupStart,
         mkstream: bool,
     ) -> Result<bool> {
-        let n = self.partitions_of(stream).await?;
+        let n = self.partitions(stream).await?;
         if n == 0 {
             return (self.broker)
                 .create_group(stream, group, start, mkstream)
@@ -332,7 +327,7 @@ impl Context {
     /// doorbell of each stream touched, so that the group's idle readers
     /// here learn of it at once.
     pub(super) async fn delete_group_on(&self, stream: &str, group: &str) -> Result<bool> {
-        let n = self.partitions_of(stream).await?;
+        let n = self.partitions(stream).await?;
         if n == 0 {
             let deleted = self.broker.delete_group(stream, group).await?;
             self.doorbell.ring(stream);
@@ -356,7 +351,7 @@ impl Context {
         group: &str,
         id: GroupStart,
     ) -> Result<()> {
-        let n = self.partitions_of(stream).await?;
+        let n = self.partitions(stream).await?;
         if n == 0 {
             self.broker.set_group_cursor(stream, group, id).await?;
             self.doorbell.ring(stream);
@@ -377,7 +372,7 @@ impl Context {
     /// partition of the group reports them, and `last_delivered_id` is the
     /// highest of the partitions' cursors, partition-qualified.
     pub(super) async fn list_groups_of(&self, stream: &str) -> Result<Vec<pb::GroupInfo>> {
-        let n = self.partitions_of(stream).await?;
+        let n = self.partitions(stream).await?;
         if n == 0 {
             let groups = self.broker.list_groups(stream).await?;
             return Ok(groups.into_iter().map(Into::into).collect());
@@ -445,7 +440,7 @@ impl Context {
         stream: &str,
         group: &str,
     ) -> Result<Vec<pb::ConsumerInfo>> {
-        let n = self.partitions_of(stream).await?;
+        let n = self.partitions(stream).await?;
         if n == 0 {
             let consumers = self.broker.list_consumers(stream, group).await?;
             return Ok(consumers.into_iter().map(Into::into).collect());
@@ -486,7 +481,7 @@ impl Context {
         start: &str,
         end: &str,
     ) -> Result<Vec<pb::PendingEntry>> {
-        let n = self.partitions_of(stream).await?;
+        let n = self.partitions(stream).await?;
         let (from, low) = split_bound("start", start, Some(n))?;
         let (to, high) = split_bound("end", end, Some(n))?;
         // Each partition's range within the bounds.
@@ -547,7 +542,7 @@ impl Context {
         consumer: &str,
         handover_to: Option<&str>,
     ) -> Result<u64> {
-        let n = self.partitions_of(stream).await?;
+        let n = self.partitions(stream).await?;
         if n == 0 {
             return (self.broker)
                 .remove_consumer(stream, group, consumer, handover_to)
@@ -617,7 +612,7 @@ impl Context {
             if crate::namespace::stream_name("stream", base).is_err() || !allowed(base) {
                 continue;
             }
-            let n = match self.partitions_of(base).await {
+            let n = match self.partitions(base).await {
                 Ok(n) => n,
                 // The name's key holds something else: no partitioned stream.
                 Err(Error::WrongType { .. }) => 0,

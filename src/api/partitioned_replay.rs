@@ -63,7 +63,7 @@ impl Context {
         mut spec: ReplaySpec,
         bounds: Bounds,
     ) -> Result<Delivery<Vec<Entry>>> {
-        let partitions = self.layouts.partitions(&self.broker, &spec.stream).await?;
+        let partitions = self.partitions(&spec.stream).await?;
         let start = Bounds::position("start", bounds.start.as_deref(), partitions)?;
         let end = Bounds::position("end", bounds.end.as_deref(), partitions)?;
         let stall = self.settings.loops.stall_timeout;

@@ -136,7 +136,7 @@ impl EventStreamService {
             Work::Together(appends) => {
                 let count = appends.len();
                 let stream = appends[0].stream.clone();
-                match self.ctx.layouts.partitions(broker, &stream).await {
+                match self.ctx.partitions(&stream).await {
                     Err(err) => vec![Err(err); count],
                     // Each request to its partitions, one after the other.
                     Ok(partitioned) if partitioned > 0 => {
@@ -215,7 +215,7 @@ impl EventStreamService {
         read.one();
         let spec = self.subscribe_spec(&caller, open)?;
         let start = || async move {
-            let partitions = ctx.layouts.partitions(&ctx.broker, &spec.stream).await?;
+            let partitions = ctx.partitions(&spec.stream).await?;
             let spec = SubscribeSpec { partitions, ..spec };
             consume::start(
                 ctx.broker.clone(),

@@ -94,9 +94,7 @@ impl Broker {
 
     /// The master serving `slot`, from the cluster's current slot map.
     pub async fn master_of(&self, slot: u16) -> Result<Node> {
-        self.conn()
-            .await?
-            .slot_masters()
+        self.slot_masters()
             .await?
             .into_iter()
             .find(|(first, last, _)| (*first..=*last).contains(&slot))

@@ -56,6 +56,21 @@ fn keyed(key: &str, n: usize) -> pb::Event {
     e
 }
 
+/// A gateway on a fresh Redis, a stream of `partitions` partitions and
+/// `n` events with distinct keys produced to it (their IDs).
+async fn with_keyed_events(
+    stream: &str,
+    partitions: u32,
+    n: usize,
+) -> (RedisServer, TestGateway, Vec<String>) {
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(config(&redis)).await;
+    create(&mut gw, stream, partitions).await;
+    let events = (0..n).map(|i| keyed(&format!("{stream}-{i}"), i)).collect();
+    let produced = produce(&mut gw, stream, events).await;
+    (redis, gw, produced)
+}
+
 /// `<partition>/<ms>-<seq>` split.
 fn split(id: &str) -> (u32, &str) {
     let (p, rest) = id.split_once('/').expect("a partition-qualified ID");
@@ -103,15 +118,7 @@ async fn create_stream_records_the_layout_once_and_refuses_another_count() {
 /// unqualified ID ends the call with INVALID_ARGUMENT naming the form.
 #[tokio::test]
 async fn consume_acks_by_partition() {
-    let redis = RedisServer::start();
-    let mut gw = TestGateway::start(config(&redis)).await;
-    create(&mut gw, "jobs", 3).await;
-    let produced = produce(
-        &mut gw,
-        "jobs",
-        (0..9).map(|n| keyed(&format!("job-{n}"), n)).collect(),
-    )
-    .await;
+    let (redis, mut gw, produced) = with_keyed_events("jobs", 3, 9).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(open("jobs", "workers", "w")).await.unwrap();
     let mut responses = gw
@@ -390,15 +397,7 @@ async fn describe_and_list_partitions_see_every_partition() {
 /// lost.
 #[tokio::test]
 async fn a_crashed_consumers_entries_are_reclaimed_in_every_partition() {
-    let redis = RedisServer::start();
-    let mut gw = TestGateway::start(config(&redis)).await;
-    create(&mut gw, "orders", 4).await;
-    let produced = produce(
-        &mut gw,
-        "orders",
-        (0..20).map(|n| keyed(&format!("order-{n}"), n)).collect(),
-    )
-    .await;
+    let (_redis, mut gw, produced) = with_keyed_events("orders", 4, 20).await;
     let mut doomed = subscribe(&mut gw, sub("orders", "shipping", "doomed")).await;
     let mut taken = Vec::new();
     while taken.len() < produced.len() {

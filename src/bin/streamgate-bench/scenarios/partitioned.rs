@@ -26,7 +26,7 @@ use streamgate::pb;
 use streamgate::pb::stream_admin_client::StreamAdminClient;
 use tokio::task::JoinSet;
 
-use super::produce::{Shape, closed_loop, merge, spread};
+use super::produce::{Shape, closed_loop, merge, produce_through_gateway, spread};
 use super::{Ctx, SideKind, join_all};
 use crate::Fallible;
 use crate::options::ScenarioId;
@@ -188,48 +188,10 @@ async fn partitions_per_master(ctx: &Ctx<'_>, keys: &[String]) -> Fallible<Vec<u
 /// S1's gateway side on one stream (plain or partitioned: the client does
 /// not tell them apart), with keyed events; deletes `clean` afterwards.
 async fn gateway_side(ctx: &Ctx<'_>, stream: &str, clean: Vec<String>) -> Fallible<Side> {
-    let mut clients = Vec::with_capacity(SHAPE.channels);
-    for _ in 0..SHAPE.channels {
-        clients.push(ctx.rig.events().await?);
-    }
-    let max_len = Some(ctx.rig.max_len);
-    let xadds = ctx.rig.xadds_per_master().await?;
-    let cpu = ctx.rig.cpu().await;
-    let start = Instant::now();
-    let deadline = start + ctx.plan.produce_for;
-    let mut tasks = JoinSet::new();
-    for task in 0..SHAPE.tasks {
-        let client = clients[task % clients.len()].clone();
-        let stream = stream.to_owned();
-        tasks.spawn(async move {
-            closed_loop(deadline, SHAPE.batch, |seq| {
-                let request = pb::ProduceRequest {
-                    stream: stream.clone(),
-                    events: (seq..seq + SHAPE.batch).map(payload::keyed_event).collect(),
-                    max_len,
-                    ..Default::default()
-                };
-                let mut client = client.clone();
-                async move {
-                    let ids = client.produce(request).await?.into_inner().ids;
-                    Ok(ids.len() as u64)
-                }
-            })
-            .await
-        });
-    }
-    let (parts, usage) = ctx.rig.while_sampling(join_all(tasks)).await?;
-    let (count, latency) = merge(parts?);
-    let elapsed = start.elapsed();
-    let spent = ctx.rig.cpu().await.since(cpu);
-    let spread = spread(ctx, xadds).await?;
-    drop(clients);
+    let streams = [stream.to_owned()];
+    let side = produce_through_gateway(ctx, SHAPE, &streams, payload::keyed_event).await?;
     ctx.clean_up(&clean).await?;
-    Ok(spread(
-        Side::new(count, elapsed, &latency)
-            .gateway_usage(&usage)
-            .cpu(spent),
-    ))
+    Ok(side)
 }
 
 /// S1's direct side with keyed events: on one key, or on the partition

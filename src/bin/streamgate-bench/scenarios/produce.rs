@@ -226,6 +226,25 @@ async fn gateway_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
     let streams = ctx
         .streams(shape.id, SideKind::Gateway, shape.streams)
         .await?;
+    let side = produce_through_gateway(ctx, shape, &streams, payload::event).await?;
+    let keys: Vec<String> = streams
+        .iter()
+        .map(|s| ctx.key(SideKind::Gateway, s))
+        .collect();
+    ctx.clean_up(&keys).await?;
+    Ok(side)
+}
+
+/// The gateway side of S1's shape: `shape.tasks` closed loops of Produce
+/// calls of `shape.batch` events made by `event`, over `shape.channels`
+/// client connections, spread over `streams`; throughput, latency, CPU
+/// and the XADDs per master.
+pub(super) async fn produce_through_gateway(
+    ctx: &Ctx<'_>,
+    shape: Shape,
+    streams: &[String],
+    event: fn(u64) -> pb::Event,
+) -> Fallible<Side> {
     let mut clients = Vec::with_capacity(shape.channels);
     for _ in 0..shape.channels {
         clients.push(ctx.rig.events().await?);
@@ -243,7 +262,7 @@ async fn gateway_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
             closed_loop(deadline, shape.batch, |seq| {
                 let request = pb::ProduceRequest {
                     stream: stream.clone(),
-                    events: (seq..seq + shape.batch).map(payload::event).collect(),
+                    events: (seq..seq + shape.batch).map(event).collect(),
                     max_len,
                     ..Default::default()
                 };
@@ -262,11 +281,6 @@ async fn gateway_side(ctx: &Ctx<'_>, shape: Shape) -> Fallible<Side> {
     let spent = ctx.rig.cpu().await.since(cpu);
     let spread = spread(ctx, xadds).await?;
     drop(clients);
-    let keys: Vec<String> = streams
-        .iter()
-        .map(|s| ctx.key(SideKind::Gateway, s))
-        .collect();
-    ctx.clean_up(&keys).await?;
     Ok(spread(
         Side::new(count, elapsed, &latency)
             .gateway_usage(&usage)
