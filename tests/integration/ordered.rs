@@ -338,3 +338,30 @@ async fn a_dead_gateways_partitions_are_taken_over_after_the_lease_time() {
     seen.sort_by_key(|id| id.split_once('/').map(|(p, _)| p.to_owned()));
     assert_eq!(seen, want, "every entry, in order within its partition");
 }
+
+/// An unordered subscription would read every partition under the ordered
+/// consumers' feet: refused while they are there, allowed once they left.
+#[tokio::test]
+async fn an_unordered_subscription_is_refused_while_the_group_is_consumed_in_order() {
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(ordered_config(&redis)).await;
+    create(&mut gw, "orders", 2).await;
+    let a = subscribe(&mut gw, ordered("orders", "a")).await;
+    await_shares(&gw, "orders", &[("a", 2)]).await;
+    let status = gw
+        .events
+        .subscribe(sub("orders", "g", "b"))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("ordered"), "{status:?}");
+    // Another group is not concerned.
+    let _other = subscribe(&mut gw, sub("orders", "other", "b")).await;
+    drop(a);
+    await_shares(&gw, "orders", &[("", 2)]).await;
+    eventually("the unordered subscription is let in", || {
+        let mut events = gw.events.clone();
+        async move { events.subscribe(sub("orders", "g", "b")).await.ok() }
+    })
+    .await;
+}
