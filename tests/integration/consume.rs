@@ -22,7 +22,7 @@ pub(crate) struct Open {
 }
 
 impl Open {
-    async fn send(&self, kind: consume_request::Kind) {
+    pub(crate) async fn send(&self, kind: consume_request::Kind) {
         self.requests
             .as_ref()
             .expect("not half-closed")
@@ -70,7 +70,7 @@ impl Open {
     }
 
     /// The next confirm; fails on anything else.
-    async fn confirm(&mut self) -> pb::Confirm {
+    pub(crate) async fn confirm(&mut self) -> pb::Confirm {
         match self.next().await.expect("the stream goes on") {
             Some(consume_response::Kind::Confirm(confirm)) => confirm,
             other => panic!("expected a confirm, got {other:?}"),

@@ -365,3 +365,61 @@ async fn an_unordered_subscription_is_refused_while_the_group_is_consumed_in_ord
     })
     .await;
 }
+
+/// A poison entry (nacked every time) leaves for the dead-letter stream
+/// after `max_deliveries`, and its partition moves on: the entries behind
+/// it come again each time in order, and are never dead-lettered with it.
+#[tokio::test]
+async fn a_poison_entry_goes_to_the_dead_letters_and_its_partition_moves_on() {
+    use streamgate::pb::consume_request::Kind;
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(ordered_config(&redis)).await;
+    create(&mut gw, "orders", 2).await;
+    let mut a = open(
+        &mut gw,
+        pb::SubscribeRequest {
+            max_deliveries: 3,
+            ..ordered("orders", "a")
+        },
+    )
+    .await;
+    await_shares(&gw, "orders", &[("a", 2)]).await;
+    let produced = produce(&mut gw, "orders", keyed_events(1, 4, 0)).await;
+    let poison = produced[0].clone();
+    // Delivered three times: first, then after each of two Nacks, each
+    // time with the three entries behind it.
+    for round in 1..=3u64 {
+        let got = a.entries(4).await;
+        assert_eq!(ids(&got), produced, "round {round}");
+        assert_eq!(got[0].delivery_count, round, "the head counts a delivery");
+        assert!(got[1..].iter().all(|e| e.delivery_count == 1), "{got:?}");
+        if round < 3 {
+            a.send(Kind::Nack(pb::NackIds {
+                ids: vec![poison.clone()],
+                delay_ms: 0,
+            }))
+            .await;
+            assert_eq!(a.confirm().await.done, [poison.clone()]);
+        }
+    }
+    a.send(Kind::Nack(pb::NackIds {
+        ids: vec![poison.clone()],
+        delay_ms: 0,
+    }))
+    .await;
+    assert_eq!(a.confirm().await.done, [poison.clone()]);
+    let after = a.entries(3).await;
+    assert_eq!(ids(&after), produced[1..], "the partition moves on");
+    let dead = gw
+        .admin
+        .describe_stream(pb::DescribeStreamRequest {
+            stream: "orders:dlq".into(),
+        })
+        .await
+        .expect("the dead-letter stream exists")
+        .into_inner();
+    assert_eq!(dead.length, 1);
+    let rest: Vec<&String> = after.iter().map(|e| &e.id).collect();
+    let (done, _) = a.acked(&rest).await;
+    assert_eq!(done.len(), 3);
+}
