@@ -371,7 +371,15 @@ async fn an_unordered_subscription_is_refused_while_the_group_is_consumed_in_ord
 /// it come again each time in order, and are never dead-lettered with it.
 #[tokio::test]
 async fn a_poison_entry_goes_to_the_dead_letters_and_its_partition_moves_on() {
-    use streamgate::pb::consume_request::Kind;
+    async fn nack(open: &mut crate::consume::Open, id: &str) {
+        let ids = vec![id.to_owned()];
+        let kind = pb::consume_request::Kind::Nack(pb::NackIds {
+            ids: ids.clone(),
+            delay_ms: 0,
+        });
+        open.send(kind).await;
+        assert_eq!(open.confirm().await.done, ids);
+    }
     let redis = RedisServer::start();
     let mut gw = TestGateway::start(ordered_config(&redis)).await;
     create(&mut gw, "orders", 2).await;
@@ -394,20 +402,10 @@ async fn a_poison_entry_goes_to_the_dead_letters_and_its_partition_moves_on() {
         assert_eq!(got[0].delivery_count, round, "the head counts a delivery");
         assert!(got[1..].iter().all(|e| e.delivery_count == 1), "{got:?}");
         if round < 3 {
-            a.send(Kind::Nack(pb::NackIds {
-                ids: vec![poison.clone()],
-                delay_ms: 0,
-            }))
-            .await;
-            assert_eq!(a.confirm().await.done, [poison.clone()]);
+            nack(&mut a, &poison).await;
         }
     }
-    a.send(Kind::Nack(pb::NackIds {
-        ids: vec![poison.clone()],
-        delay_ms: 0,
-    }))
-    .await;
-    assert_eq!(a.confirm().await.done, [poison.clone()]);
+    nack(&mut a, &poison).await;
     let after = a.entries(3).await;
     assert_eq!(ids(&after), produced[1..], "the partition moves on");
     let dead = gw
