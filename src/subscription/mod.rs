@@ -213,7 +213,10 @@ impl GroupSignals {
 /// stream of `spec.partitions` partitions (0: a plain stream) each partition is
 /// subscribed as a plain stream would be (its own group state, reclaim,
 /// Nacks, `max_in_flight` and `pending_first`), and the driver reads them
-/// in turn ([`crate::parts`]).
+/// in turn ([`crate::parts`]). In ordered consumption (`spec.holder`) a
+/// coordinator ([`crate::ownership`]) takes the subscription's share of
+/// the partitions, and each partition is read only while owned; an
+/// unordered subscription of a group consumed in order is refused.
 pub async fn start(
     broker: Broker,
     spec: SubscribeSpec,
@@ -279,9 +282,9 @@ pub async fn start(
 }
 
 /// Joins the group of one stream (creating it if asked to): the live
-/// stream to drive.
-/// `ordered`: the partition this is, the subscription's lease identity and
-/// its ownership (ordered consumption).
+/// stream to drive. With `ordered` (the partition this is, the
+/// subscription's lease identity and its ownership) the partition is read
+/// by an [`OrderedPart`].
 async fn prepare(
     broker: Broker,
     spec: SubscribeSpec,
