@@ -45,6 +45,7 @@ use crate::ids::{GroupStart, StreamId};
 use crate::model::Push;
 use crate::ownership::{Owners, Ownership};
 use crate::parts;
+use crate::rewinds::Rewinds;
 use crate::shutdown::Shutdown;
 use ordered::OrderedPart;
 
@@ -91,6 +92,10 @@ pub struct SubscribeSpec {
     /// its partitions' leases, which its in-band acks and Nacks present
     /// too.
     pub holder: Option<Holder>,
+    /// An ordered Consume session's in-band Nacks, which reads of a
+    /// partition must not overlap ([`crate::rewinds`]); set by
+    /// [`crate::consume::start`].
+    pub rewinds: Option<Arc<Rewinds>>,
 }
 
 /// What happens in a group through this gateway that its subscriptions

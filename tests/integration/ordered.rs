@@ -13,7 +13,7 @@ use crate::common::{
     DEADLINE, GatewayProcess, RedisServer, TestGateway, config, event, eventually, ids, next_batch,
     produce, sub, subscribe,
 };
-use crate::consume::open;
+use crate::consume::{open, open_on};
 use crate::metrics::{sample, scrape};
 
 /// Quick rebalancing, so that the tests wait little.
@@ -420,4 +420,64 @@ async fn a_poison_entry_goes_to_the_dead_letters_and_its_partition_moves_on() {
     let rest: Vec<&String> = after.iter().map(|e| &e.id).collect();
     let (done, _) = a.acked(&rest).await;
     assert_eq!(done.len(), 3);
+}
+
+/// Entries of a partition read before an in-band Nack took effect may
+/// already be on their way; they all arrive before the Nack's Confirm, and
+/// after it the partition starts again at the nacked entry, with nothing
+/// missing: so a client that drops, until the Confirm, the entries of the
+/// partition later than the nacked one sees every entry in order. The
+/// client's small HTTP/2 window keeps entries read before the Nack waiting
+/// in the gateway when the Nack arrives.
+#[tokio::test]
+async fn after_a_nacks_confirm_the_partition_starts_again_at_the_nacked_entry() {
+    use streamgate::pb::consume_response::Kind;
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(ordered_config(&redis)).await;
+    create(&mut gw, "orders", 2).await;
+    let addr = gw.gateway.as_ref().unwrap().addr();
+    let narrow = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .initial_stream_window_size(Some(16 * 1024))
+        .initial_connection_window_size(Some(16 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::event_stream_client::EventStreamClient::new(narrow);
+    let open = pb::SubscribeRequest {
+        batch_size: 2,
+        ..ordered("orders", "a")
+    };
+    let mut a = open_on(&mut client, Some(pb::consume_request::Kind::Open(open))).await;
+    await_shares(&gw, "orders", &[("a", 2)]).await;
+    let mut events = keyed_events(1, 40, 0);
+    for e in &mut events {
+        e.fields.insert("payload".into(), "x".repeat(64 * 1024));
+    }
+    let produced = produce(&mut gw, "orders", events).await;
+    let first = a.entries(1).await;
+    let nacked = first[0].id.clone();
+    assert_eq!(nacked, produced[0]);
+    a.send(pb::consume_request::Kind::Nack(pb::NackIds {
+        ids: vec![nacked.clone()],
+        delay_ms: 0,
+    }))
+    .await;
+    // Until the Confirm: whatever was read before the Nack.
+    let mut before = first.len();
+    loop {
+        match a.next().await.expect("the stream goes on") {
+            Some(Kind::Confirm(confirm)) => {
+                assert_eq!(confirm.done, std::slice::from_ref(&nacked));
+                break;
+            }
+            Some(Kind::Batch(batch)) => before += batch.entries.len(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(before < produced.len(), "some were still to be read");
+    // After it: the nacked entry again, then every later one, in order.
+    let again = a.entries(produced.len()).await;
+    let again = ids(&again[..produced.len()]);
+    assert_eq!(again, produced, "{before} arrived before the Confirm");
 }
