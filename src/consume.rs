@@ -160,16 +160,29 @@ impl Applier {
                 op = ops.next() => op,
             };
             let Some(op) = op else { return };
+            // Room for the answer first: a Nack holds its partitions until
+            // its Confirm is queued (see `crate::rewinds`), and must never
+            // hold them (and the reads waiting for them) while a client
+            // that does not read its stream keeps the queue full.
+            let slot = tokio::select! {
+                biased;
+                () = shutdown.triggered() => {
+                    let _ = confirms.try_send(Err(Error::ShuttingDown));
+                    return;
+                }
+                slot = confirms.reserve() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
             let (result, held) = match op {
                 Ok(op) => self.apply(op).await,
                 Err(err) => (Err(err), Vec::new()),
             };
             let failed = result.is_err();
-            // A Nack's partitions stay held until its Confirm is queued
-            // (see `crate::rewinds`).
-            let sent = confirms.send(result).await;
+            slot.send(result);
             drop(held);
-            if sent.is_err() || failed {
+            if failed {
                 return;
             }
         }
