@@ -15,6 +15,7 @@ use crate::broker::BrokerOptions;
 use crate::delivery::LoopSettings;
 use crate::doorbell::DoorbellOptions;
 use crate::limits::{EventLimits, SubscriptionSlots};
+use crate::ownership::OwnershipOptions;
 use crate::tls::{self, RedisTls};
 
 /// Everything [`crate::server::start`] needs. Plain values: build them in
@@ -63,6 +64,16 @@ pub struct Settings {
     /// streams cost Redis about 95 reads a second at the default two
     /// minutes.
     pub idle_recheck_ms: u64,
+
+    /// Ordered consumption: how long a partition's lease (and a
+    /// consumer's membership) lasts without renewal, in milliseconds. A
+    /// gateway that dies holds its partitions that long at most.
+    pub partition_lease_ms: u64,
+
+    /// Ordered consumption: how often each ordered subscription renews its
+    /// membership and rebalances, in milliseconds. A consumer that joins
+    /// or leaves moves partitions within about two of these.
+    pub rebalance_interval_ms: u64,
 
     /// Subscribe batch size when the request sets none.
     pub batch_size: u32,
@@ -177,6 +188,8 @@ impl Default for Settings {
             block_ms: 1000,
             wakeup: Wakeup::Tracking,
             idle_recheck_ms: 120_000,
+            partition_lease_ms: 5000,
+            rebalance_interval_ms: 500,
             batch_size: 10,
             max_batch_size: 10_000,
             max_produce_events: 10_000,
@@ -225,6 +238,9 @@ pub enum Wakeup {
 
 /// Longest `idle_recheck_ms`: one hour.
 pub const MAX_IDLE_RECHECK_MS: u64 = 3_600_000;
+
+/// Longest `rebalance_interval_ms`: one minute.
+pub const MAX_REBALANCE_INTERVAL_MS: u64 = 60_000;
 
 /// Longest `block_ms`: one minute. Longer blocks only delay what waits for
 /// them (a read after acks made through another gateway).
@@ -316,6 +332,19 @@ impl Settings {
             self.idle_recheck_ms,
             1,
             Some(MAX_IDLE_RECHECK_MS),
+        )?;
+        in_range(
+            "rebalance_interval_ms",
+            self.rebalance_interval_ms,
+            1,
+            Some(MAX_REBALANCE_INTERVAL_MS),
+        )?;
+        // Leases are renewed every third of their time, at ticks.
+        in_range(
+            "partition_lease_ms",
+            self.partition_lease_ms,
+            3 * self.rebalance_interval_ms,
+            None,
         )?;
         in_range("batch_size", u64::from(self.batch_size), 1, None)?;
         in_range("max_batch_size", u64::from(self.max_batch_size), 1, None)?;
@@ -430,6 +459,14 @@ impl Settings {
             wakeup: self.wakeup,
             block: Duration::from_millis(self.block_ms),
             idle_recheck: Duration::from_millis(self.idle_recheck_ms),
+        }
+    }
+
+    /// Ordered consumption's timing.
+    pub(crate) fn ownership_options(&self) -> OwnershipOptions {
+        OwnershipOptions {
+            lease: Duration::from_millis(self.partition_lease_ms),
+            rebalance: Duration::from_millis(self.rebalance_interval_ms),
         }
     }
 

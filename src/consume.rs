@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::group_ops::GroupOps;
 use crate::ids::StreamId;
 use crate::model::Push;
+use crate::ownership::Owners;
 use crate::partition::qualified;
 use crate::shutdown::Shutdown;
 use crate::subscription::{self, GroupSignals, SubscribeSpec};
@@ -92,7 +93,7 @@ pub async fn start<S>(
     broker: Broker,
     spec: SubscribeSpec,
     loops: LoopSettings,
-    group: (Arc<GroupSignals>, GroupOps),
+    group: (Arc<GroupSignals>, GroupOps, Arc<Owners>),
     doorbell: &Doorbell,
     shutdown: Shutdown,
     ops: S,
@@ -100,13 +101,13 @@ pub async fn start<S>(
 where
     S: Stream<Item = Result<Op>> + Send + Unpin + 'static,
 {
-    let (signals, group_ops) = group;
+    let (signals, group_ops, owners) = group;
     let partitions = spec.partitions;
     let pushes = subscription::start(
         broker,
         spec.clone(),
         loops,
-        &signals,
+        (&signals, &owners),
         doorbell,
         shutdown.clone(),
     )
@@ -205,10 +206,13 @@ impl Applier {
             0 => spec.stream.clone(),
             _ => partition_stream(&spec.stream, partition),
         };
-        let (group, consumer) = (&spec.group, &spec.consumer);
+        let (group, consumer, holder) = (&spec.group, &spec.consumer, spec.holder.as_ref());
         match kind {
-            OpKind::Ack => ops.ack_each(&stream, group, ids).await,
-            OpKind::Nack => ops.nack(&stream, group, consumer, ids, delay_ms).await,
+            OpKind::Ack => ops.ack_each(&stream, group, holder, ids).await,
+            OpKind::Nack => {
+                ops.nack(&stream, group, consumer, holder, ids, delay_ms)
+                    .await
+            }
             OpKind::Extend => ops.extend(&stream, group, consumer, ids).await,
         }
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 
-use crate::broker::{Broker, Outcome, now_ms};
+use crate::broker::{Broker, Holder, Outcome, now_ms};
 use crate::error::{Error, Result};
 use crate::ids::StreamId;
 use crate::subscription::GroupSignals;
@@ -49,25 +49,54 @@ impl GroupOps {
         Ok(acked)
     }
 
-    /// Acknowledges entries and says which were pending.
-    pub async fn ack_each(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<Outcome> {
-        let outcome = self.broker.ack_each(stream, group, ids).await?;
+    /// The unary Ack on partition stream `partition`: as [`GroupOps::ack`],
+    /// except for entries pending with a consumer that no longer owns the
+    /// partition ([`Broker::ack_owned`]).
+    pub async fn ack_owned(&self, partition: &str, group: &str, ids: &[StreamId]) -> Result<u64> {
+        let acked = self.broker.ack_owned(partition, group, ids).await?;
+        self.acked(partition, group, acked);
+        Ok(acked)
+    }
+
+    /// Acknowledges entries and says which were pending; with a `holder`
+    /// (ordered consumption), only while it holds the partition's lease.
+    pub async fn ack_each(
+        &self,
+        stream: &str,
+        group: &str,
+        holder: Option<&Holder>,
+        ids: &[StreamId],
+    ) -> Result<Outcome> {
+        let outcome = match holder {
+            None => self.broker.ack_each(stream, group, ids).await?,
+            Some(holder) => self.broker.ack_held(stream, group, holder, ids).await?,
+        };
         self.acked(stream, group, outcome.done.len() as u64);
         Ok(outcome)
     }
 
     /// Schedules entries pending for `consumer` for redelivery after
-    /// `delay_ms` (see [`nack_delay`]).
+    /// `delay_ms` (see [`nack_delay`]); with a `holder` (ordered
+    /// consumption, whose consumer it names), only while it holds the
+    /// partition's lease.
     pub async fn nack(
         &self,
         stream: &str,
         group: &str,
         consumer: &str,
+        holder: Option<&Holder>,
         ids: &[StreamId],
         delay_ms: i64,
     ) -> Result<Outcome> {
         let due = now_ms().saturating_add(delay_ms);
-        let outcome = self.broker.nack(stream, group, consumer, ids, due).await?;
+        let outcome = match holder {
+            None => self.broker.nack(stream, group, consumer, ids, due).await?,
+            Some(holder) => {
+                (self.broker)
+                    .nack_held(stream, group, holder, ids, due)
+                    .await?
+            }
+        };
         self.signals.nacked(stream, group, due);
         Ok(outcome)
     }

@@ -108,6 +108,7 @@ pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod namespace;
 pub(crate) mod outage;
+pub(crate) mod ownership;
 pub(crate) mod partition;
 pub(crate) mod parts;
 pub mod pb;

@@ -29,11 +29,13 @@ pub struct Parts<R> {
 }
 
 /// One live stream over `lives`, the live streams of partitions 0, 1, ...
-/// in order. Merging the wake-ups takes a small task per kind; they end
+/// in order; `replans` also wake it (ordered consumption's ownership
+/// changes). Merging the wake-ups takes a small task per kind; they end
 /// with the live stream (or at `shutdown`).
 pub fn combine<R: LiveRead>(
     stream: &str,
     lives: Vec<Live<R>>,
+    replans: Vec<watch::Receiver<i64>>,
     shutdown: &Shutdown,
 ) -> Live<Parts<R>> {
     let room = lives.first().map_or(1, |live| live.room);
@@ -45,7 +47,7 @@ pub fn combine<R: LiveRead>(
         .unwrap_or(Duration::MAX);
     let mut entries = Vec::new();
     let mut rooms = Vec::new();
-    let mut replans = Vec::new();
+    let mut replans = replans;
     let mut parts = Vec::new();
     for live in lives {
         entries.push(live.wakers.entries);

@@ -24,6 +24,7 @@ use crate::group_ops::GroupOps;
 use crate::limits::{BudgetMetrics, ByteBudget, ReadingLayer};
 use crate::local::LocalGrpc;
 use crate::metrics::{self, Metrics, RpcMetricsLayer, WakeupLabels};
+use crate::ownership::Owners;
 use crate::pb::{
     self, event_stream_server::EventStreamServer, stream_admin_server::StreamAdminServer,
 };
@@ -270,6 +271,7 @@ async fn routes(
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
         groups,
+        owners: Arc::new(Owners::new(config.ownership_options(), metrics.clone())),
         doorbell,
         layouts: Arc::default(),
         subscriptions: Arc::new(config.subscription_slots()),

@@ -60,7 +60,7 @@ pub async fn start(
     }))
     .await
     .map_err(|e| e.about(&spec.stream))?;
-    let live = parts::combine(&spec.stream, lives, &shutdown);
+    let live = parts::combine(&spec.stream, lives, Vec::new(), &shutdown);
     Ok(driver::start(live, loops, shutdown))
 }
 

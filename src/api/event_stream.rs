@@ -14,7 +14,7 @@ use super::partitioned_admin::{check_id, check_ids};
 use super::partitioned_replay::Bounds;
 use super::{Caller, Context, bounded, convert, redis_int, required};
 use crate::auth::Permission;
-use crate::broker::{Cap, ReapSpec, TrimTo, now_ms};
+use crate::broker::{Cap, Holder, ReapSpec, TrimTo, now_ms};
 use crate::error::{Error, Result};
 use crate::group_ops::nack_delay;
 use crate::ids::{GroupStart, StreamId};
@@ -244,7 +244,7 @@ impl EventStreamService {
         req: pb::SubscribeRequest,
     ) -> Result<SubscribeSpec> {
         let settings = &self.ctx.settings;
-        let reclaiming = req.reclaim.is_some();
+        let reclaiming = req.reclaim.is_some() || (req.ordered && req.max_deliveries > 0);
         let spec = SubscribeSpec {
             stream: self.ctx.stream(&req.stream)?.to_owned(),
             group: required("group", &req.group)?.to_owned(),
@@ -263,12 +263,13 @@ impl EventStreamService {
             max_in_flight: req.max_in_flight,
             heartbeat: settings.heartbeat(req.heartbeat_ms),
             partitions: 0,
+            holder: req.ordered.then(|| Holder::new(&req.consumer)),
         };
         self.ctx
             .authorize(caller, Permission::Consume, &spec.stream)?;
-        // Only reclaim rounds write dead letters: appending to the
-        // dead-letter stream is a produce there.
-        if spec.reclaim.is_some() {
+        // Only reclaim rounds and ordered reads write dead letters:
+        // appending to the dead-letter stream is a produce there.
+        if reclaiming {
             self.ctx
                 .authorize(caller, Permission::Produce, &spec.dead_letter_stream)?;
         }
@@ -306,7 +307,7 @@ impl EventStream for EventStreamService {
                 ctx.broker.clone(),
                 spec,
                 ctx.settings.loops,
-                &ctx.groups,
+                (&ctx.groups, &ctx.owners),
                 &ctx.doorbell,
                 ctx.shutdown.clone(),
             )

@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::group_ops::GroupOps;
 use crate::limits::{EventLimits, SubscriptionSlots};
 use crate::metrics::Metrics;
+use crate::ownership::Owners;
 use crate::shutdown::Shutdown;
 use crate::subscription::GroupSignals;
 
@@ -73,6 +74,8 @@ pub struct Context {
     pub groups: Arc<GroupSignals>,
     /// Ack, Nack and Extend, for the unary rpcs and Consume alike.
     pub group_ops: GroupOps,
+    /// Ordered consumption's partition ownership.
+    pub owners: Arc<Owners>,
     /// Wakes idle subscriptions and tails when their stream gets entries.
     pub doorbell: Arc<Doorbell>,
     /// Which streams are partitioned, as looked up.

@@ -139,6 +139,9 @@ impl Context {
                     })?;
                 row.pending = found.pending;
                 row.lag = found.lag;
+                if partitions > 0 {
+                    row.owner = (self.broker.lease_owner(name, group).await?).unwrap_or_default();
+                }
             }
             Ok(row)
         }))

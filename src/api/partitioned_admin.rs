@@ -144,7 +144,7 @@ impl Context {
         }
         let counts = Self::each(stream, per.keys().copied(), |p, name| {
             let ids = &per[&p];
-            async move { self.group_ops.ack(&name, group, ids).await }
+            async move { self.group_ops.ack_owned(&name, group, ids).await }
         })
         .await?;
         Ok(counts.into_iter().sum())
@@ -165,7 +165,7 @@ impl Context {
         if n == 0 {
             let ids = per.remove(&0).unwrap_or_default();
             let nacked = (self.group_ops)
-                .nack(stream, group, consumer, &ids, delay_ms)
+                .nack(stream, group, consumer, None, &ids, delay_ms)
                 .await?;
             return Ok(nacked.done.len() as u64);
         }
@@ -173,7 +173,7 @@ impl Context {
             let ids = &per[&p];
             async move {
                 let nacked = (self.group_ops)
-                    .nack(&name, group, consumer, ids, delay_ms)
+                    .nack(&name, group, consumer, None, ids, delay_ms)
                     .await?;
                 Ok(nacked.done.len() as u64)
             }

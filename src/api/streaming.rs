@@ -221,7 +221,11 @@ impl EventStreamService {
                 ctx.broker.clone(),
                 spec,
                 ctx.settings.loops,
-                (ctx.groups.clone(), ctx.group_ops.clone()),
+                (
+                    ctx.groups.clone(),
+                    ctx.group_ops.clone(),
+                    ctx.owners.clone(),
+                ),
                 &ctx.doorbell,
                 ctx.shutdown.clone(),
                 Box::pin(operations(requests, read, partitions)),

@@ -22,7 +22,11 @@
 mod admin;
 mod durable;
 mod layout;
+mod leases;
 mod link;
+mod ordered_read;
+#[cfg(test)]
+mod ordered_tests;
 mod produce;
 mod reads;
 mod recovery;
@@ -44,7 +48,9 @@ use link::{Backend, Link};
 
 pub use admin::{ConsumerInfo, GroupInfo, PendingEntry, PendingFilter, StreamInfo};
 pub use layout::{Layout, partition_stream};
+pub use leases::Holder;
 pub use link::{Node, slot_of};
+pub use ordered_read::{Ordered, OrderedRead, Scan};
 pub use recovery::{Outcome, ReclaimSpec};
 pub use streams::StreamSummary;
 pub use tracking::{Armed, Invalidation, Refused, Tracking};

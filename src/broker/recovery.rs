@@ -41,9 +41,27 @@ pub struct Reclaimed {
     pub next_nack_due_ms: Option<i64>,
 }
 
-/// A dead-letter candidate of a reclaim round.
+/// The dead-letter candidates of a script's reply: rows `{id, owner,
+/// deliveries, reason, {fields...}}` (see `scripts::RECLAIM`).
+pub(super) fn dead_letters(rows: Cursor) -> Result<Vec<DeadLetter>> {
+    let mut dead = Vec::new();
+    for item in rows.rows("dead letter") {
+        let mut item = item?;
+        dead.push(DeadLetter {
+            id: item.next_id()?,
+            owner: item.next_bytes()?,
+            deliveries: item.next_uint()?,
+            reason: item.next_string()?,
+            fields: reply::pairs(item.next_value()?)?,
+        });
+        item.finish()?;
+    }
+    Ok(dead)
+}
+
+/// A dead-letter candidate of a reclaim round or an ordered read.
 #[derive(Clone, Debug)]
-struct DeadLetter {
+pub(super) struct DeadLetter {
     id: StreamId,
     /// The consumer it was pending for.
     owner: Vec<u8>,
@@ -80,7 +98,7 @@ impl Outcome {
 
 impl Broker {
     /// The sorted set holding a group's Nack schedule.
-    fn nack_key(&self, stream: &str, group: &str) -> String {
+    pub(super) fn nack_key(&self, stream: &str, group: &str) -> String {
         self.aux_key(stream, &format!("nack:{group}"))
     }
 
@@ -139,41 +157,51 @@ impl Broker {
             item.finish()?;
             entries.push(Entry::from_pairs(id, fields).delivered(Delivered::Again(count)));
         }
-        let mut dead = Vec::new();
-        for item in parts.next_array("dead letters")?.rows("dead letter") {
-            let mut item = item?;
-            dead.push(DeadLetter {
-                id: item.next_id()?,
-                owner: item.next_bytes()?,
-                deliveries: item.next_uint()?,
-                reason: item.next_string()?,
-                fields: reply::pairs(item.next_value()?)?,
-            });
-            item.finish()?;
-        }
+        let dead = dead_letters(parts.next_array("dead letters")?)?;
         let next_nack_due_ms = match parts.next_string()?.as_str() {
             "" => None,
             // Scores come back as decimal text, possibly in float notation.
             due => due.parse::<f64>().ok().map(|ms| ms as i64),
         };
         parts.finish()?;
-        let (dead_lettered, deleted_ids) = if dead.is_empty() {
-            (Vec::new(), Vec::new())
-        } else {
-            self.write_dead_letters(stream, spec, &dead).await?;
-            let ids: Vec<StreamId> = dead.iter().map(|d| d.id).collect();
-            let acked = self.ack_each(stream, spec.group, &ids).await?.done;
-            dead.into_iter()
-                .filter(|d| acked.contains(&d.id))
-                .partition::<Vec<_>, _>(|d| d.reason != "trimmed")
-        };
+        let (dead_lettered, deleted_ids) = self
+            .bury(stream, spec.group, spec.dead_letter_stream, dead)
+            .await?;
         Ok(Reclaimed {
             entries,
-            deleted_ids: deleted_ids.into_iter().map(|d| d.id).collect(),
-            dead_lettered: dead_lettered.into_iter().map(|d| d.id).collect(),
+            deleted_ids,
+            dead_lettered,
             after,
             next_nack_due_ms,
         })
+    }
+
+    /// Moves dead-letter candidates of `group` to `dead_letter_stream` and
+    /// acknowledges them (steps 1 and 2 of [`Broker::reclaim`]). Answers the
+    /// IDs moved for `max_deliveries` and those found deleted, each only
+    /// if this call acknowledged it.
+    pub(super) async fn bury(
+        &self,
+        stream: &str,
+        group: &str,
+        dead_letter_stream: &str,
+        dead: Vec<DeadLetter>,
+    ) -> Result<(Vec<StreamId>, Vec<StreamId>)> {
+        if dead.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        self.write_dead_letters(stream, group, dead_letter_stream, &dead)
+            .await?;
+        let ids: Vec<StreamId> = dead.iter().map(|d| d.id).collect();
+        let acked = self.ack_each(stream, group, &ids).await?.done;
+        let (moved, deleted): (Vec<_>, Vec<_>) = dead
+            .into_iter()
+            .filter(|d| acked.contains(&d.id))
+            .partition(|d| d.reason != "trimmed");
+        Ok((
+            moved.into_iter().map(|d| d.id).collect(),
+            deleted.into_iter().map(|d| d.id).collect(),
+        ))
     }
 
     /// Step 1 of the dead-letter move (see [`Broker::reclaim`]): one
@@ -182,21 +210,21 @@ impl Broker {
     async fn write_dead_letters(
         &self,
         stream: &str,
-        spec: &ReclaimSpec<'_>,
+        group: &str,
+        dlq: &str,
         dead: &[DeadLetter],
     ) -> Result<()> {
-        let dlq = spec.dead_letter_stream;
         let mut call = scripts::DEAD_LETTER.key(self.key(dlq));
         call.arg((self.options.dedup_window.as_millis() as u64).max(1));
         for letter in dead {
-            let marker = format!("dlq-seen:{stream}:{}:{}", spec.group, letter.id);
+            let marker = format!("dlq-seen:{stream}:{group}:{}", letter.id);
             call.key(self.aux_key(dlq, &marker));
             let deliveries = letter.deliveries.to_string();
             let id = letter.id.to_string();
             let meta: [(&[u8], &[u8]); 6] = [
                 (b"dlq.stream", stream.as_bytes()),
                 (b"dlq.id", id.as_bytes()),
-                (b"dlq.group", spec.group.as_bytes()),
+                (b"dlq.group", group.as_bytes()),
                 (b"dlq.consumer", &letter.owner),
                 (b"dlq.deliveries", deliveries.as_bytes()),
                 (b"dlq.reason", letter.reason.as_bytes()),
@@ -252,7 +280,7 @@ impl Broker {
 
     /// Runs a script that takes `ids` as its last arguments and answers the
     /// ones it acted on.
-    async fn per_id(
+    pub(super) async fn per_id(
         &self,
         mut call: redis::ScriptInvocation<'_>,
         stream: &str,

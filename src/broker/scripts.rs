@@ -149,25 +149,25 @@ return written
 /// stream. ARGV: group, id... Returns the IDs acknowledged. XACK answers 0
 /// for a group that does not exist, so when some ID was not acked the
 /// script asks XPENDING, which fails with NOGROUP for a missing group.
-pub static ACK_EACH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+pub static ACK_EACH: LazyLock<Script> = LazyLock::new(|| Script::new(ACK_EACH_BODY));
+
+/// The text of [`ACK_EACH`] (also run behind a lease check).
+pub const ACK_EACH_BODY: &str = r"
 local done = {}
 for i = 2, #ARGV do
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then done[#done + 1] = ARGV[i] end
 end
 if #done < #ARGV - 1 then redis.call('XPENDING', KEYS[1], ARGV[1]) end
 return done
-"#,
-    )
-});
+";
 
 /// Schedules entries pending for a consumer for redelivery. KEYS: stream,
 /// Nack schedule. ARGV: group, consumer, due time ms, id... Returns the IDs
 /// that were pending for the consumer and are now scheduled.
-pub static NACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+pub static NACK: LazyLock<Script> = LazyLock::new(|| Script::new(NACK_BODY));
+
+/// The text of [`NACK`] (also run behind a lease check).
+pub const NACK_BODY: &str = r"
 local done = {}
 for i = 4, #ARGV do
   if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then
@@ -176,9 +176,7 @@ for i = 4, #ARGV do
   end
 end
 return done
-"#,
-    )
-});
+";
 
 /// Resets the idle time of entries pending for a consumer without counting
 /// a delivery; entries of other consumers are left alone. KEYS: stream.

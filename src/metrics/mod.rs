@@ -45,6 +45,17 @@ pub struct GroupLabels {
     pub group: String,
 }
 
+/// Labels of the ordered-consumption ownership counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OwnershipLabels {
+    /// Client stream name.
+    pub stream: String,
+    /// Group name.
+    pub group: String,
+    /// `acquired`, `released` or `lost`.
+    pub change: &'static str,
+}
+
 /// Labels of the wake-up's connection gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WakeupLabels {
@@ -102,6 +113,10 @@ pub struct Metrics {
     pub group_consumers: Family<GroupLabels, Gauge>,
     /// Per stream: number of entries.
     pub stream_length: Family<StreamLabels, Gauge>,
+    /// Per group: partitions its ordered subscriptions here own.
+    pub partitions_owned: Family<GroupLabels, Gauge>,
+    /// Per group and change: partitions taken, given up or lost here.
+    pub ownership_changes: Family<OwnershipLabels, Counter>,
     streams: Mutex<BTreeSet<String>>,
     polling: std::sync::atomic::AtomicBool,
 }
@@ -133,6 +148,8 @@ impl Metrics {
             group_oldest_pending_idle: Family::default(),
             group_consumers: Family::default(),
             stream_length: Family::default(),
+            partitions_owned: Family::default(),
+            ownership_changes: Family::default(),
             streams: Mutex::new(BTreeSet::new()),
             polling: std::sync::atomic::AtomicBool::new(false),
             registry: Registry::default(),
@@ -229,6 +246,17 @@ impl Metrics {
             "stream_length",
             "Entries in the stream",
             m.stream_length.clone(),
+        );
+        r.register(
+            "partitions_owned",
+            "Partitions of the group owned by its ordered subscriptions on this gateway",
+            m.partitions_owned.clone(),
+        );
+        r.register(
+            "partition_ownership_changes",
+            "Partitions of the group this gateway's ordered subscriptions took (acquired), \
+             gave up in a rebalance or at their end (released), or found taken (lost)",
+            m.ownership_changes.clone(),
         );
         Metrics { registry, ..m }
     }

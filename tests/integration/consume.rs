@@ -15,7 +15,7 @@ use crate::common::{
 };
 
 /// An open Consume stream.
-struct Open {
+pub(crate) struct Open {
     /// `None` once half-closed.
     requests: Option<mpsc::Sender<ConsumeRequest>>,
     responses: Streaming<ConsumeResponse>,
@@ -50,7 +50,7 @@ impl Open {
     }
 
     /// Entries until `n` have arrived; fails on a confirm.
-    async fn entries(&mut self, n: usize) -> Vec<pb::Entry> {
+    pub(crate) async fn entries(&mut self, n: usize) -> Vec<pb::Entry> {
         let mut out = Vec::new();
         while out.len() < n {
             match self.next().await.expect("the stream goes on") {
@@ -62,7 +62,7 @@ impl Open {
     }
 
     /// Acks `ids` and answers the confirm's done and not-pending lists.
-    async fn acked(&mut self, ids: &[&String]) -> (Vec<String>, Vec<String>) {
+    pub(crate) async fn acked(&mut self, ids: &[&String]) -> (Vec<String>, Vec<String>) {
         let ids: Vec<String> = ids.iter().map(|id| (*id).clone()).collect();
         self.ack(&ids).await;
         let confirm = self.confirm().await;
@@ -94,7 +94,7 @@ async fn open_with(gw: &mut TestGateway, first: Option<consume_request::Kind>) -
     }
 }
 
-async fn open(gw: &mut TestGateway, req: pb::SubscribeRequest) -> Open {
+pub(crate) async fn open(gw: &mut TestGateway, req: pb::SubscribeRequest) -> Open {
     open_with(gw, Some(consume_request::Kind::Open(req))).await
 }
 

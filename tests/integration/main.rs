@@ -19,6 +19,7 @@ mod lifecycle;
 mod list_streams;
 mod loss;
 mod metrics;
+mod ordered;
 mod partitioned_admin;
 mod partitioned_replay;
 mod partitions;

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use streamgate::config::{
-    MAX_BLOCK_MS, MAX_EVENT_FIELDS_LIMIT, MAX_IDLE_RECHECK_MS, MIN_MESSAGE_BYTES,
-    MIN_METRICS_POLL_MS, Settings, Wakeup,
+    MAX_BLOCK_MS, MAX_EVENT_FIELDS_LIMIT, MAX_IDLE_RECHECK_MS, MAX_REBALANCE_INTERVAL_MS,
+    MIN_MESSAGE_BYTES, MIN_METRICS_POLL_MS, Settings, Wakeup,
 };
 use streamgate::demo::DemoSettings;
 
@@ -88,6 +88,20 @@ pub struct ServeArgs {
     #[arg(long, env = "STREAMGATE_IDLE_RECHECK_MS", default_value_t = defaults().idle_recheck_ms,
           value_parser = clap::value_parser!(u64).range(1..=MAX_IDLE_RECHECK_MS))]
     pub idle_recheck_ms: u64,
+
+    /// Ordered consumption: how long a partition's lease (and a consumer's
+    /// membership) lasts without renewal, in milliseconds: how long a dead
+    /// gateway's partitions stay unowned. At least three rebalance
+    /// intervals.
+    #[arg(long, env = "STREAMGATE_PARTITION_LEASE_MS", default_value_t = defaults().partition_lease_ms,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub partition_lease_ms: u64,
+
+    /// Ordered consumption: how often each ordered subscription renews its
+    /// membership and rebalances, in milliseconds.
+    #[arg(long, env = "STREAMGATE_REBALANCE_INTERVAL_MS", default_value_t = defaults().rebalance_interval_ms,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_REBALANCE_INTERVAL_MS))]
+    pub rebalance_interval_ms: u64,
 
     /// Subscribe batch size when the request sets none.
     #[arg(long, env = "STREAMGATE_BATCH_SIZE", default_value_t = defaults().batch_size,
@@ -329,6 +343,8 @@ impl From<ServeArgs> for Settings {
             block_ms: args.block_ms,
             wakeup: args.wakeup.into(),
             idle_recheck_ms: args.idle_recheck_ms,
+            partition_lease_ms: args.partition_lease_ms,
+            rebalance_interval_ms: args.rebalance_interval_ms,
             batch_size: args.batch_size,
             max_batch_size: args.max_batch_size,
             max_produce_events: args.max_produce_events,

@@ -129,6 +129,7 @@ pub fn call() -> impl Strategy<Value = Call> {
                 optional_text(),
                 u32s(),
                 option::of(u32s()),
+                any::<bool>(),
             )
         )
             .prop_map(
@@ -140,6 +141,7 @@ pub fn call() -> impl Strategy<Value = Call> {
                         dead_letter_stream,
                         max_in_flight,
                         heartbeat_ms,
+                        ordered,
                     ) = rest;
                     Call::Subscribe(pb::SubscribeRequest {
                         stream,
@@ -157,6 +159,7 @@ pub fn call() -> impl Strategy<Value = Call> {
                         dead_letter_stream,
                         max_in_flight,
                         heartbeat_ms,
+                        ordered,
                     })
                 }
             ),

@@ -20,6 +20,12 @@
 //! `reclaim.interval_ms`, and earlier when a Nack comes due (known from the
 //! Nack itself when it passed through this gateway, else from the previous
 //! round, which reports the group's earliest scheduled Nack).
+//!
+//! In ordered consumption ([`SubscribeSpec::holder`]) each partition is
+//! read by an [`ordered::OrderedPart`] instead, while the subscription owns
+//! it ([`crate::ownership`]).
+
+mod ordered;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -30,15 +36,17 @@ use tokio::time::Instant;
 
 use futures_util::future::try_join_all;
 
-use crate::broker::{Broker, ReclaimSpec, now_ms, partition_stream};
+use crate::broker::{Broker, Holder, ReclaimSpec, now_ms, partition_stream};
 use crate::delivery::{Delivery, LoopSettings};
 use crate::doorbell::Doorbell;
 use crate::driver::{self, Found, Live, LiveRead, Then, Wakers};
 use crate::error::{Error, Result};
 use crate::ids::{GroupStart, StreamId};
 use crate::model::Push;
+use crate::ownership::{Owners, Ownership};
 use crate::parts;
 use crate::shutdown::Shutdown;
+use ordered::OrderedPart;
 
 /// Automatic recovery settings.
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +87,10 @@ pub struct SubscribeSpec {
     /// The stream's partitions, 0 for a plain stream: looked up when the
     /// call starts (see [`crate::partition::Layouts`]).
     pub partitions: u32,
+    /// Ordered consumption (`ordered`): the subscription's identity in
+    /// its partitions' leases, which its in-band acks and Nacks present
+    /// too.
+    pub holder: Option<Holder>,
 }
 
 /// What happens in a group through this gateway that its subscriptions
@@ -206,35 +218,63 @@ pub async fn start(
     broker: Broker,
     spec: SubscribeSpec,
     loops: LoopSettings,
-    signals: &GroupSignals,
+    group: (&GroupSignals, &Owners),
     doorbell: &Doorbell,
     shutdown: Shutdown,
 ) -> Result<Delivery<Push>> {
+    let (signals, owners) = group;
     if spec.partitions == 0 {
-        let live = prepare(broker, spec, signals, doorbell).await?;
+        if spec.holder.is_some() {
+            return Err(Error::invalid(
+                "ordered",
+                format!(
+                    "needs a partitioned stream; {:?} is not one (CreateStream with partitions)",
+                    spec.stream
+                ),
+            ));
+        }
+        let live = prepare(broker, spec, signals, doorbell, None).await?;
         return Ok(driver::start(live, loops, shutdown));
     }
+    let ownership = spec.holder.clone().map(|holder| {
+        let ownership = owners.start(
+            broker.clone(),
+            &spec.stream,
+            &spec.group,
+            holder.clone(),
+            spec.partitions,
+            &shutdown,
+        );
+        (holder, ownership)
+    });
     let lives = try_join_all((0..spec.partitions).map(|p| {
         let spec = SubscribeSpec {
             stream: partition_stream(&spec.stream, p),
             partitions: 0,
             ..spec.clone()
         };
-        prepare(broker.clone(), spec, signals, doorbell)
+        let ordered = ownership
+            .clone()
+            .map(|(holder, ownership)| (p, holder, ownership));
+        prepare(broker.clone(), spec, signals, doorbell, ordered)
     }))
     .await
     .map_err(|e| e.about(&spec.stream))?;
-    let live = parts::combine(&spec.stream, lives, &shutdown);
+    let changes = ownership.iter().map(|(_, o)| o.changes()).collect();
+    let live = parts::combine(&spec.stream, lives, changes, &shutdown);
     Ok(driver::start(live, loops, shutdown))
 }
 
 /// Joins the group of one stream (creating it if asked to): the live
 /// stream to drive.
+/// `ordered`: the partition this is, the subscription's lease identity and
+/// its ownership (ordered consumption).
 async fn prepare(
     broker: Broker,
     spec: SubscribeSpec,
     signals: &GroupSignals,
     doorbell: &Doorbell,
+    ordered: Option<(u32, Holder, Arc<Ownership>)>,
 ) -> Result<Live<Subscription>> {
     let group = signals.watch(&spec.stream, &spec.group);
     let bell = doorbell.watch(&spec.stream).await?;
@@ -243,12 +283,28 @@ async fn prepare(
             .create_group(&spec.stream, &spec.group, spec.group_start, true)
             .await?;
     }
-    let reclaim = spec.reclaim.map(|options| Reclaim::new(options, &group));
+    let ordered = ordered.map(|(partition, holder, ownership)| {
+        OrderedPart::new(
+            partition,
+            holder,
+            ownership,
+            spec.reclaim,
+            group.nack_inbox(),
+        )
+    });
+    // An ordered reader re-delivers on its own (see `OrderedPart`).
+    let reclaim = (spec.reclaim)
+        .filter(|_| ordered.is_none())
+        .map(|options| Reclaim::new(options, &group));
+    let replan = match &ordered {
+        Some(part) => Some(part.nacks.subscribe()),
+        None => reclaim.as_ref().map(Reclaim::replan),
+    };
     let wakers = Wakers {
         entries: bell.rings,
         recheck: bell.recheck,
         room: (spec.max_in_flight > 0).then(|| group.acked.subscribe()),
-        replan: reclaim.as_ref().map(Reclaim::replan),
+        replan,
     };
     let live = Live {
         room: spec.batch_size,
@@ -261,6 +317,7 @@ async fn prepare(
                 From::New
             },
             reclaim,
+            ordered,
             broker,
             spec,
             waiting_for_room: false,
@@ -361,6 +418,9 @@ struct Subscription {
     spec: SubscribeSpec,
     from: From,
     reclaim: Option<Reclaim>,
+    /// Ordered consumption: the partition's ordered reader, which then
+    /// does all the reading.
+    ordered: Option<OrderedPart>,
     /// The last read found no room under `max_in_flight`: no timed work
     /// until room frees up.
     waiting_for_room: bool,
@@ -410,6 +470,9 @@ impl LiveRead for Subscription {
     }
 
     fn due(&self) -> Option<Instant> {
+        if let Some(ordered) = &self.ordered {
+            return ordered.due();
+        }
         if self.waiting_for_room {
             return None;
         }
@@ -427,6 +490,9 @@ impl Subscription {
                 .create_group(&spec.stream, &spec.group, spec.group_start, true)
                 .await?;
             self.group_lost = false;
+        }
+        if let Some(ordered) = &mut self.ordered {
+            return ordered.read(&self.broker, &self.spec, room).await;
         }
         if let From::Pending(after) = self.from {
             // The consumer's own PEL already counts against
