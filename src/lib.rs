@@ -37,6 +37,9 @@
 //! - [`partition`]: partitioned streams at the API: which streams are
 //!   partitioned (looked up once per gateway), the key hash, qualified IDs;
 //!   the layout itself lives at the stream's key (`broker::layout`).
+//! - [`ownership`]: ordered consumption's partition ownership: a
+//!   rebalancing task per ordered subscription (membership, shares,
+//!   leases in Redis); the subscription reads only what it owns.
 //! - [`metrics`]: the Prometheus registry, the per-RPC metrics layer,
 //!   `/metrics` and the group poller.
 //! - [`local`]: the gateway's routes as an in-process gRPC handle.

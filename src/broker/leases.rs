@@ -164,6 +164,14 @@ impl Broker {
         Ok(members)
     }
 
+    /// Whether `group` has ordered members on `stream` (live, or lapsed
+    /// less than two lease times ago).
+    pub async fn has_ordered_members(&self, stream: &str, group: &str) -> Result<bool> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.members_key(stream, group));
+        Ok(reply::uint(self.query(&cmd, stream, Some(group)).await?, "EXISTS")? == 1)
+    }
+
     /// Ends `consumer`'s membership at once (its last subscription here
     /// ended), so the others need not wait for it to lapse.
     pub async fn leave_membership(&self, stream: &str, group: &str, consumer: &str) -> Result<()> {

@@ -127,6 +127,7 @@ pub(super) async fn stream(
         Err(status) => return Err(status),
     };
     let mut groups = Vec::new();
+    let partitioned = info.as_ref().is_some_and(|i| i.partitions > 0);
     if info.is_some() {
         let listed = admin
             .list_groups(who.request(pb::ListGroupsRequest {
@@ -136,7 +137,7 @@ pub(super) async fn stream(
             .into_inner()
             .groups;
         for g in listed {
-            groups.push(group(local, who, name, g).await?);
+            groups.push(group(local, who, name, g, partitioned).await?);
         }
     }
     let dead_letter = format!("{name}:dlq");
@@ -190,15 +191,35 @@ pub(super) async fn stream(
     }))
 }
 
-/// One group with its consumers and pending entries. A group deleted
-/// between the listing and these calls is shown empty.
+/// One group with its consumers and pending entries, and on a
+/// `partitioned` stream the owner of each partition (ordered consumption;
+/// "" where none). A group deleted between the listing and these calls is
+/// shown empty.
 async fn group(
     local: &LocalGrpc,
     who: &OnBehalf,
     stream: &str,
     g: pb::GroupInfo,
+    partitioned: bool,
 ) -> Result<Value, Status> {
     let mut admin = local.admin();
+    let owners: Vec<String> = if partitioned {
+        match admin
+            .list_partitions(who.request(pb::ListPartitionsRequest {
+                stream: stream.to_owned(),
+                group: g.name.clone(),
+            }))
+            .await
+        {
+            Ok(r) => (r.into_inner().partitions.into_iter())
+                .map(|p| p.owner)
+                .collect(),
+            Err(status) if status.code() == Code::NotFound => Vec::new(),
+            Err(status) => return Err(status),
+        }
+    } else {
+        Vec::new()
+    };
     let consumers = match admin
         .list_consumers(who.request(pb::ListConsumersRequest {
             stream: stream.to_owned(),
@@ -254,6 +275,7 @@ async fn group(
         "entries_read": g.entries_read,
         "consumers": consumers,
         "pending_entries": pending,
+        "owners": owners,
     }))
 }
 

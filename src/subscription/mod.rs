@@ -236,6 +236,19 @@ pub async fn start(
         let live = prepare(broker, spec, signals, doorbell, None).await?;
         return Ok(driver::start(live, loops, shutdown));
     }
+    if spec.holder.is_none()
+        && broker
+            .has_ordered_members(&spec.stream, &spec.group)
+            .await?
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "group {:?} of {:?} is consumed in order (ordered subscriptions are open); an \
+             unordered subscription would read every partition and break that order: subscribe \
+             with `ordered`, or wait until the ordered consumers are gone (their membership \
+             lapses within two --partition-lease-ms)",
+            spec.group, spec.stream
+        )));
+    }
     let ownership = spec.holder.clone().map(|holder| {
         let ownership = owners.start(
             broker.clone(),

@@ -668,3 +668,45 @@ async fn the_view_of_a_partitioned_stream_lists_its_partitions() {
     assert_eq!(total, 12);
     assert_eq!(partitions[2]["key"], "payments{2");
 }
+
+/// Ordered consumption in the view: each group lists the owner of every
+/// partition, and the owners move as consumers come and go.
+#[tokio::test]
+async fn the_view_shows_which_consumer_owns_each_partition() {
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(config(&redis)).await;
+    let http_addr = dashboard_of(&gw, streamgate::dashboard::LiveLimits::default()).await;
+    gw.admin
+        .create_stream(pb::CreateStreamRequest {
+            stream: "payments".into(),
+            partitions: 4,
+        })
+        .await
+        .unwrap();
+    let ordered = |consumer: &str| pb::SubscribeRequest {
+        ordered: true,
+        ..crate::common::sub("payments", "billing", consumer)
+    };
+    // Waits until the view's owners are `want`, partition by partition
+    // sorted (which consumer gets which partitions is the gateway's
+    // choice; how many is not).
+    let shows = |want: &'static [&'static str]| async move {
+        crate::common::eventually(&format!("owners {want:?}"), || async {
+            let view = json(http_addr, "GET", "/api/stream?stream=payments", None, None).await;
+            let mut owners: Vec<String> = (view["groups"][0]["owners"].as_array()?.iter())
+                .map(|o| o.as_str().unwrap_or_default().to_owned())
+                .collect();
+            owners.sort();
+            (owners == want).then_some(())
+        })
+        .await
+    };
+    let a = crate::common::subscribe(&mut gw, ordered("a")).await;
+    shows(&["a", "a", "a", "a"]).await;
+    let b = crate::common::subscribe(&mut gw, ordered("b")).await;
+    shows(&["a", "a", "b", "b"]).await;
+    drop(a);
+    shows(&["b", "b", "b", "b"]).await;
+    drop(b);
+    shows(&["", "", "", ""]).await;
+}

@@ -14,6 +14,7 @@ use crate::common::{
     produce, sub, subscribe,
 };
 use crate::consume::open;
+use crate::metrics::{sample, scrape};
 
 /// Quick rebalancing, so that the tests wait little.
 fn ordered_config(redis: &RedisServer) -> Settings {
@@ -130,14 +131,41 @@ async fn ordered_needs_a_partitioned_stream() {
     assert!(status.message().contains("ordered"), "{status:?}");
 }
 
+/// Waits until the gateway's metrics show `series` at `value`.
+async fn await_metric(gw: &TestGateway, series: &str, value: f64) {
+    let addr = gw
+        .gateway
+        .as_ref()
+        .unwrap()
+        .metrics_addr()
+        .expect("metrics on");
+    eventually(&format!("{series} at {value}"), || async move {
+        (sample(&scrape(addr).await, series) == Some(value)).then_some(())
+    })
+    .await;
+}
+
+const OWNED: &str = r#"streamgate_partitions_owned{stream="orders",group="g"}"#;
+
+fn changes(change: &str) -> String {
+    format!(
+        r#"streamgate_partition_ownership_changes_total{{stream="orders",group="g",change="{change}"}}"#
+    )
+}
+
 #[tokio::test]
 async fn partitions_are_shared_evenly_and_each_is_read_by_its_owner_only() {
     let redis = RedisServer::start();
-    let mut gw = TestGateway::start(ordered_config(&redis)).await;
+    let mut gw = TestGateway::start(Settings {
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..ordered_config(&redis)
+    })
+    .await;
     create(&mut gw, "orders", 4).await;
     let mut a = subscribe(&mut gw, ordered("orders", "a")).await;
     let mut b = subscribe(&mut gw, ordered("orders", "b")).await;
     let owners = await_shares(&gw, "orders", &[("a", 2), ("b", 2)]).await;
+    await_metric(&gw, OWNED, 4.0).await;
     produce(&mut gw, "orders", keyed_events(8, 5, 0)).await;
     let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
     while got_a.len() + got_b.len() < 40 {
@@ -161,6 +189,15 @@ async fn partitions_are_shared_evenly_and_each_is_read_by_its_owner_only() {
     await_shares(&gw, "orders", &[("a", 2), ("c", 2)]).await;
     drop((a, c));
     await_shares(&gw, "orders", &[("", 4)]).await;
+    await_metric(&gw, OWNED, 0.0).await;
+    let addr = gw.gateway.as_ref().unwrap().metrics_addr().unwrap();
+    let text = scrape(addr).await;
+    let (acquired, released) = (
+        sample(&text, &changes("acquired")).unwrap(),
+        sample(&text, &changes("released")).unwrap(),
+    );
+    assert!(acquired >= 6.0, "a, b, then c and a after b left: {text}");
+    assert_eq!(acquired, released, "everything taken was given up: {text}");
 }
 
 #[tokio::test]
@@ -300,4 +337,31 @@ async fn a_dead_gateways_partitions_are_taken_over_after_the_lease_time() {
     let mut seen = ids(&got);
     seen.sort_by_key(|id| id.split_once('/').map(|(p, _)| p.to_owned()));
     assert_eq!(seen, want, "every entry, in order within its partition");
+}
+
+/// An unordered subscription would read every partition under the ordered
+/// consumers' feet: refused while they are there, allowed once they left.
+#[tokio::test]
+async fn an_unordered_subscription_is_refused_while_the_group_is_consumed_in_order() {
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(ordered_config(&redis)).await;
+    create(&mut gw, "orders", 2).await;
+    let a = subscribe(&mut gw, ordered("orders", "a")).await;
+    await_shares(&gw, "orders", &[("a", 2)]).await;
+    let status = gw
+        .events
+        .subscribe(sub("orders", "g", "b"))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("ordered"), "{status:?}");
+    // Another group is not concerned.
+    let _other = subscribe(&mut gw, sub("orders", "other", "b")).await;
+    drop(a);
+    await_shares(&gw, "orders", &[("", 2)]).await;
+    eventually("the unordered subscription is let in", || {
+        let mut events = gw.events.clone();
+        async move { events.subscribe(sub("orders", "g", "b")).await.ok() }
+    })
+    .await;
 }

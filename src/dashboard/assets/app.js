@@ -327,15 +327,20 @@ function renderGroups(groups, demo) {
       ' · pending ', el('b', {}, g.pending),
       ' · lag ', el('b', {}, g.lag === null ? 'unknown' : g.lag),
       ' · last delivered ', el('b', {}, g.last_delivered_id)),
+    ownersLine(g.owners),
     el('table', { class: 'consumers' },
       el('thead', {}, el('tr', {}, el('th', {}, 'Consumer'), el('th', {}, 'Pending'),
-        el('th', {}, 'Idle'), el('th', {}, 'Inactive'), el('th', {}, 'Processed'))),
+        el('th', {}, 'Idle'), el('th', {}, 'Inactive'), el('th', {}, 'Processed'),
+        g.owners.length ? el('th', {}, 'Owns partitions') : null)),
       el('tbody', {}, g.consumers.map((c) => {
         const d = demoByName[g.name + '/' + c.name];
+        const owns = ownedBy(g.owners, c.name);
         return el('tr', { 'data-consumer': c.name },
           el('td', {}, c.name), el('td', { class: 'pending' }, c.pending),
           el('td', {}, ms(c.idle_ms)), el('td', {}, ms(c.inactive_ms)),
-          el('td', {}, d ? d.processed : '–'));
+          el('td', {}, d ? d.processed : '–'),
+          g.owners.length ? el('td', { class: 'owns', 'data-owns': owns.join(',') },
+            owns.length ? owns.join(', ') : '–') : null);
       }))),
     el('table', { class: 'pending-entries' },
       el('thead', {}, el('tr', {}, el('th', {}, 'Pending ID'), el('th', {}, 'Consumer'),
@@ -345,6 +350,22 @@ function renderGroups(groups, demo) {
         : g.pending_entries.map((p) => el('tr', { 'data-id': p.id },
           el('td', { class: 'id' }, p.id), el('td', {}, p.consumer),
           el('td', {}, ms(p.idle_ms)), el('td', { class: 'count' }, p.delivery_count))))))));
+}
+
+// The partitions `consumer` owns (ordered consumption), from a group's
+// `owners` (the owner of each partition, '' where none).
+function ownedBy(owners, consumer) {
+  return owners.flatMap((owner, p) => (owner === consumer ? [p] : []));
+}
+
+// Ordered consumption at a glance: how many partitions have an owner.
+function ownersLine(owners) {
+  if (!owners.length || owners.every((o) => !o)) return null;
+  const unowned = ownedBy(owners, '');
+  return el('div', { class: 'facts owners' },
+    'ordered: ', el('b', {}, owners.length - unowned.length), ' of ', el('b', {}, owners.length),
+    ' partitions owned',
+    unowned.length ? ' · unowned: ' + unowned.join(', ') : '');
 }
 
 function renderDemo(demo) {
