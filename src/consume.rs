@@ -26,6 +26,7 @@ use crate::ids::StreamId;
 use crate::model::Push;
 use crate::ownership::Owners;
 use crate::partition::qualified;
+use crate::rewinds::{Held, Rewinds};
 use crate::shutdown::Shutdown;
 use crate::subscription::{self, GroupSignals, SubscribeSpec};
 
@@ -103,6 +104,10 @@ where
 {
     let (signals, group_ops, owners) = group;
     let partitions = spec.partitions;
+    let spec = SubscribeSpec {
+        rewinds: (spec.holder.is_some() && partitions > 0).then(|| Rewinds::new(partitions)),
+        ..spec
+    };
     let pushes = subscription::start(
         broker,
         spec.clone(),
@@ -113,6 +118,7 @@ where
     )
     .await?;
     let (confirms, confirmed) = mpsc::channel(CONFIRM_BUFFER);
+    let rewinds = spec.rewinds.clone();
     let applier = Applier {
         group_ops,
         spec,
@@ -122,6 +128,7 @@ where
     Ok(Session {
         pushes: Some(pushes),
         confirms: confirmed,
+        rewinds,
         ended: false,
     })
 }
@@ -153,34 +160,73 @@ impl Applier {
                 op = ops.next() => op,
             };
             let Some(op) = op else { return };
-            let result = match op {
+            let (result, held) = match op {
                 Ok(op) => self.apply(op).await,
-                Err(err) => Err(err),
+                Err(err) => (Err(err), Vec::new()),
             };
             let failed = result.is_err();
-            if confirms.send(result).await.is_err() || failed {
+            // A Nack's partitions stay held until its Confirm is queued
+            // (see `crate::rewinds`).
+            let sent = confirms.send(result).await;
+            drop(held);
+            if sent.is_err() || failed {
                 return;
             }
         }
     }
 
-    /// Applies `op` partition by partition (on a plain stream: once).
-    async fn apply(&self, op: Op) -> Result<Confirm> {
+    /// Applies `op` partition by partition (on a plain stream: once). An
+    /// ordered session's Nack holds its partitions until the caller has
+    /// queued the Confirm, and moves the epoch of each partition where it
+    /// took effect ([`Rewinds::nacked`]).
+    async fn apply(&self, op: Op) -> (Result<Confirm>, Vec<Held>) {
         let (kind, ids, delay_ms) = match op {
             Op::Ack(ids) => (OpKind::Ack, ids, 0),
             Op::Nack { ids, delay_ms } => (OpKind::Nack, ids, delay_ms),
             Op::Extend(ids) => (OpKind::Extend, ids, 0),
         };
+        let groups = by_partition(ids);
+        let rewinds = self.spec.rewinds.as_ref().filter(|_| kind == OpKind::Nack);
+        let mut held = match rewinds {
+            Some(rewinds) => {
+                let partitions: Vec<u32> = groups.iter().map(|(p, _)| *p).collect();
+                rewinds.hold_all(&partitions).await
+            }
+            None => Vec::new(),
+        };
+        let confirm = self.apply_each(kind, groups, delay_ms, &mut held).await;
+        (confirm, held)
+    }
+
+    /// [`Applier::apply`] on `groups` (IDs by partition), with `held` the
+    /// held partitions of an ordered session's Nack, in increasing order.
+    async fn apply_each(
+        &self,
+        kind: OpKind,
+        groups: Vec<(u32, Vec<StreamId>)>,
+        delay_ms: i64,
+        held: &mut [Held],
+    ) -> Result<Confirm> {
         let mut confirm = Confirm {
             op: kind,
             done: Vec::new(),
             not_pending: Vec::new(),
         };
-        for (partition, ids) in by_partition(ids) {
+        let mut order: Vec<u32> = groups.iter().map(|(p, _)| *p).collect();
+        order.sort_unstable();
+        order.dedup();
+        for (partition, ids) in groups {
             let outcome = self
                 .apply_on(kind, partition, &ids, delay_ms)
                 .await
                 .map_err(|e| e.about(&self.spec.stream))?;
+            if let (OpKind::Nack, Some(rewinds), Some(from)) =
+                (kind, &self.spec.rewinds, outcome.done.iter().min())
+                && let Ok(i) = order.binary_search(&partition)
+                && let Some(guard) = held.get_mut(i)
+            {
+                rewinds.nacked(partition, guard, *from);
+            }
             let show = |id: &StreamId| match self.partitions {
                 0 => id.to_string(),
                 _ => qualified(partition, &id.to_string()),
@@ -233,11 +279,14 @@ fn by_partition(ids: Vec<EntryId>) -> Vec<(u32, Vec<StreamId>)> {
 
 /// The response stream of a Consume call: the subscription's pushes and
 /// the confirms, merged. Confirms go first, so a client waiting for one is
-/// never held up behind a batch.
+/// never held up behind a batch (and, in an ordered session, so that what
+/// was read after a Nack follows its Confirm: see [`crate::rewinds`]).
 pub struct Session {
     /// The subscription; dropped (which stops it) when the session ends.
     pushes: Option<Delivery<Push>>,
     confirms: mpsc::Receiver<Result<Confirm>>,
+    /// An ordered session's Nacks: entries they overtook are dropped.
+    rewinds: Option<Arc<Rewinds>>,
     ended: bool,
 }
 
@@ -262,7 +311,17 @@ impl Stream for Session {
         let Some(pushes) = self.pushes.as_mut() else {
             return Poll::Pending;
         };
-        match Pin::new(pushes).poll_next(cx) {
+        let polled = Pin::new(pushes).poll_next(cx);
+        match polled {
+            Poll::Ready(Some(Ok(Push::Entries(mut entries)))) if self.rewinds.is_some() => {
+                let rewinds = self.rewinds.as_ref().expect("checked");
+                entries.retain(|e| !rewinds.stale(e.partition.unwrap_or(0), e.epoch, e.id));
+                if entries.is_empty() {
+                    // Nothing left to send: poll again (registers the waker).
+                    return self.poll_next(cx);
+                }
+                Poll::Ready(Some(Ok(Out::Push(Push::Entries(entries)))))
+            }
             Poll::Ready(Some(Ok(push))) => Poll::Ready(Some(Ok(Out::Push(push)))),
             Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(self.end(err)))),
             Poll::Ready(None) => {

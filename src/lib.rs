@@ -116,6 +116,7 @@ pub(crate) mod partition;
 pub(crate) mod parts;
 pub mod pb;
 pub(crate) mod replay;
+pub(crate) mod rewinds;
 pub mod server;
 pub(crate) mod shutdown;
 pub(crate) mod subscription;

@@ -127,6 +127,10 @@ pub struct Entry {
     /// The partition it was read from, on a partitioned stream (its ID
     /// goes out qualified: `<partition>/<ms>-<seq>`).
     pub partition: Option<u32>,
+    /// In an ordered Consume session: the partition's epoch when it was
+    /// read, which tells whether an in-band Nack overtook it
+    /// ([`crate::rewinds`]). Never sent.
+    pub epoch: u64,
 }
 
 /// How an entry reached its reader. Sets `delivery_count` and

@@ -264,6 +264,7 @@ impl EventStreamService {
             heartbeat: settings.heartbeat(req.heartbeat_ms),
             partitions: 0,
             holder: req.ordered.then(|| Holder::new(&req.consumer)),
+            rewinds: None,
         };
         self.ctx
             .authorize(caller, Permission::Consume, &spec.stream)?;

@@ -195,6 +195,7 @@ impl Owners {
             state: state.clone(),
             tally: tally.clone(),
             renewed: vec![None; partitions as usize],
+            draining: Vec::new(),
         };
         shutdown.spawn(coordinator.run(gone, shutdown.clone()));
         Arc::new(Ownership {
@@ -217,6 +218,10 @@ struct Coordinator {
     tally: Tally,
     /// When each owned partition's lease was last taken or renewed.
     renewed: Vec<Option<Instant>>,
+    /// Partitions given up at the last tick whose lease is still held, so
+    /// that the consumer's acks of what it already received still count
+    /// (see [`Coordinator::give_up`]).
+    draining: Vec<u32>,
 }
 
 /// Failed rebalance ticks are logged once a minute per gateway.
@@ -259,11 +264,14 @@ impl Coordinator {
         let members = (self.broker)
             .renew_membership(&self.stream, &self.group, &me, lease_ms)
             .await?;
+        for p in std::mem::take(&mut self.draining) {
+            self.release_lease(p).await?;
+        }
         let share = plan::share(&members, &me, self.partitions);
         let owned = self.state.owned();
         if owned.len() as u32 > share {
             for p in plan::surplus(&owned, share) {
-                self.release(p).await?;
+                self.give_up(p).await?;
             }
         } else if (owned.len() as u32) < share {
             self.take(&members, &me, share - owned.len() as u32).await?;
@@ -307,11 +315,31 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Gives `partition` up: readers stop first, then the lease goes.
-    async fn release(&mut self, partition: u32) -> Result<()> {
+    /// Gives `partition` up in a rebalance, cooperatively: its reader
+    /// stops at once; the lease goes at once if the consumer holds nothing
+    /// of the partition, else at the next tick, so that the acks of what it
+    /// already received still take effect (the lease fences them) instead
+    /// of those entries going to the next owner again. One tick is all a
+    /// hand-off waits: a consumer slower than that gets duplicates, not a
+    /// stalled rebalance.
+    async fn give_up(&mut self, partition: u32) -> Result<()> {
         if self.state.set(partition, false) {
             self.tally.change("released", -1);
         }
+        let name = self.partition(partition);
+        let held = (self.broker)
+            .consumer_pending(&name, &self.group, self.holder.consumer())
+            .await?;
+        if held == 0 {
+            self.release_lease(partition).await
+        } else {
+            self.draining.push(partition);
+            Ok(())
+        }
+    }
+
+    /// Deletes `partition`'s lease, if still ours.
+    async fn release_lease(&mut self, partition: u32) -> Result<()> {
         self.renewed[partition as usize] = None;
         let name = self.partition(partition);
         (self.broker)
@@ -364,7 +392,13 @@ impl Coordinator {
     /// time. Best effort: what fails here lapses by itself.
     async fn leave(mut self) {
         for p in self.state.owned() {
-            let _ = self.release(p).await;
+            if self.state.set(p, false) {
+                self.tally.change("released", -1);
+            }
+            let _ = self.release_lease(p).await;
+        }
+        for p in std::mem::take(&mut self.draining) {
+            let _ = self.release_lease(p).await;
         }
         let me = self.holder.consumer().to_owned();
         let _ = (self.broker)

@@ -45,6 +45,7 @@ use crate::ids::{GroupStart, StreamId};
 use crate::model::Push;
 use crate::ownership::{Owners, Ownership};
 use crate::parts;
+use crate::rewinds::Rewinds;
 use crate::shutdown::Shutdown;
 use ordered::OrderedPart;
 
@@ -91,6 +92,10 @@ pub struct SubscribeSpec {
     /// its partitions' leases, which its in-band acks and Nacks present
     /// too.
     pub holder: Option<Holder>,
+    /// An ordered Consume session's in-band Nacks, which reads of a
+    /// partition must not overlap ([`crate::rewinds`]); set by
+    /// [`crate::consume::start`].
+    pub rewinds: Option<Arc<Rewinds>>,
 }
 
 /// What happens in a group through this gateway that its subscriptions
@@ -213,7 +218,10 @@ impl GroupSignals {
 /// stream of `spec.partitions` partitions (0: a plain stream) each partition is
 /// subscribed as a plain stream would be (its own group state, reclaim,
 /// Nacks, `max_in_flight` and `pending_first`), and the driver reads them
-/// in turn ([`crate::parts`]).
+/// in turn ([`crate::parts`]). In ordered consumption (`spec.holder`) a
+/// coordinator ([`crate::ownership`]) takes the subscription's share of
+/// the partitions, and each partition is read only while owned; an
+/// unordered subscription of a group consumed in order is refused.
 pub async fn start(
     broker: Broker,
     spec: SubscribeSpec,
@@ -279,9 +287,9 @@ pub async fn start(
 }
 
 /// Joins the group of one stream (creating it if asked to): the live
-/// stream to drive.
-/// `ordered`: the partition this is, the subscription's lease identity and
-/// its ownership (ordered consumption).
+/// stream to drive. With `ordered` (the partition this is, the
+/// subscription's lease identity and its ownership) the partition is read
+/// by an [`OrderedPart`].
 async fn prepare(
     broker: Broker,
     spec: SubscribeSpec,

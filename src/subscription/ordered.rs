@@ -95,7 +95,16 @@ impl OrderedPart {
             min_idle_ms,
             max_in_flight: spec.max_in_flight,
         };
-        Ok(match broker.read_ordered(&spec.stream, &read).await? {
+        // An in-band Nack of this partition never overlaps a read of it
+        // (see `crate::rewinds`); the entries carry the epoch read in.
+        let held = match &spec.rewinds {
+            Some(rewinds) => Some(rewinds.hold(self.partition).await),
+            None => None,
+        };
+        let outcome = broker.read_ordered(&spec.stream, &read).await?;
+        let read_in = held.as_deref().copied().unwrap_or(0);
+        drop(held);
+        Ok(match outcome {
             Ordered::Lost => {
                 self.ownership.lost(self.partition, epoch);
                 Found::nothing(Then::AwaitEntries)
@@ -105,7 +114,10 @@ impl OrderedPart {
                 Found::nothing(Then::AwaitEntries)
             }
             Ordered::Full => Found::nothing(Then::AwaitRoom),
-            Ordered::Read { entries, next } => {
+            Ordered::Read { mut entries, next } => {
+                for entry in &mut entries {
+                    entry.epoch = read_in;
+                }
                 let scanning = matches!(self.scan, Scan::Pending(_));
                 self.scan = next;
                 let then = if scanning {

@@ -31,6 +31,7 @@ async fn the_gateway_serves_a_redis_cluster_on_every_master() {
     produce_stream_and_consume_work_on_every_master(&cluster).await;
     partitions_spread_over_the_masters(&cluster).await;
     every_rpc_works_on_a_partitioned_stream(&cluster).await;
+    ordered_consumption_spans_the_masters(&cluster).await;
     // Last: it changes which master serves a slot.
     a_moved_slot_rehomes_the_doorbell(&cluster).await;
 }
@@ -985,6 +986,90 @@ async fn blocked_reader_on(node: &RedisServer, what: &str) {
             .query(&mut node.conn())
             .unwrap();
         async move { info.contains("blocked_clients:1\r").then_some(()) }
+    })
+    .await;
+}
+
+/// Ordered consumption on 12 partitions over the three masters, through
+/// two gateways with different seeds: the consumers share the partitions
+/// 4/4/4, each reads and acks only its own (leases, reads and in-band acks
+/// each in their partition's slot), and a leaver's share is taken over.
+async fn ordered_consumption_spans_the_masters(cluster: &RedisCluster) {
+    let fast = |seeds: &[usize]| Settings {
+        rebalance_interval_ms: 50,
+        partition_lease_ms: 1500,
+        ..cluster.config(seeds)
+    };
+    let mut one = TestGateway::start(fast(&[0])).await;
+    let mut two = TestGateway::start(fast(&[2])).await;
+    one.admin
+        .create_stream(pb::CreateStreamRequest {
+            stream: "in-order".into(),
+            partitions: 12,
+        })
+        .await
+        .expect("CreateStream");
+    let ordered = |consumer: &str| pb::SubscribeRequest {
+        ordered: true,
+        batch_size: 100,
+        ..sub("in-order", "g", consumer)
+    };
+    let mut a = crate::consume::open(&mut one, ordered("a")).await;
+    let mut b = crate::consume::open(&mut two, ordered("b")).await;
+    let c = subscribe(&mut two, ordered("c")).await;
+    let owners = |gw: &TestGateway| {
+        let mut admin = gw.admin.clone();
+        async move {
+            (admin.list_partitions(pb::ListPartitionsRequest {
+                stream: "in-order".into(),
+                group: "g".into(),
+            }))
+            .await
+            .expect("ListPartitions")
+            .into_inner()
+            .partitions
+            .into_iter()
+            .map(|p| p.owner)
+            .collect::<Vec<String>>()
+        }
+    };
+    let count = |owners: &[String], who: &str| owners.iter().filter(|o| *o == who).count();
+    let shared = eventually("4/4/4", || async {
+        let owners = owners(&one).await;
+        (["a", "b", "c"].iter().all(|w| count(&owners, w) == 4)).then_some(owners)
+    })
+    .await;
+    let events: Vec<pb::Event> = (0..60)
+        .map(|n| {
+            let mut e = event("order.paid", &[("n", &n.to_string())]);
+            e.key = format!("customer-{}", n % 20);
+            e
+        })
+        .collect();
+    let produced = produce(&mut one, "in-order", events).await;
+    let mine = |who: &str| -> Vec<String> {
+        (produced.iter())
+            .filter(|id| {
+                let p: usize = id.split_once('/').unwrap().0.parse().unwrap();
+                shared[p] == who
+            })
+            .cloned()
+            .collect()
+    };
+    for (who, open) in [("a", &mut a), ("b", &mut b)] {
+        let mut got = ids(&open.entries(mine(who).len()).await);
+        got.sort();
+        let mut want = mine(who);
+        want.sort();
+        assert_eq!(got, want, "{who} reads exactly its partitions");
+        let all: Vec<&String> = got.iter().collect();
+        let (done, not_pending) = open.acked(&all).await;
+        assert_eq!((done.len(), not_pending.len()), (got.len(), 0), "{who}");
+    }
+    drop(c);
+    eventually("6/6 after c left", || async {
+        let owners = owners(&two).await;
+        (count(&owners, "a") == 6 && count(&owners, "b") == 6).then_some(())
     })
     .await;
 }

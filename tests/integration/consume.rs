@@ -22,7 +22,7 @@ pub(crate) struct Open {
 }
 
 impl Open {
-    async fn send(&self, kind: consume_request::Kind) {
+    pub(crate) async fn send(&self, kind: consume_request::Kind) {
         self.requests
             .as_ref()
             .expect("not half-closed")
@@ -37,7 +37,7 @@ impl Open {
     }
 
     /// The next message that is not a heartbeat.
-    async fn next(&mut self) -> Result<Option<consume_response::Kind>, Status> {
+    pub(crate) async fn next(&mut self) -> Result<Option<consume_response::Kind>, Status> {
         loop {
             let message = tokio::time::timeout(DEADLINE, self.responses.message())
                 .await
@@ -70,7 +70,7 @@ impl Open {
     }
 
     /// The next confirm; fails on anything else.
-    async fn confirm(&mut self) -> pb::Confirm {
+    pub(crate) async fn confirm(&mut self) -> pb::Confirm {
         match self.next().await.expect("the stream goes on") {
             Some(consume_response::Kind::Confirm(confirm)) => confirm,
             other => panic!("expected a confirm, got {other:?}"),
@@ -80,10 +80,17 @@ impl Open {
 
 /// Opens a Consume stream whose first message is `first`.
 async fn open_with(gw: &mut TestGateway, first: Option<consume_request::Kind>) -> Open {
+    open_on(&mut gw.events, first).await
+}
+
+/// Opens a Consume stream on `client` whose first message is `first`.
+pub(crate) async fn open_on(
+    client: &mut pb::event_stream_client::EventStreamClient<tonic::transport::Channel>,
+    first: Option<consume_request::Kind>,
+) -> Open {
     let (requests, rx) = mpsc::channel(64);
     requests.send(ConsumeRequest { kind: first }).await.unwrap();
-    let responses = gw
-        .events
+    let responses = client
         .consume(ReceiverStream::new(rx))
         .await
         .expect("Consume answers")

@@ -13,7 +13,7 @@ use crate::common::{
     DEADLINE, GatewayProcess, RedisServer, TestGateway, config, event, eventually, ids, next_batch,
     produce, sub, subscribe,
 };
-use crate::consume::open;
+use crate::consume::{open, open_on};
 use crate::metrics::{sample, scrape};
 
 /// Quick rebalancing, so that the tests wait little.
@@ -364,4 +364,120 @@ async fn an_unordered_subscription_is_refused_while_the_group_is_consumed_in_ord
         async move { events.subscribe(sub("orders", "g", "b")).await.ok() }
     })
     .await;
+}
+
+/// A poison entry (nacked every time) leaves for the dead-letter stream
+/// after `max_deliveries`, and its partition moves on: the entries behind
+/// it come again each time in order, and are never dead-lettered with it.
+#[tokio::test]
+async fn a_poison_entry_goes_to_the_dead_letters_and_its_partition_moves_on() {
+    async fn nack(open: &mut crate::consume::Open, id: &str) {
+        let ids = vec![id.to_owned()];
+        let kind = pb::consume_request::Kind::Nack(pb::NackIds {
+            ids: ids.clone(),
+            delay_ms: 0,
+        });
+        open.send(kind).await;
+        assert_eq!(open.confirm().await.done, ids);
+    }
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(ordered_config(&redis)).await;
+    create(&mut gw, "orders", 2).await;
+    let mut a = open(
+        &mut gw,
+        pb::SubscribeRequest {
+            max_deliveries: 3,
+            ..ordered("orders", "a")
+        },
+    )
+    .await;
+    await_shares(&gw, "orders", &[("a", 2)]).await;
+    let produced = produce(&mut gw, "orders", keyed_events(1, 4, 0)).await;
+    let poison = produced[0].clone();
+    // Delivered three times: first, then after each of two Nacks, each
+    // time with the three entries behind it.
+    for round in 1..=3u64 {
+        let got = a.entries(4).await;
+        assert_eq!(ids(&got), produced, "round {round}");
+        assert_eq!(got[0].delivery_count, round, "the head counts a delivery");
+        assert!(got[1..].iter().all(|e| e.delivery_count == 1), "{got:?}");
+        if round < 3 {
+            nack(&mut a, &poison).await;
+        }
+    }
+    nack(&mut a, &poison).await;
+    let after = a.entries(3).await;
+    assert_eq!(ids(&after), produced[1..], "the partition moves on");
+    let dead = gw
+        .admin
+        .describe_stream(pb::DescribeStreamRequest {
+            stream: "orders:dlq".into(),
+        })
+        .await
+        .expect("the dead-letter stream exists")
+        .into_inner();
+    assert_eq!(dead.length, 1);
+    let rest: Vec<&String> = after.iter().map(|e| &e.id).collect();
+    let (done, _) = a.acked(&rest).await;
+    assert_eq!(done.len(), 3);
+}
+
+/// Entries of a partition read before an in-band Nack took effect may
+/// already be on their way; they all arrive before the Nack's Confirm, and
+/// after it the partition starts again at the nacked entry, with nothing
+/// missing: so a client that drops, until the Confirm, the entries of the
+/// partition later than the nacked one sees every entry in order. The
+/// client's small HTTP/2 window keeps entries read before the Nack waiting
+/// in the gateway when the Nack arrives.
+#[tokio::test]
+async fn after_a_nacks_confirm_the_partition_starts_again_at_the_nacked_entry() {
+    use streamgate::pb::consume_response::Kind;
+    let redis = RedisServer::start();
+    let mut gw = TestGateway::start(ordered_config(&redis)).await;
+    create(&mut gw, "orders", 2).await;
+    let addr = gw.gateway.as_ref().unwrap().addr();
+    let narrow = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .initial_stream_window_size(Some(16 * 1024))
+        .initial_connection_window_size(Some(16 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::event_stream_client::EventStreamClient::new(narrow);
+    let open = pb::SubscribeRequest {
+        batch_size: 2,
+        ..ordered("orders", "a")
+    };
+    let mut a = open_on(&mut client, Some(pb::consume_request::Kind::Open(open))).await;
+    await_shares(&gw, "orders", &[("a", 2)]).await;
+    let mut events = keyed_events(1, 40, 0);
+    for e in &mut events {
+        e.fields.insert("payload".into(), "x".repeat(64 * 1024));
+    }
+    let produced = produce(&mut gw, "orders", events).await;
+    let first = a.entries(1).await;
+    let nacked = first[0].id.clone();
+    assert_eq!(nacked, produced[0]);
+    a.send(pb::consume_request::Kind::Nack(pb::NackIds {
+        ids: vec![nacked.clone()],
+        delay_ms: 0,
+    }))
+    .await;
+    // Until the Confirm: whatever was read before the Nack.
+    let mut before = first.len();
+    loop {
+        match a.next().await.expect("the stream goes on") {
+            Some(Kind::Confirm(confirm)) => {
+                assert_eq!(confirm.done, std::slice::from_ref(&nacked));
+                break;
+            }
+            Some(Kind::Batch(batch)) => before += batch.entries.len(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(before < produced.len(), "some were still to be read");
+    // After it: the nacked entry again, then every later one, in order.
+    let again = a.entries(produced.len()).await;
+    let again = ids(&again[..produced.len()]);
+    assert_eq!(again, produced, "{before} arrived before the Confirm");
 }
