@@ -163,6 +163,18 @@ class Slot {
  *    the entries received after X in its line are dropped: those not yet
  *    handed to the application never are, and their acks (given before the
  *    nack or after it) are not sent. They come again, after X.
+ * 3. **A nack holds its partition until its Confirm.** Entries of the
+ *    partition the gateway read before the nack took effect may still arrive
+ *    after it was sent, as first deliveries. The gateway's contract
+ *    (docs/ordered.md, "The guarantee", item 3) is that they all arrive
+ *    before the nack's Confirm, and that what it reads after the nack follows
+ *    the Confirm. So the entries of the partition that arrive while a nack of
+ *    it is unconfirmed wait, outside the line; when the Confirm lists the
+ *    nacked X as done, those from X on are dropped (the partition starts
+ *    again at X: they come again, after it), and once no nack of the
+ *    partition is unconfirmed the others join the line and are handed out.
+ *    If X is not done (not pending any more, or the partition moved to
+ *    another consumer), nothing comes again, so none is dropped.
  *
  * An entry that is in no line (never received, or its ack already went out)
  * is acked at once.
@@ -176,10 +188,27 @@ class Lines {
      * @type {Map<string, Slot[]>}
      */
     this.byId = new Map();
+    /**
+     * Rule 3: per partition, the nacks sent (or queued) and not yet
+     * confirmed, and the entries received meanwhile.
+     * @type {Map<number, number>}
+     */
+    this.nacks = new Map();
+    /** @type {Map<number, Entry[]>} */ this.waiting = new Map();
   }
 
-  /** @param {Entry} entry */
+  /**
+   * Takes a received entry into its line; false if it waits for the Confirm
+   * of a nack of its partition instead (rule 3).
+   * @param {Entry} entry @returns {boolean}
+   */
   receive(entry) {
+    if (this.nacks.has(entry.partition)) {
+      let waiting = this.waiting.get(entry.partition);
+      if (!waiting) this.waiting.set(entry.partition, (waiting = []));
+      waiting.push(entry);
+      return false;
+    }
     const slot = new Slot(entry);
     let line = this.lines.get(entry.partition);
     if (!line) this.lines.set(entry.partition, (line = []));
@@ -187,6 +216,64 @@ class Lines {
     let slots = this.byId.get(entry.id);
     if (!slots) this.byId.set(entry.id, (slots = []));
     slots.push(slot);
+    return true;
+  }
+
+  /**
+   * Rule 3: a nack of `ids` is queued; their partitions wait for its Confirm.
+   * @param {string[]} ids
+   */
+  nacking(ids) {
+    const partitions = new Set(ids.map(positionOf).flatMap((at) => (at ? [at.partition] : [])));
+    for (const p of partitions) this.nacks.set(p, (this.nacks.get(p) ?? 0) + 1);
+  }
+
+  /**
+   * Rule 3: the Confirm of the nack of `ids` arrived. Drops the waiting
+   * entries it gives back; returns those it releases, now in their lines, in
+   * the order received.
+   * @param {string[]} ids @param {Set<string>} done @returns {Entry[]}
+   */
+  confirmed(ids, done) {
+    /** @type {Map<number, Array<[number, number]>>} partition -> done IDs' places */
+    const doneIn = new Map();
+    for (const id of ids) {
+      const at = positionOf(id);
+      if (!at) continue;
+      let places = doneIn.get(at.partition);
+      if (!places) doneIn.set(at.partition, (places = []));
+      if (done.has(id)) places.push(at.place);
+    }
+    /** @type {Entry[]} */ const released = [];
+    for (const [partition, places] of doneIn) {
+      const waiting = this.waiting.get(partition) ?? [];
+      if (places.length > 0) { // the partition starts again at the earliest one done
+        const start = places.reduce((a, b) => (comparePlaces(a, b) <= 0 ? a : b));
+        this.waiting.set(partition, waiting.filter((e) => comparePlaces(placeOf(e.id), start) < 0));
+      }
+      const left = (this.nacks.get(partition) ?? 1) - 1;
+      if (left > 0) {
+        this.nacks.set(partition, left);
+        continue;
+      }
+      this.nacks.delete(partition);
+      for (const entry of this.waiting.get(partition) ?? []) {
+        this.receive(entry);
+        released.push(entry);
+      }
+      this.waiting.delete(partition);
+    }
+    return released;
+  }
+
+  /**
+   * The Consume call ended: the entries waiting for a Confirm are dropped
+   * (pending for this consumer, the next call delivers them again first).
+   * The unconfirmed nacks are sent again on it, and their partitions keep
+   * waiting for them.
+   */
+  callEnded() {
+    this.waiting.clear();
   }
 
   /**
@@ -261,6 +348,8 @@ class Lines {
     const held = [...this.lines.values()].flat().filter((s) => s.acked);
     this.lines.clear();
     this.byId.clear();
+    this.nacks.clear();
+    this.waiting.clear();
     return held;
   }
 
@@ -424,9 +513,9 @@ class Inbox {
  *   group at a time and re-delivered from its oldest pending entry when it changes hands
  *   (`pendingFirst` is implied). The consumer sends each partition's acks in the order it
  *   received the entries, holding an ack back until the earlier ones are acked; a `nack` drops
- *   the later entries of its partition (not yet handed out, or acked) because the gateway
- *   delivers them again after the nacked one. So ack or nack every entry you receive;
- *   `process` does that for you.
+ *   the later entries of its partition (not yet handed out, or acked), and those that arrive
+ *   before its Confirm, because the gateway delivers them again after the nacked one. So ack or
+ *   nack every entry you receive; `process` does that for you.
  * @property {Backoff} [backoff] Reconnect backoff.
  */
 
@@ -631,6 +720,7 @@ export class Consumer {
         done = true;
         if (this.call === call) this.call = null;
         clearInterval(lease);
+        this.lines.callEnded();
         // Unconfirmed messages go out again on the next call, first; lease
         // extensions are re-sent by the next call's own keeper.
         this.outbox.unshift(...this.sent.filter((op) => op.parts.length > 0));
@@ -641,14 +731,20 @@ export class Consumer {
     });
     call.on('data', (/** @type {any} */ response) => {
       if (response.kind === 'batch') {
-        const entries = response.batch.entries.map(toEntry);
+        /** @type {Entry[]} */ let entries = response.batch.entries.map(toEntry);
+        if (o.ordered) entries = entries.filter((e) => this.lines.receive(e)); // some may wait for a nack's Confirm
         for (const e of entries) this.held.add(e.id);
-        if (o.ordered) for (const e of entries) this.lines.receive(e);
-        inbox.push({ batch: entries });
+        if (entries.length > 0) inbox.push({ batch: entries });
       } else if (response.kind === 'heartbeat') {
         inbox.push({ heartbeat: toHeartbeat(response.heartbeat) });
       } else if (response.kind === 'confirm') {
-        this.sent.shift()?.confirm(response.confirm);
+        const op = this.sent.shift();
+        op?.confirm(response.confirm);
+        if (op?.kind === 'nack' && o.ordered) {
+          const released = this.lines.confirmed(op.ids, new Set(response.confirm.done));
+          for (const e of released) this.held.add(e.id);
+          if (released.length > 0) inbox.push({ batch: released });
+        }
       }
     });
     call.on('error', (/** @type {any} */ err) => finish(StreamgateError.from(err)));
@@ -820,9 +916,10 @@ export class Consumer {
    *
    * Ordered, the gateway re-delivers the entry and every later one of its
    * partition not acked yet, in order, after the delay (holding the
-   * partition back meanwhile); the consumer drops those later entries (see
-   * `Lines`). An entry dropped that way is not nacked (it counts 0): it
-   * comes again anyway.
+   * partition back meanwhile); the consumer drops those later entries, and
+   * holds back the entries of the partition that arrive before the nack's
+   * Confirm (see `Lines`). An entry dropped that way is not nacked (it
+   * counts 0): it comes again anyway.
    * @param {Entry | string | Array<Entry | string>} entries @param {number} [delayMs]
    * @returns {Promise<number>}
    */
@@ -835,6 +932,7 @@ export class Consumer {
     if (this.options.ordered) {
       ids = ids.filter((_, i) => this.cut(items[i]));
       if (ids.length === 0) return 0;
+      this.lines.nacking(ids); // its partitions wait for its Confirm (Lines, rule 3)
     }
     return this.send(new Op('nack', delayMs), ids);
   }
@@ -925,4 +1023,24 @@ function listOf(entries) {
 /** @param {Entry | string} item @returns {string} */
 function idOf(item) {
   return typeof item === 'string' ? item : item.id;
+}
+
+/**
+ * The partition of a qualified ID `<partition>/<ms>-<seq>` and its place in
+ * it, `[ms, seq]`; null for anything else.
+ * @param {string} id @returns {{ partition: number, place: [number, number] } | null}
+ */
+function positionOf(id) {
+  const m = /^(\d+)\/(\d+)-(\d+)$/.exec(id);
+  return m ? { partition: Number(m[1]), place: [Number(m[2]), Number(m[3])] } : null;
+}
+
+/** The `[ms, seq]` of a qualified ID, for comparisons within its partition. @param {string} id @returns {[number, number]} */
+function placeOf(id) {
+  return positionOf(id)?.place ?? [-1, -1];
+}
+
+/** @param {[number, number]} a @param {[number, number]} b */
+function comparePlaces(a, b) {
+  return a[0] - b[0] || a[1] - b[1];
 }

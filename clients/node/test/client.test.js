@@ -3,7 +3,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
+import * as grpc from '@grpc/grpc-js';
+
 import { Client, Consumer, Producer, StreamgateError, status } from '../src/index.js';
+import { loadServices } from '../src/proto.js';
 import { Gateway, RedisServer, uniqueStream, waitUntil } from './harness.js';
 
 /** @type {RedisServer} */ let redis;
@@ -1068,6 +1071,144 @@ test('ordered acks wait for their line and a nack cuts it', async () => {
     await it.return(undefined);
     await c.close();
   }
+});
+
+/**
+ * A stand-in for the gateway's Consume that plays a script, so a test fixes
+ * the order of every message on the call: `script(next, send)` reads the
+ * client's messages with `await next()`, checks them, and `send`s the
+ * responses. A failed check ends the call with FAILED_PRECONDITION (which the
+ * iteration throws); once the script is done, any further message is a
+ * failure too, reported by `check`.
+ */
+class ScriptedGateway {
+  /**
+   * @param {(next: () => Promise<any>, send: (response: object) => void) => Promise<void>} script
+   * @returns {Promise<ScriptedGateway>}
+   */
+  static async start(script) {
+    const gateway = new ScriptedGateway();
+    gateway.server.addService(loadServices().EventStream.service, {
+      Consume: (/** @type {any} */ call) => gateway.consume(call, script),
+    });
+    const port = await new Promise((resolve, reject) => gateway.server.bindAsync(
+      '127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    gateway.addr = `127.0.0.1:${port}`;
+    return gateway;
+  }
+
+  constructor() {
+    this.server = new grpc.Server();
+    this.addr = '';
+    /** @type {string | null} */ this.failure = null;
+  }
+
+  /** @param {any} call @param {(next: () => Promise<any>, send: (response: object) => void) => Promise<void>} script */
+  async consume(call, script) {
+    /** @type {any[]} */ const requests = [];
+    /** @type {Array<(request: any) => void>} */ const waiting = [];
+    let ended = false;
+    call.on('data', (/** @type {any} */ request) => {
+      const waiter = waiting.shift();
+      if (waiter) waiter(request);
+      else requests.push(request);
+    });
+    call.on('end', () => { ended = true; for (const w of waiting.splice(0)) w(null); });
+    /** The next message; null once the client half-closed. @returns {Promise<any>} */
+    const receive = async () => requests.shift() ?? (ended ? null : new Promise((resolve) => waiting.push(resolve)));
+    const next = async () => (await receive()) ?? Promise.reject(new Error('the client half-closed'));
+    try {
+      await script(next, (response) => call.write(response));
+      const request = await receive(); // until the client half-closes
+      if (request) throw new Error(`unexpected message after the script: ${JSON.stringify(request)}`);
+      call.end();
+    } catch (err) {
+      this.failure = `script: ${err}`;
+      call.emit('error', { code: status.FAILED_PRECONDITION, details: this.failure });
+    }
+  }
+
+  check() {
+    assert.equal(this.failure, null);
+  }
+
+  stop() {
+    this.server.forceShutdown();
+  }
+}
+
+/** A batch of entries `p/ms-seq` as the gateway sends it. @param {string[]} ids @param {boolean} [redelivered] */
+function scriptedBatch(ids, redelivered = false) {
+  return {
+    batch: {
+      entries: ids.map((id) => ({
+        id, type: 't', partition: Number(id.split('/')[0]), deliveryCount: redelivered ? 2 : 1, redelivered,
+      })),
+    },
+  };
+}
+
+/** @param {string} op @param {{ done?: string[], notPending?: string[] }} ids */
+function scriptedConfirm(op, { done = [], notPending = [] }) {
+  return { confirm: { op, done, notPending } };
+}
+
+test('a nack holds its partition until its Confirm', async () => {
+  // Rule 3, message by message against a scripted gateway: the entries of a
+  // nacked entry's partition that arrive before the nack's Confirm wait for
+  // it (the gateway sends everything it read before the nack ahead of the
+  // Confirm, docs/ordered.md). When the nacked entry is done, those from it
+  // on are dropped (they come again, after the Confirm); when it is not,
+  // they are all handed out. Other partitions flow on meanwhile.
+  const [a, b, c, e] = ['1/5-0', '1/5-1', '1/5-2', '1/5-3']; // partition 1
+  const [d, f] = ['2/5-0', '2/5-1']; // partition 2
+  const gateway = await ScriptedGateway.start(async (next, send) => {
+    assert.equal((await next()).open?.ordered, true);
+    send(scriptedBatch([a, b]));
+    assert.deepEqual((await next()).nack?.ids, [b]);
+    send(scriptedBatch([c, d])); // read before the nack took effect
+    assert.deepEqual((await next()).ack?.ids, [d]); // d handed out; c waits
+    send(scriptedConfirm('CONFIRM_OP_NACK', { done: [b] })); // partition 1 starts again at b
+    send(scriptedConfirm('CONFIRM_OP_ACK', { done: [d] }));
+    send(scriptedBatch([b, c], true));
+    assert.deepEqual((await next()).nack?.ids, [c]);
+    send(scriptedBatch([e, f]));
+    assert.deepEqual((await next()).ack?.ids, [f]); // f handed out; e waits
+    send(scriptedConfirm('CONFIRM_OP_NACK', { notPending: [c] })); // not done: nothing comes again
+    send(scriptedConfirm('CONFIRM_OP_ACK', { done: [f] }));
+  });
+  const c1 = new Consumer(gateway.addr, 's', 'g', 'w1', { ordered: true, ackBatchSize: 1, leaseMs: 0 });
+  const guard = setTimeout(() => c1.close(), 30_000); // a hang ends the iteration, and the test
+  const it = c1[Symbol.asyncIterator]();
+  const take = async () => {
+    const next = await it.next();
+    assert.ok(!next.done, 'the iteration ended');
+    return next.value;
+  };
+  try {
+    const first = [await take(), await take()];
+    assert.deepEqual(first.map((x) => x.id), [a, b]);
+    let nacked = c1.nack(first[1]);
+    let got = await take();
+    assert.deepEqual([got.id, got.redelivered], [d, false]); // not c: it waits for the Confirm
+    assert.equal(await c1.ack(got), 1);
+    assert.equal(await nacked, 1);
+    const again = [await take(), await take()]; // c was dropped: b and c come again, in order
+    assert.deepEqual(again.map((x) => [x.id, x.redelivered]), [[b, true], [c, true]]);
+    nacked = c1.nack(again[1]);
+    got = await take();
+    assert.deepEqual([got.id, got.redelivered], [f, false]); // not e: it waits for the Confirm
+    assert.equal(await c1.ack(got), 1);
+    assert.equal(await nacked, 0);
+    got = await take();
+    assert.deepEqual([got.id, got.redelivered], [e, false]); // released: c was not done
+  } finally {
+    clearTimeout(guard);
+    await it.return(undefined);
+    await c1.close();
+    gateway.stop();
+  }
+  gateway.check();
 });
 
 test('process handles every entry unordered', async () => {

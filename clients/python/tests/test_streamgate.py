@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import time
 import threading
-from typing import Callable, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Optional
 
 import grpc
 import pytest
@@ -22,6 +23,9 @@ from streamgate import (
     StreamgateError,
     Tail,
 )
+
+from streamgate._pb import entry_pb2
+from streamgate._pb import event_stream_pb2 as es
 
 from conftest import Gateway, RedisServer, wait_until
 
@@ -1059,6 +1063,115 @@ def test_ordered_acks_wait_for_their_line_and_a_nack_cuts_it(client: Client, str
     finally:
         guard.cancel()
         c.close()
+
+
+class ScriptedGateway:
+    """A stand-in for the gateway's Consume that plays a script, so a test
+    fixes the order of every message on the call: ``script`` reads the
+    client's messages with ``next(requests)``, checks them, and yields the
+    responses. A failed check ends the call with FAILED_PRECONDITION (which
+    the iteration raises); once the script is done, any further message is
+    a failure too, reported by ``check``."""
+
+    Script = Callable[[Iterator[es.ConsumeRequest]], Iterator[es.ConsumeResponse]]
+
+    def __init__(self, script: Script) -> None:
+        self.failure: Optional[str] = None
+        self._script = script
+        self._server = grpc.server(ThreadPoolExecutor(max_workers=4))
+        self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "streamgate.v1.EventStream",
+            {"Consume": grpc.stream_stream_rpc_method_handler(
+                self._consume,
+                request_deserializer=es.ConsumeRequest.FromString,
+                response_serializer=es.ConsumeResponse.SerializeToString)})])
+        self.addr = f"127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
+        self._server.start()
+
+    def _consume(self, requests: Iterator[es.ConsumeRequest],
+                 context: grpc.ServicerContext) -> Iterator[es.ConsumeResponse]:
+        try:
+            yield from self._script(requests)
+            for request in requests:  # until the client half-closes
+                raise AssertionError(f"unexpected message after the script: {request}")
+        except Exception as err:
+            self.failure = f"script: {err!r}"
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.failure)
+
+    def check(self) -> None:
+        assert self.failure is None, self.failure
+
+    def stop(self) -> None:
+        self._server.stop(grace=None)
+
+
+def scripted_batch(*ids: str, redelivered: bool = False) -> es.ConsumeResponse:
+    """A batch of entries ``p/ms-seq`` as the gateway sends it."""
+    return es.ConsumeResponse(batch=entry_pb2.Batch(entries=[
+        entry_pb2.Entry(id=id, type="t", partition=int(id.split("/")[0]),
+                        delivery_count=2 if redelivered else 1, redelivered=redelivered)
+        for id in ids]))
+
+
+def scripted_confirm(op: es.ConfirmOp, done: Iterable[str] = (),
+                     not_pending: Iterable[str] = ()) -> es.ConsumeResponse:
+    return es.ConsumeResponse(confirm=es.Confirm(op=op, done=list(done),
+                                                 not_pending=list(not_pending)))
+
+
+def test_a_nack_holds_its_partition_until_its_confirm() -> None:
+    """Rule 3, message by message against a scripted gateway: the entries of
+    a nacked entry's partition that arrive before the nack's Confirm wait
+    for it (the gateway sends everything it read before the nack ahead of
+    the Confirm, docs/ordered.md). When the nacked entry is done, those from
+    it on are dropped (they come again, after the Confirm); when it is not,
+    they are all handed out. Other partitions flow on meanwhile."""
+    a, b, c, e = "1/5-0", "1/5-1", "1/5-2", "1/5-3"  # partition 1
+    d, f = "2/5-0", "2/5-1"  # partition 2
+    nack_op, ack_op = es.CONFIRM_OP_NACK, es.CONFIRM_OP_ACK
+
+    def script(requests: Iterator[es.ConsumeRequest]) -> Iterator[es.ConsumeResponse]:
+        assert next(requests).open.ordered
+        yield scripted_batch(a, b)
+        assert list(next(requests).nack.ids) == [b]
+        yield scripted_batch(c, d)  # read before the nack took effect
+        assert list(next(requests).ack.ids) == [d]  # d handed out; c waits
+        yield scripted_confirm(nack_op, done=[b])  # partition 1 starts again at b
+        yield scripted_confirm(ack_op, done=[d])
+        yield scripted_batch(b, c, redelivered=True)
+        assert list(next(requests).nack.ids) == [c]
+        yield scripted_batch(e, f)
+        assert list(next(requests).ack.ids) == [f]  # f handed out; e waits
+        yield scripted_confirm(nack_op, not_pending=[c])  # not done: nothing comes again
+        yield scripted_confirm(ack_op, done=[f])
+
+    gateway = ScriptedGateway(script)
+    consumer = Consumer(gateway.addr, "s", "g", "w1", ordered=True, ack_batch_size=1, lease_ms=0)
+    guard = threading.Timer(30, consumer.close)  # a hang ends the iteration, and the test
+    guard.start()
+    try:
+        it = iter(consumer)
+        first = [next(it), next(it)]
+        assert [x.id for x in first] == [a, b]
+        nacked = consumer.nack(first[1])
+        got = next(it)
+        assert (got.id, got.redelivered) == (d, False)  # not c: it waits for the Confirm
+        assert consumer.ack(got).result(timeout=15) == 1
+        assert nacked.result(timeout=15) == 1
+        again = [next(it), next(it)]  # c was dropped: b and c come again, in order
+        assert [(x.id, x.redelivered) for x in again] == [(b, True), (c, True)]
+        nacked = consumer.nack(again[1])
+        got = next(it)
+        assert (got.id, got.redelivered) == (f, False)  # not e: it waits for the Confirm
+        assert consumer.ack(got).result(timeout=15) == 1
+        assert nacked.result(timeout=15) == 0
+        got = next(it)
+        assert (got.id, got.redelivered) == (e, False)  # released: c was not done
+    finally:
+        guard.cancel()
+        consumer.close()
+        gateway.stop()
+    gateway.check()
 
 
 def test_process_unordered_handles_every_entry(client: Client, stream: str) -> None:

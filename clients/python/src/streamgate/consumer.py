@@ -40,6 +40,7 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -173,6 +174,20 @@ class _Lines:
        not yet handed to the application never are, and their acks (given
        before the nack or after it) are not sent. They come again, after X.
 
+    3. **A nack holds its partition until its Confirm.** Entries of the
+       partition the gateway read before the nack took effect may still
+       arrive after it was sent, as first deliveries. The gateway's
+       contract (docs/ordered.md, "The guarantee", item 3) is that they
+       all arrive before the nack's Confirm, and that what it reads after
+       the nack follows the Confirm. So the entries of the partition that
+       arrive while a nack of it is unconfirmed wait, outside the line;
+       when the Confirm lists the nacked X as done, those from X on are
+       dropped (the partition starts again at X: they come again, after
+       it), and once no nack of the partition is unconfirmed the others
+       join the line and are handed out. If X is not done (not pending
+       any more, or the partition moved to another consumer), nothing
+       comes again, so none is dropped.
+
     An entry that is in no line (never received, or its ack already went
     out) is acked at once. The consumer's lock guards all of it.
     """
@@ -182,11 +197,60 @@ class _Lines:
         # Every slot in a line, and dropped slots the application may still
         # ack, nack or be handed; a few per ID at most (re-deliveries).
         self._by_id: dict[str, list[_Slot]] = {}
+        # Rule 3: per partition, the nacks sent (or queued) and not yet
+        # confirmed, and the entries received meanwhile.
+        self._nacks: dict[int, int] = {}
+        self._waiting: dict[int, list[Entry]] = {}
 
-    def receive(self, entry: Entry) -> None:
+    def receive(self, entry: Entry) -> bool:
+        """Takes a received entry into its line; False if it waits for the
+        Confirm of a nack of its partition instead (rule 3)."""
+        if entry.partition in self._nacks:
+            self._waiting.setdefault(entry.partition, []).append(entry)
+            return False
         slot = _Slot(entry)
         self._lines.setdefault(entry.partition, deque()).append(slot)
         self._by_id.setdefault(entry.id, []).append(slot)
+        return True
+
+    def nacking(self, ids: list[str]) -> None:
+        """Rule 3: a nack of ``ids`` is queued; their partitions wait for its
+        Confirm."""
+        for partition in {p for p, _ in filter(None, map(_position, ids))}:
+            self._nacks[partition] = self._nacks.get(partition, 0) + 1
+
+    def confirmed(self, ids: list[str], done: set[str]) -> list[Entry]:
+        """Rule 3: the Confirm of the nack of ``ids`` arrived. Drops the
+        waiting entries it gives back; returns those it releases, now in
+        their lines, in the order received."""
+        done_in: dict[int, list[tuple[int, int]]] = {}  # partition -> done IDs' places
+        for id, position in zip(ids, map(_position, ids)):
+            if position is not None:
+                places = done_in.setdefault(position[0], [])
+                if id in done:
+                    places.append(position[1])
+        released: list[Entry] = []
+        for partition, places in done_in.items():
+            waiting = self._waiting.get(partition, [])
+            if places:  # the partition starts again at the earliest one done
+                start = min(places)
+                waiting[:] = [e for e in waiting if _place(e.id) < start]
+            left = self._nacks.get(partition, 1) - 1
+            if left > 0:
+                self._nacks[partition] = left
+                continue
+            self._nacks.pop(partition, None)
+            for entry in self._waiting.pop(partition, []):
+                self.receive(entry)
+                released.append(entry)
+        return released
+
+    def call_ended(self) -> None:
+        """The Consume call ended: the entries waiting for a Confirm are
+        dropped (pending for this consumer, the next call delivers them
+        again first). The unconfirmed nacks are sent again on it, and
+        their partitions keep waiting for them."""
+        self._waiting.clear()
 
     def find(self, item: EntryOrId) -> Optional[_Slot]:
         """The delivery an ack or nack of ``item`` is about: that very one
@@ -246,6 +310,8 @@ class _Lines:
         held = [s for line in self._lines.values() for s in line if s.acked is not None]
         self._lines.clear()
         self._by_id.clear()
+        self._nacks.clear()
+        self._waiting.clear()
         return held
 
     def _forget(self, slot: _Slot) -> None:
@@ -368,9 +434,9 @@ class Consumer:
     implied). The consumer sends each partition's acks in the order it
     received the entries, holding an ack back until the earlier ones are
     acked; a ``nack`` drops the later entries of its partition (not yet
-    handed out, or acked) because the gateway delivers them again after the
-    nacked one. So ack or nack every entry you receive. ``process`` does
-    that for you.
+    handed out, or acked), and those that arrive before its Confirm,
+    because the gateway delivers them again after the nacked one. So ack or
+    nack every entry you receive. ``process`` does that for you.
 
     A gateway that cannot be reached at all is retried the same way, forever:
     a consumer outlives gateway restarts and deploys. Iterate in one thread;
@@ -682,22 +748,29 @@ class Consumer:
                 if kind == "batch":
                     entries = [Entry.from_pb(e) for e in response.batch.entries]
                     with self._cond:
+                        if self.ordered:  # some may wait for a nack's Confirm
+                            entries = [e for e in entries if self._lines.receive(e)]
                         self._held.update((e.id, None) for e in entries)
-                        if self.ordered:
-                            for e in entries:
-                                self._lines.receive(e)
-                    inbox.put(("batch", entries))
+                    if entries:
+                        inbox.put(("batch", entries))
                 elif kind == "heartbeat":
                     inbox.put(("heartbeat", Heartbeat.from_pb(response.heartbeat)))
                 elif kind == "confirm":
+                    released: list[Entry] = []
                     with self._cond:
                         op = self._sent.popleft() if self._sent else None
+                        if op is not None and op.op == _NACK and self.ordered:
+                            released = self._lines.confirmed(op.ids, set(response.confirm.done))
+                            self._held.update((e.id, None) for e in released)
                     if op is not None:
                         op.confirm(response.confirm)
+                    if released:
+                        inbox.put(("batch", released))
         except grpc.RpcError as err:
             end = StreamgateError.from_rpc(err)
         with self._cond:
             self._generation += 1  # ends this call's request iterator
+            self._lines.call_ended()
             self._call = None
             # Unconfirmed messages go out again on the next call, first;
             # lease extensions are re-sent by the next call's own keeper.
@@ -785,9 +858,10 @@ class Consumer:
 
         Ordered, the gateway re-delivers the entry and every later one of
         its partition not acked yet, in order, after the delay (holding the
-        partition back meanwhile); the consumer drops those later entries
-        (see ``_Lines``). An entry dropped that way is not nacked (it counts
-        0): it comes again anyway."""
+        partition back meanwhile); the consumer drops those later entries,
+        and holds back the entries of the partition that arrive before the
+        nack's Confirm (see ``_Lines``). An entry dropped that way is not
+        nacked (it counts 0): it comes again anyway."""
         items = _items(entries)
         ids = _ids(items)
         with self._cond:
@@ -797,6 +871,10 @@ class Consumer:
                     done: Future[int] = Future()
                     done.set_result(0)
                     return done
+                # Queued under the same lock as the cut, so an entry received
+                # in between cannot join the line after it (_Lines, rule 3).
+                self._lines.nacking(ids)
+                return self._send(_NACK, ids, delay_ms, lambda: 0)
         return self._send(_NACK, ids, delay_ms, lambda: self.client.nack(
             self.stream, self.group, self.consumer, ids, delay_ms) if ids else 0)
 
@@ -910,3 +988,17 @@ def _id(item: EntryOrId) -> str:
 def _ids(entries: EntryOrId | Iterable[EntryOrId]) -> list[str]:
     """The IDs of one entry or ID, or of many."""
     return [_id(e) for e in _items(entries)]
+
+
+def _position(id: str) -> Optional[tuple[int, tuple[int, int]]]:
+    """The partition of a qualified ID ``<partition>/<ms>-<seq>`` and its
+    place in it, ``(ms, seq)``; None for anything else."""
+    m = re.fullmatch(r"(\d+)/(\d+)-(\d+)", id, re.ASCII)
+    return (int(m[1]), (int(m[2]), int(m[3]))) if m else None
+
+
+def _place(id: str) -> tuple[int, int]:
+    """The ``(ms, seq)`` of a qualified ID, for comparisons within its
+    partition."""
+    position = _position(id)
+    return position[1] if position is not None else (-1, -1)
