@@ -7,7 +7,9 @@
 import * as grpc from '@grpc/grpc-js';
 
 import { StreamgateError } from './errors.js';
-import { toConsumerInfo, toEntry, toGroupInfo, toPendingEntry, toStreamInfo, toStreamSummary } from './model.js';
+import {
+  toConsumerInfo, toEntry, toGroupInfo, toPartitionInfo, toPendingEntry, toStreamInfo, toStreamSummary,
+} from './model.js';
 import { loadServices } from './proto.js';
 import { Publisher } from './publisher.js';
 import { Tail } from './tail.js';
@@ -22,6 +24,7 @@ export { StreamgateError };
 /** @typedef {import('./model.js').GroupInfo} GroupInfo */
 /** @typedef {import('./model.js').ConsumerInfo} ConsumerInfo */
 /** @typedef {import('./model.js').PendingEntry} PendingEntry */
+/** @typedef {import('./model.js').PartitionInfo} PartitionInfo */
 /** @typedef {import('./model.js').Heartbeat} Heartbeat */
 /** @typedef {import('./publisher.js').BatchSettings} BatchSettings */
 /** @typedef {import('./backoff.js').Backoff} Backoff */
@@ -246,6 +249,26 @@ export class Client {
   }
 
   // -- StreamAdmin --------------------------------------------------------
+
+  /**
+   * Creates a stream: partitioned with `partitions` >= 2 (entry IDs are then
+   * `<partition>/<ms>-<seq>` and an event's `key` picks its partition), plain
+   * with 0 or 1. Resolves to false if it existed with this count; another
+   * count is FAILED_PRECONDITION (it cannot change).
+   * @param {string} stream @param {number} [partitions] @returns {Promise<boolean>}
+   */
+  async createStream(stream, partitions = 0) {
+    return (await this.unary(this.admin, 'CreateStream', { stream, partitions })).created;
+  }
+
+  /**
+   * The stream's partitions in order (a plain stream lists as one, partition
+   * 0); with `group`, each one's ordered owner, pending count and lag in it.
+   * @param {string} stream @param {string} [group] @returns {Promise<PartitionInfo[]>}
+   */
+  async listPartitions(stream, group = '') {
+    return (await this.unary(this.admin, 'ListPartitions', { stream, group })).partitions.map(toPartitionInfo);
+  }
 
   /**
    * Creates a consumer group starting after `startId` (`$`: only new

@@ -9,6 +9,10 @@
  *   processed (or `nack` them for re-delivery), in band and batched; it
  *   extends the lease of entries it holds, reconnects by itself when a
  *   gateway restarts, and with `reclaim` recovers the work of crashed peers.
+ *   `ordered: true` (a partitioned stream) gives each partition one owner in
+ *   the group and keeps each partition's acks in order;
+ *   `consumer.process(handler, { concurrency })` runs a handler on up to
+ *   `concurrency` entries at once, one partition's entries one after the other.
  * - `new Client(addr)` exposes every RPC (nack, extend, reap, replay, tail,
  *   trim, admin).
  *

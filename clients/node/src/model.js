@@ -65,11 +65,25 @@
 
 /**
  * @typedef {object} StreamInfo
- * @property {number} length
+ * @property {number} length Summed over the partitions of a partitioned stream.
  * @property {string} firstEntryId Empty when the stream is empty.
  * @property {string} lastEntryId Empty when the stream is empty.
  * @property {string} lastGeneratedId
  * @property {number} groupCount
+ * @property {number} partitions 0 for a plain stream.
+ */
+
+/**
+ * One partition of a stream, as ListPartitions reports it.
+ * @typedef {object} PartitionInfo
+ * @property {number} partition Its number, from 0.
+ * @property {string} key Its Redis key.
+ * @property {number} length
+ * @property {string} lastEntryId Its newest entry (`ms-seq`); empty when it is empty.
+ * @property {string} owner With a group: the ordered consumer that owns it; empty when none does.
+ * @property {number} pending With a group: the group's pending entries in it.
+ * @property {number | null} lag With a group: entries it has not read yet, where Redis can
+ *   tell; null otherwise.
  */
 
 /**
@@ -181,5 +195,19 @@ export function toStreamInfo(m) {
     lastEntryId: m.lastEntryId,
     lastGeneratedId: m.lastGeneratedId,
     groupCount: m.groupCount,
+    partitions: m.partitions,
+  };
+}
+
+/** @param {any} m @returns {PartitionInfo} */
+export function toPartitionInfo(m) {
+  return {
+    partition: m.partition,
+    key: m.key,
+    length: m.length,
+    lastEntryId: m.lastEntryId,
+    owner: m.owner,
+    pending: m.pending,
+    lag: optional(m, 'lag'),
   };
 }

@@ -3,7 +3,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
+import * as grpc from '@grpc/grpc-js';
+
 import { Client, Consumer, Producer, StreamgateError, status } from '../src/index.js';
+import { loadServices } from '../src/proto.js';
 import { Gateway, RedisServer, uniqueStream, waitUntil } from './harness.js';
 
 /** @type {RedisServer} */ let redis;
@@ -814,4 +817,412 @@ test('a slow handler keeps its lease', async () => {
     assert.deepEqual(slow.ids(), [id]);
     if (!expectTaken) assert.deepEqual(peer.ids(), []);
   }
+});
+
+// -- ordered consumption: one owner per partition, acks in order, process() ---
+
+/** The gateway's partition for `key` (docs/partitions.md: FNV-1a, 32 bits). @param {string} key @param {number} partitions */
+function partitionOf(key, partitions) {
+  let h = 2166136261;
+  for (const b of Buffer.from(key)) h = Math.imul(h ^ b, 16777619) >>> 0;
+  return h % partitions;
+}
+
+/**
+ * Every entry handed to the handlers of several `process` calls, in the
+ * order they were handed, with the name of the consumer.
+ */
+class Journal {
+  constructor() {
+    /** @type {Array<[string, any]>} */ this.entries = [];
+  }
+
+  /** Per key, the sequence numbers of its entries in the order they were first handed to a handler. */
+  firstProcessings() {
+    /** @type {Record<string, number[]>} */ const firsts = {};
+    const seen = new Set();
+    for (const [, e] of this.entries) {
+      if (seen.has(e.id)) continue;
+      seen.add(e.id);
+      (firsts[e.key] ??= []).push(Number(e.fields.seq));
+    }
+    return firsts;
+  }
+
+  /** How many distinct entries were handled. */
+  distinct() {
+    return new Set(this.entries.map(([, e]) => e.id)).size;
+  }
+}
+
+/**
+ * Runs `consumer.process(handler, { concurrency })` in the background; the
+ * handler records each entry in `journal`, waits for `gate` (if given; else
+ * yields once, a stand-in for asynchronous work, so handlers interleave)
+ * and throws where `fail` says.
+ */
+class Processor {
+  /**
+   * @param {Consumer} consumer @param {Journal} journal
+   * @param {{ concurrency?: number, fail?: (e: any) => boolean, gate?: Promise<unknown> }} [options]
+   */
+  constructor(consumer, journal, { concurrency = 2, fail = () => false, gate = undefined } = {}) {
+    this.consumer = consumer;
+    /** @type {unknown} */ this.error = undefined;
+    this.done = consumer.process(async (entry) => {
+      journal.entries.push([consumer.consumer, entry]);
+      await (gate ?? new Promise((resolve) => setImmediate(resolve)));
+      if (fail(entry)) throw new Error(`failing ${entry.id} on purpose`);
+    }, { concurrency }).catch((err) => { this.error = err; });
+  }
+
+  check() {
+    if (this.error) throw this.error;
+  }
+
+  async stop() {
+    await this.consumer.close();
+    await this.done;
+    this.check();
+  }
+}
+
+/**
+ * `perKey` events for each key, interleaved, each with its sequence number
+ * within its key (from `start`) in `seq`.
+ * @param {string[]} keys @param {number} perKey @param {number} [start]
+ */
+function keyedEvents(keys, perKey, start = 0) {
+  return Array.from({ length: perKey }, (_, n) => keys.map((key) => ({ type: 'step', fields: { seq: String(start + n) }, key }))).flat();
+}
+
+/** How many partitions each consumer of `group` owns. @param {string} stream @param {string} group */
+async function owners(stream, group) {
+  /** @type {Record<string, number>} */ const counts = {};
+  for (const p of await client.listPartitions(stream, group)) if (p.owner) counts[p.owner] = (counts[p.owner] ?? 0) + 1;
+  return counts;
+}
+
+/** @param {string} stream @param {string} name @param {object} [options] */
+function ordered(stream, name, options = {}) {
+  return consumer(client, stream, 'g', name, { ordered: true, ...options });
+}
+
+/** Sorts partition-qualified IDs `p/ms-seq` by partition, then ID. @param {string} a @param {string} b */
+function byQualifiedId(a, b) {
+  const key = (/** @type {string} */ id) => { const [p, rest] = id.split('/'); return [Number(p), ...rest.split('-').map(Number)]; };
+  const [x, y] = [key(a), key(b)];
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return 0;
+}
+
+test('ordered requires a partitioned stream', async () => {
+  const stream = uniqueStream('ordered-plain');
+  await client.produce(stream, 't');
+  const c = ordered(stream, 'a');
+  await assert.rejects(c[Symbol.asyncIterator]().next(), (err) => {
+    assert.ok(err instanceof StreamgateError);
+    assert.equal(err.code, status.INVALID_ARGUMENT);
+    return true;
+  });
+  await c.close();
+});
+
+test('ordered consumers share the partitions and keep key order', async () => {
+  const stream = uniqueStream('ordered');
+  assert.equal(await client.createStream(stream, 4), true);
+  assert.equal((await client.describeStream(stream)).partitions, 4);
+  await client.createGroup(stream, 'g', '0');
+  const keys = Array.from({ length: 12 }, (_, n) => `customer-${n}`);
+  const perKey = 30;
+  // Half of the events before the consumers start, half once they share
+  // the work. b joins while a's handlers are held up and a holds entries of
+  // every partition, so two partitions change hands with entries pending:
+  // b gets them again, and a still handles the ones it holds.
+  await client.produceBatch(stream, keyedEvents(keys, perKey / 2));
+  const journal = new Journal();
+  /** @type {() => void} */ let open = () => {};
+  const gate = new Promise((resolve) => { open = () => resolve(undefined); });
+  const a = new Processor(ordered(stream, 'a'), journal, { gate });
+  /** @type {Processor | undefined} */ let b;
+  try {
+    await waitUntil('a to hold entries of every partition', async () =>
+      (await client.listPartitions(stream, 'g')).every((p) => p.owner === 'a' && p.pending > 0));
+    b = new Processor(ordered(stream, 'b'), journal);
+    await waitUntil('a and b to own two partitions each', async () => {
+      a.check();
+      b?.check();
+      const o = await owners(stream, 'g');
+      return o.a === 2 && o.b === 2;
+    }, 30_000);
+    open();
+    await client.produceBatch(stream, keyedEvents(keys, perKey / 2, perKey / 2));
+    await waitUntil('every event processed', () => journal.distinct() === keys.length * perKey, 30_000);
+    await waitUntil('every entry acknowledged', async () => (await client.listPending(stream, 'g')).length === 0);
+  } finally {
+    open();
+    await a.stop();
+    await b?.stop();
+  }
+  const inOrder = Array.from({ length: perKey }, (_, n) => n);
+  assert.deepEqual(journal.firstProcessings(), Object.fromEntries(keys.map((k) => [k, inOrder])));
+  // b took over entries a had received: they came to b again.
+  assert.ok(journal.entries.some(([name, e]) => name === 'b' && e.redelivered));
+});
+
+test('a failed handler replays its partition in order', async () => {
+  const stream = uniqueStream('ordered-fail');
+  await client.createStream(stream, 4);
+  await client.createGroup(stream, 'g', '0');
+  const keys = Array.from({ length: 8 }, (_, n) => `order-${n}`);
+  const perKey = 12;
+  const journal = new Journal();
+  /** @type {string[]} */ const failed = [];
+  /** Fails once, on the 6th entry of the first key. @param {any} e */
+  const fail = (e) => {
+    if (e.key !== keys[0] || e.fields.seq !== '5' || failed.length > 0) return false;
+    failed.push(e.id);
+    return true;
+  };
+  const a = new Processor(ordered(stream, 'a'), journal, { fail });
+  const b = new Processor(ordered(stream, 'b'), journal, { fail });
+  /** @type {string[]} */ let ids = [];
+  try {
+    await waitUntil('a and b to own two partitions each', async () => {
+      const o = await owners(stream, 'g');
+      return o.a === 2 && o.b === 2;
+    }, 30_000);
+    ids = await client.produceBatch(stream, keyedEvents(keys, perKey));
+    await waitUntil('every event processed', () => journal.distinct() === ids.length, 30_000);
+    await waitUntil('every entry acknowledged', async () => (await client.listPending(stream, 'g')).length === 0);
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+  assert.equal(failed.length, 1);
+  const bad = failed[0];
+  const partition = Number(bad.split('/')[0]);
+  // The partition's entries in stream order, and as its handler saw them:
+  // up to the failed one, then from the failed one again, in order. An
+  // entry after the failed one handled before its re-delivery (not
+  // redelivered) is one the gateway read before it applied the Nack and
+  // sent afterwards.
+  const inStream = ids.filter((id) => id.startsWith(`${partition}/`)).sort(byQualifiedId);
+  const seen = journal.entries.filter(([, e]) => e.partition === partition).map(([, e]) => [e.id, e.redelivered]);
+  const at = inStream.indexOf(bad);
+  assert.deepEqual(seen.map(([id]) => id), [...inStream.slice(0, at + 1), ...inStream.slice(at)],
+    `failed ${bad}; handled ${JSON.stringify(seen)}`);
+  assert.deepEqual(seen[at + 1], [bad, true]);
+  const inOrder = Array.from({ length: perKey }, (_, n) => n);
+  assert.deepEqual(journal.firstProcessings(), Object.fromEntries(keys.map((k) => [k, inOrder])));
+});
+
+test('ordered acks wait for their line and a nack cuts it', async () => {
+  // Rule 1: an ack waits until the entries received before it in its
+  // partition are acked. Rule 2: a nack drops the later entries of its
+  // partition (their acks are not sent); they come again after it.
+  const stream = uniqueStream('ordered-lines');
+  await client.createStream(stream, 4);
+  let other = 'b0';
+  for (let n = 1; partitionOf(other, 4) === partitionOf('a', 4); n++) other = `b${n}`;
+  const ids = await client.produceBatch(stream, [
+    ...[0, 1, 2, 3, 4].map((n) => ({ type: 't', fields: { seq: String(n) }, key: 'a' })),
+    { type: 't', key: other },
+  ]);
+  const [aIds, bId] = [ids.slice(0, 5), ids[5]];
+  const c = ordered(stream, 'w1', { ackBatchSize: 1 });
+  const guard = setTimeout(() => c.close(), 30_000); // a hang ends the iteration, and the test
+  const it = c[Symbol.asyncIterator]();
+  /** @param {number} n */
+  const take = async (n) => {
+    const out = [];
+    while (out.length < n) {
+      const next = await it.next();
+      assert.ok(!next.done, 'the iteration ended');
+      out.push(next.value);
+    }
+    return out;
+  };
+  try {
+    const got = new Map((await take(6)).map((e) => [e.id, e]));
+    assert.deepEqual([...got.keys()].sort(), [...ids].sort());
+    const a = aIds.map((id) => got.get(id));
+
+    const held = tracked(c.ack(a[2])); // waits for a[0] and a[1]
+    // Messages are confirmed in order: once a later ack is, an earlier
+    // message would have been too.
+    assert.equal(await c.ack(/** @type {any} */ (got.get(bId))), 1);
+    assert.equal(held.settled, false);
+    assert.deepEqual(await pendingOf(stream, 'g', 'w1'), aIds);
+
+    assert.equal(await c.nack(a[1]), 1);
+    assert.equal(await held.promise, 0); // dropped: a[2] comes again
+    assert.equal(await c.ack(a[3]), 0); // dropped too, not sent
+    assert.equal(await c.ack(a[0]), 1);
+    assert.deepEqual(await pendingOf(stream, 'g', 'w1'), aIds.slice(1));
+
+    const again = await take(4);
+    assert.deepEqual(again.map((e) => [e.id, e.redelivered]), aIds.slice(1).map((id) => [id, true]));
+    const acks = [...again].reverse().map((e) => c.ack(e)); // backwards: all wait for again[0]
+    assert.deepEqual(await Promise.all(acks), [1, 1, 1, 1]);
+    assert.deepEqual(await client.listPending(stream, 'g'), []);
+  } finally {
+    clearTimeout(guard);
+    await it.return(undefined);
+    await c.close();
+  }
+});
+
+/**
+ * A stand-in for the gateway's Consume that plays a script, so a test fixes
+ * the order of every message on the call: `script(next, send)` reads the
+ * client's messages with `await next()`, checks them, and `send`s the
+ * responses. A failed check ends the call with FAILED_PRECONDITION (which the
+ * iteration throws); once the script is done, any further message is a
+ * failure too, reported by `check`.
+ */
+class ScriptedGateway {
+  /**
+   * @param {(next: () => Promise<any>, send: (response: object) => void) => Promise<void>} script
+   * @returns {Promise<ScriptedGateway>}
+   */
+  static async start(script) {
+    const gateway = new ScriptedGateway();
+    gateway.server.addService(loadServices().EventStream.service, {
+      Consume: (/** @type {any} */ call) => gateway.consume(call, script),
+    });
+    const port = await new Promise((resolve, reject) => gateway.server.bindAsync(
+      '127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    gateway.addr = `127.0.0.1:${port}`;
+    return gateway;
+  }
+
+  constructor() {
+    this.server = new grpc.Server();
+    this.addr = '';
+    /** @type {string | null} */ this.failure = null;
+  }
+
+  /** @param {any} call @param {(next: () => Promise<any>, send: (response: object) => void) => Promise<void>} script */
+  async consume(call, script) {
+    /** @type {any[]} */ const requests = [];
+    /** @type {Array<(request: any) => void>} */ const waiting = [];
+    let ended = false;
+    call.on('data', (/** @type {any} */ request) => {
+      const waiter = waiting.shift();
+      if (waiter) waiter(request);
+      else requests.push(request);
+    });
+    call.on('end', () => { ended = true; for (const w of waiting.splice(0)) w(null); });
+    /** The next message; null once the client half-closed. @returns {Promise<any>} */
+    const receive = async () => requests.shift() ?? (ended ? null : new Promise((resolve) => waiting.push(resolve)));
+    const next = async () => (await receive()) ?? Promise.reject(new Error('the client half-closed'));
+    try {
+      await script(next, (response) => call.write(response));
+      const request = await receive(); // until the client half-closes
+      if (request) throw new Error(`unexpected message after the script: ${JSON.stringify(request)}`);
+      call.end();
+    } catch (err) {
+      this.failure = `script: ${err}`;
+      call.emit('error', { code: status.FAILED_PRECONDITION, details: this.failure });
+    }
+  }
+
+  check() {
+    assert.equal(this.failure, null);
+  }
+
+  stop() {
+    this.server.forceShutdown();
+  }
+}
+
+/** A batch of entries `p/ms-seq` as the gateway sends it. @param {string[]} ids @param {boolean} [redelivered] */
+function scriptedBatch(ids, redelivered = false) {
+  return {
+    batch: {
+      entries: ids.map((id) => ({
+        id, type: 't', partition: Number(id.split('/')[0]), deliveryCount: redelivered ? 2 : 1, redelivered,
+      })),
+    },
+  };
+}
+
+/** @param {string} op @param {{ done?: string[], notPending?: string[] }} ids */
+function scriptedConfirm(op, { done = [], notPending = [] }) {
+  return { confirm: { op, done, notPending } };
+}
+
+test('a nack holds its partition until its Confirm', async () => {
+  // Rule 3, message by message against a scripted gateway: the entries of a
+  // nacked entry's partition that arrive before the nack's Confirm wait for
+  // it (the gateway sends everything it read before the nack ahead of the
+  // Confirm, docs/ordered.md). When the nacked entry is done, those from it
+  // on are dropped (they come again, after the Confirm); when it is not,
+  // they are all handed out. Other partitions flow on meanwhile.
+  const [a, b, c, e] = ['1/5-0', '1/5-1', '1/5-2', '1/5-3']; // partition 1
+  const [d, f] = ['2/5-0', '2/5-1']; // partition 2
+  const gateway = await ScriptedGateway.start(async (next, send) => {
+    assert.equal((await next()).open?.ordered, true);
+    send(scriptedBatch([a, b]));
+    assert.deepEqual((await next()).nack?.ids, [b]);
+    send(scriptedBatch([c, d])); // read before the nack took effect
+    assert.deepEqual((await next()).ack?.ids, [d]); // d handed out; c waits
+    send(scriptedConfirm('CONFIRM_OP_NACK', { done: [b] })); // partition 1 starts again at b
+    send(scriptedConfirm('CONFIRM_OP_ACK', { done: [d] }));
+    send(scriptedBatch([b, c], true));
+    assert.deepEqual((await next()).nack?.ids, [c]);
+    send(scriptedBatch([e, f]));
+    assert.deepEqual((await next()).ack?.ids, [f]); // f handed out; e waits
+    send(scriptedConfirm('CONFIRM_OP_NACK', { notPending: [c] })); // not done: nothing comes again
+    send(scriptedConfirm('CONFIRM_OP_ACK', { done: [f] }));
+  });
+  const c1 = new Consumer(gateway.addr, 's', 'g', 'w1', { ordered: true, ackBatchSize: 1, leaseMs: 0 });
+  const guard = setTimeout(() => c1.close(), 30_000); // a hang ends the iteration, and the test
+  const it = c1[Symbol.asyncIterator]();
+  const take = async () => {
+    const next = await it.next();
+    assert.ok(!next.done, 'the iteration ended');
+    return next.value;
+  };
+  try {
+    const first = [await take(), await take()];
+    assert.deepEqual(first.map((x) => x.id), [a, b]);
+    let nacked = c1.nack(first[1]);
+    let got = await take();
+    assert.deepEqual([got.id, got.redelivered], [d, false]); // not c: it waits for the Confirm
+    assert.equal(await c1.ack(got), 1);
+    assert.equal(await nacked, 1);
+    const again = [await take(), await take()]; // c was dropped: b and c come again, in order
+    assert.deepEqual(again.map((x) => [x.id, x.redelivered]), [[b, true], [c, true]]);
+    nacked = c1.nack(again[1]);
+    got = await take();
+    assert.deepEqual([got.id, got.redelivered], [f, false]); // not e: it waits for the Confirm
+    assert.equal(await c1.ack(got), 1);
+    assert.equal(await nacked, 0);
+    got = await take();
+    assert.deepEqual([got.id, got.redelivered], [e, false]); // released: c was not done
+  } finally {
+    clearTimeout(guard);
+    await it.return(undefined);
+    await c1.close();
+    gateway.stop();
+  }
+  gateway.check();
+});
+
+test('process handles every entry unordered', async () => {
+  const stream = uniqueStream('process');
+  const ids = await client.produceBatch(stream, Array.from({ length: 20 }, (_, n) => ({ type: 'job', fields: { seq: String(n) } })));
+  const journal = new Journal();
+  const p = new Processor(consumer(client, stream, 'g', 'w1', { reclaim: NACK_ONLY }), journal, {
+    concurrency: 4, fail: (e) => e.id === ids[3] && !e.redelivered,
+  });
+  try {
+    await waitUntil('every entry processed, the failed one twice', () => journal.entries.length >= ids.length + 1);
+    await waitUntil('every entry acknowledged', async () => (await client.listPending(stream, 'g')).length === 0);
+  } finally {
+    await p.stop();
+  }
+  assert.deepEqual(journal.entries.map(([, e]) => e.id).sort(), [...ids, ids[3]].sort());
 });

@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import time
 import threading
-from typing import Callable, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Optional
 
 import grpc
 import pytest
@@ -22,6 +23,9 @@ from streamgate import (
     StreamgateError,
     Tail,
 )
+
+from streamgate._pb import entry_pb2
+from streamgate._pb import event_stream_pb2 as es
 
 from conftest import Gateway, RedisServer, wait_until
 
@@ -819,3 +823,367 @@ def test_a_slow_handler_keeps_its_lease(client: Client, stream: str) -> None:
         assert [e.id for e in slow.received()] == [id]
         if not expect_taken:
             assert peer.received() == []
+
+
+# -- ordered consumption: one owner per partition, acks in order, process() ----
+
+def partition_of(key: str, partitions: int) -> int:
+    """The gateway's partition for ``key`` (docs/partitions.md: FNV-1a, 32 bits)."""
+    h = 2166136261
+    for b in key.encode():
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h % partitions
+
+
+class Journal:
+    """Every entry handed to the handlers of several ``process`` calls, in
+    the order they were handed (a lock makes it one order across threads),
+    with the name of the consumer."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: list[tuple[str, Entry]] = []
+
+    def record(self, name: str, entry: Entry) -> None:
+        with self.lock:
+            self.entries.append((name, entry))
+
+    def snapshot(self) -> list[tuple[str, Entry]]:
+        with self.lock:
+            return list(self.entries)
+
+    def first_processings(self) -> dict[str, list[int]]:
+        """Per key, the sequence numbers of its entries in the order they
+        were first handed to a handler."""
+        firsts: dict[str, list[int]] = {}
+        seen: set[str] = set()
+        for _, entry in self.snapshot():
+            if entry.id not in seen:
+                seen.add(entry.id)
+                firsts.setdefault(entry.key, []).append(int(entry.fields["seq"]))
+        return firsts
+
+
+class Processor:
+    """Runs ``consumer.process(handler, concurrency=...)`` in a thread; the
+    handler records each entry in ``journal``, then waits for ``gate`` (if
+    given) and raises where ``fail`` says."""
+
+    def __init__(self, consumer: Consumer, journal: Journal, concurrency: int = 2,
+                 fail: Callable[[Entry], bool] = lambda e: False,
+                 gate: Optional[threading.Event] = None) -> None:
+        self.consumer = consumer
+        self.journal = journal
+        self.fail = fail
+        self.gate = gate
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(concurrency,), daemon=True)
+        self._thread.start()
+
+    def _handle(self, entry: Entry) -> None:
+        self.journal.record(self.consumer.consumer, entry)
+        if self.gate is not None:
+            assert self.gate.wait(30), "the gate stayed closed"
+        if self.fail(entry):
+            raise RuntimeError(f"failing {entry.id} on purpose")
+
+    def _run(self, concurrency: int) -> None:
+        try:
+            self.consumer.process(self._handle, concurrency=concurrency)
+        except BaseException as err:  # surfaced by check()/stop()
+            self.error = err
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise AssertionError(f"process() failed: {self.error!r}") from self.error
+
+    def stop(self) -> None:
+        self.consumer.close()
+        self._thread.join(timeout=15)
+        assert not self._thread.is_alive(), "process() did not return after close()"
+        self.check()
+
+
+def keyed_events(keys: list[str], per_key: int, start: int = 0) -> list[Event]:
+    """``per_key`` events for each key, interleaved, each with its sequence
+    number within its key (from ``start``) in ``seq``."""
+    return [Event("step", {"seq": str(seq)}, key=key)
+            for seq in range(start, start + per_key) for key in keys]
+
+
+def owners(client: Client, stream: str, group: str) -> dict[str, int]:
+    """How many partitions each consumer of ``group`` owns."""
+    counts: dict[str, int] = {}
+    for p in client.list_partitions(stream, group):
+        if p.owner:
+            counts[p.owner] = counts.get(p.owner, 0) + 1
+    return counts
+
+
+def ordered(addr: str | Client, stream: str, name: str, **kw: object) -> Consumer:
+    return consumer(addr, stream, "g", name, ordered=True, **kw)
+
+
+def test_ordered_requires_a_partitioned_stream(client: Client, stream: str) -> None:
+    client.produce(stream, "t")
+    with ordered(client, stream, "a") as c, pytest.raises(StreamgateError) as err:
+        next(iter(c))
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_ordered_consumers_share_partitions_and_keep_key_order(client: Client, stream: str) -> None:
+    assert client.create_stream(stream, partitions=4) is True
+    assert client.describe_stream(stream).partitions == 4
+    client.create_group(stream, "g", "0")
+    keys = [f"customer-{n}" for n in range(12)]
+    per_key = 30
+    # Half of the events before the consumers start, half once they share
+    # the work. b joins while a's handlers are held up and a holds entries of
+    # every partition, so two partitions change hands with entries pending:
+    # b gets them again, and a still handles the ones it holds.
+    client.produce_batch(stream, keyed_events(keys, per_key // 2))
+    journal = Journal()
+    gate = threading.Event()
+    a = Processor(ordered(client, stream, "a"), journal, gate=gate)
+    b: Optional[Processor] = None
+    try:
+        wait_until("a to hold entries of every partition", lambda: all(
+            p.owner == "a" and p.pending > 0 for p in client.list_partitions(stream, "g")))
+        b = Processor(ordered(client, stream, "b"), journal)
+        def balanced() -> bool:
+            a.check()
+            assert b is not None
+            b.check()
+            return owners(client, stream, "g") == {"a": 2, "b": 2}
+
+        wait_until("a and b to own two partitions each", balanced, timeout=30)
+        gate.set()
+        client.produce_batch(stream, keyed_events(keys, per_key - per_key // 2, start=per_key // 2))
+        wait_until("every event processed",
+                   lambda: sum(map(len, journal.first_processings().values())) == len(keys) * per_key,
+                   timeout=30)
+        wait_until("every entry acknowledged", lambda: client.list_pending(stream, "g") == [])
+    finally:
+        gate.set()
+        a.stop()
+        if b is not None:
+            b.stop()
+    assert journal.first_processings() == {key: list(range(per_key)) for key in keys}
+    # b took over entries a had received: they came to b again.
+    assert any(name == "b" and e.redelivered for name, e in journal.snapshot())
+
+
+def test_a_failed_handler_replays_its_partition_in_order(client: Client, stream: str) -> None:
+    client.create_stream(stream, partitions=4)
+    client.create_group(stream, "g", "0")
+    keys = [f"order-{n}" for n in range(8)]
+    per_key = 12
+    journal = Journal()
+    failed: list[str] = []
+
+    def fail(entry: Entry) -> bool:
+        """Fails once, on the 6th entry of the first key."""
+        if entry.key == keys[0] and entry.fields["seq"] == "5" and not failed:
+            failed.append(entry.id)
+            return True
+        return False
+
+    a = Processor(ordered(client, stream, "a"), journal, fail=fail)
+    b = Processor(ordered(client, stream, "b"), journal, fail=fail)
+    try:
+        wait_until("a and b to own two partitions each",
+                   lambda: owners(client, stream, "g") == {"a": 2, "b": 2}, timeout=30)
+        ids = client.produce_batch(stream, keyed_events(keys, per_key))
+        wait_until("every event processed",
+                   lambda: sum(map(len, journal.first_processings().values())) == len(ids),
+                   timeout=30)
+        wait_until("every entry acknowledged", lambda: client.list_pending(stream, "g") == [])
+    finally:
+        a.stop()
+        b.stop()
+    [bad] = failed
+    partition = int(bad.split("/")[0])
+    # The partition's entries in stream order, and as its handler saw them:
+    # up to the failed one, then from the failed one again, in order. An
+    # entry after the failed one handled before its re-delivery (not
+    # redelivered) is one the gateway read before it applied the Nack and
+    # sent afterwards.
+    in_stream = sorted((i for i in ids if i.startswith(f"{partition}/")), key=qualified_key)
+    seen = [(e.id, e.redelivered) for _, e in journal.snapshot() if e.partition == partition]
+    at = in_stream.index(bad)
+    assert [id for id, _ in seen] == in_stream[:at + 1] + in_stream[at:], \
+        f"failed {bad}; handled {seen}"
+    assert seen[at + 1] == (bad, True)
+    assert journal.first_processings() == {key: list(range(per_key)) for key in keys}
+
+
+def qualified_key(id: str) -> tuple[int, ...]:
+    """Sorts partition-qualified IDs ``p/ms-seq`` by partition, then ID."""
+    partition, _, rest = id.partition("/")
+    return (int(partition), *map(int, rest.split("-")))
+
+
+def test_ordered_acks_wait_for_their_line_and_a_nack_cuts_it(client: Client, stream: str) -> None:
+    """Rule 1: an ack waits until the entries received before it in its
+    partition are acked. Rule 2: a nack drops the later entries of its
+    partition (their acks are not sent); they come again after it."""
+    client.create_stream(stream, partitions=4)
+    other = next(k for k in (f"b{n}" for n in itertools.count())
+                 if partition_of(k, 4) != partition_of("a", 4))
+    ids = client.produce_batch(stream, [*(Event("t", {"seq": str(n)}, key="a") for n in range(5)),
+                                        Event("t", key=other)])
+    a_ids, b_id = ids[:5], ids[5]
+    c = ordered(client, stream, "w1", ack_batch_size=1)
+    guard = threading.Timer(30, c.close)  # a hang ends the iteration, and the test
+    guard.start()
+    try:
+        it = iter(c)
+        got = {e.id: e for e in itertools.islice(it, 6)}
+        assert sorted(got) == sorted(ids)
+        a = [got[id] for id in a_ids]
+
+        held = c.ack(a[2])  # waits for a[0] and a[1]
+        # Messages are confirmed in order: once a later ack is, an earlier
+        # message would have been too.
+        assert c.ack(got[b_id]).result(timeout=15) == 1
+        assert not held.done()
+        assert pending_of(client, stream, "g", "w1") == a_ids
+
+        assert c.nack(a[1]).result(timeout=15) == 1
+        assert held.result(timeout=15) == 0  # dropped: a[2] comes again
+        assert c.ack(a[3]).result(timeout=15) == 0  # dropped too, not sent
+        assert c.ack(a[0]).result(timeout=15) == 1
+        assert pending_of(client, stream, "g", "w1") == a_ids[1:]
+
+        again = list(itertools.islice(it, 4))
+        assert [(e.id, e.redelivered) for e in again] == [(id, True) for id in a_ids[1:]]
+        acks = [c.ack(e) for e in reversed(again)]  # backwards: all wait for again[0]
+        assert [f.result(timeout=15) for f in acks] == [1, 1, 1, 1]
+        assert client.list_pending(stream, "g") == []
+    finally:
+        guard.cancel()
+        c.close()
+
+
+class ScriptedGateway:
+    """A stand-in for the gateway's Consume that plays a script, so a test
+    fixes the order of every message on the call: ``script`` reads the
+    client's messages with ``next(requests)``, checks them, and yields the
+    responses. A failed check ends the call with FAILED_PRECONDITION (which
+    the iteration raises); once the script is done, any further message is
+    a failure too, reported by ``check``."""
+
+    Script = Callable[[Iterator[es.ConsumeRequest]], Iterator[es.ConsumeResponse]]
+
+    def __init__(self, script: Script) -> None:
+        self.failure: Optional[str] = None
+        self._script = script
+        self._server = grpc.server(ThreadPoolExecutor(max_workers=4))
+        self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "streamgate.v1.EventStream",
+            {"Consume": grpc.stream_stream_rpc_method_handler(
+                self._consume,
+                request_deserializer=es.ConsumeRequest.FromString,
+                response_serializer=es.ConsumeResponse.SerializeToString)})])
+        self.addr = f"127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
+        self._server.start()
+
+    def _consume(self, requests: Iterator[es.ConsumeRequest],
+                 context: grpc.ServicerContext) -> Iterator[es.ConsumeResponse]:
+        try:
+            yield from self._script(requests)
+            for request in requests:  # until the client half-closes
+                raise AssertionError(f"unexpected message after the script: {request}")
+        except Exception as err:
+            self.failure = f"script: {err!r}"
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.failure)
+
+    def check(self) -> None:
+        assert self.failure is None, self.failure
+
+    def stop(self) -> None:
+        self._server.stop(grace=None)
+
+
+def scripted_batch(*ids: str, redelivered: bool = False) -> es.ConsumeResponse:
+    """A batch of entries ``p/ms-seq`` as the gateway sends it."""
+    return es.ConsumeResponse(batch=entry_pb2.Batch(entries=[
+        entry_pb2.Entry(id=id, type="t", partition=int(id.split("/")[0]),
+                        delivery_count=2 if redelivered else 1, redelivered=redelivered)
+        for id in ids]))
+
+
+def scripted_confirm(op: es.ConfirmOp, done: Iterable[str] = (),
+                     not_pending: Iterable[str] = ()) -> es.ConsumeResponse:
+    return es.ConsumeResponse(confirm=es.Confirm(op=op, done=list(done),
+                                                 not_pending=list(not_pending)))
+
+
+def test_a_nack_holds_its_partition_until_its_confirm() -> None:
+    """Rule 3, message by message against a scripted gateway: the entries of
+    a nacked entry's partition that arrive before the nack's Confirm wait
+    for it (the gateway sends everything it read before the nack ahead of
+    the Confirm, docs/ordered.md). When the nacked entry is done, those from
+    it on are dropped (they come again, after the Confirm); when it is not,
+    they are all handed out. Other partitions flow on meanwhile."""
+    a, b, c, e = "1/5-0", "1/5-1", "1/5-2", "1/5-3"  # partition 1
+    d, f = "2/5-0", "2/5-1"  # partition 2
+    nack_op, ack_op = es.CONFIRM_OP_NACK, es.CONFIRM_OP_ACK
+
+    def script(requests: Iterator[es.ConsumeRequest]) -> Iterator[es.ConsumeResponse]:
+        assert next(requests).open.ordered
+        yield scripted_batch(a, b)
+        assert list(next(requests).nack.ids) == [b]
+        yield scripted_batch(c, d)  # read before the nack took effect
+        assert list(next(requests).ack.ids) == [d]  # d handed out; c waits
+        yield scripted_confirm(nack_op, done=[b])  # partition 1 starts again at b
+        yield scripted_confirm(ack_op, done=[d])
+        yield scripted_batch(b, c, redelivered=True)
+        assert list(next(requests).nack.ids) == [c]
+        yield scripted_batch(e, f)
+        assert list(next(requests).ack.ids) == [f]  # f handed out; e waits
+        yield scripted_confirm(nack_op, not_pending=[c])  # not done: nothing comes again
+        yield scripted_confirm(ack_op, done=[f])
+
+    gateway = ScriptedGateway(script)
+    consumer = Consumer(gateway.addr, "s", "g", "w1", ordered=True, ack_batch_size=1, lease_ms=0)
+    guard = threading.Timer(30, consumer.close)  # a hang ends the iteration, and the test
+    guard.start()
+    try:
+        it = iter(consumer)
+        first = [next(it), next(it)]
+        assert [x.id for x in first] == [a, b]
+        nacked = consumer.nack(first[1])
+        got = next(it)
+        assert (got.id, got.redelivered) == (d, False)  # not c: it waits for the Confirm
+        assert consumer.ack(got).result(timeout=15) == 1
+        assert nacked.result(timeout=15) == 1
+        again = [next(it), next(it)]  # c was dropped: b and c come again, in order
+        assert [(x.id, x.redelivered) for x in again] == [(b, True), (c, True)]
+        nacked = consumer.nack(again[1])
+        got = next(it)
+        assert (got.id, got.redelivered) == (f, False)  # not e: it waits for the Confirm
+        assert consumer.ack(got).result(timeout=15) == 1
+        assert nacked.result(timeout=15) == 0
+        got = next(it)
+        assert (got.id, got.redelivered) == (e, False)  # released: c was not done
+    finally:
+        guard.cancel()
+        consumer.close()
+        gateway.stop()
+    gateway.check()
+
+
+def test_process_unordered_handles_every_entry(client: Client, stream: str) -> None:
+    ids = client.produce_batch(stream, [Event("job", {"seq": str(n)}) for n in range(20)])
+    journal = Journal()
+    p = Processor(consumer(client, stream, "g", "w1", reclaim=NACK_ONLY), journal, concurrency=4,
+                  fail=lambda e: e.id == ids[3] and not e.redelivered)
+    try:
+        wait_until("every entry processed, the failed one twice",
+                   lambda: len(journal.snapshot()) >= len(ids) + 1)
+        wait_until("every entry acknowledged", lambda: client.list_pending(stream, "g") == [])
+    finally:
+        p.stop()
+    seen = [e.id for _, e in journal.snapshot()]
+    assert sorted(seen) == sorted([*ids, ids[3]])

@@ -7,6 +7,10 @@
   (or ``nack`` them for re-delivery), in band and batched; it extends the
   lease of entries it holds, reconnects by itself when a gateway restarts,
   and with ``reclaim=Reclaim(...)`` recovers the work of crashed peers.
+  ``ordered=True`` (a partitioned stream) gives each partition one owner in
+  the group and keeps each partition's acks in order;
+  ``consumer.process(handler, concurrency=N)`` runs a handler on a thread
+  pool, one partition's entries one after the other.
 - ``Client(addr)`` exposes every RPC (nack, extend, reap, replay, tail,
   trim, admin) as a typed method returning the dataclasses of
   ``streamgate.model``.
@@ -26,6 +30,7 @@ from .model import (
     Event,
     GroupInfo,
     Heartbeat,
+    PartitionInfo,
     PendingEntry,
     ReapResult,
     Reclaim,
@@ -46,6 +51,7 @@ __all__ = [
     "Event",
     "GroupInfo",
     "Heartbeat",
+    "PartitionInfo",
     "PendingEntry",
     "Producer",
     "ReapResult",

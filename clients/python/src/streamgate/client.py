@@ -24,6 +24,7 @@ from .model import (
     Event,
     GroupInfo,
     Heartbeat,
+    PartitionInfo,
     PendingEntry,
     ReapResult,
     RemovedConsumer,
@@ -263,6 +264,25 @@ class Client:
         return Tail(self.events, request, on_heartbeat)
 
     # -- StreamAdmin -------------------------------------------------------
+
+    def create_stream(self, stream: str, partitions: int = 0) -> bool:
+        """Creates a stream: partitioned with ``partitions`` >= 2 (entry IDs
+        are then ``<partition>/<ms>-<seq>`` and an event's ``key`` picks its
+        partition), plain with 0 or 1. Returns False if it existed with this
+        count; another count is FAILED_PRECONDITION (it cannot change)."""
+        request = sa.CreateStreamRequest(stream=stream, partitions=partitions)
+        with translated():
+            return bool(self.admin.CreateStream(request, timeout=self.timeout).created)
+
+    def list_partitions(self, stream: str, group: str = "") -> list[PartitionInfo]:
+        """The stream's partitions in order (a plain stream lists as one,
+        partition 0); with ``group``, each one's ordered owner, pending
+        count and lag in that group."""
+        with translated():
+            reply = self.admin.ListPartitions(
+                sa.ListPartitionsRequest(stream=stream, group=group), timeout=self.timeout
+            )
+        return [PartitionInfo.from_pb(p) for p in reply.partitions]
 
     def create_group(
         self, stream: str, group: str, start_id: str = "$", *, mkstream: bool = True

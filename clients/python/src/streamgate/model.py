@@ -135,13 +135,16 @@ class ReapResult:
 @dataclass(frozen=True)
 class StreamInfo:
     """A stream's size and ID bounds (XINFO STREAM). IDs are empty when the
-    stream is empty."""
+    stream is empty. ``partitions`` is 0 for a plain stream; for a
+    partitioned one ``length`` and ``group_count`` are summed over the
+    partitions and the IDs are partition-qualified."""
 
     length: int
     first_entry_id: str
     last_entry_id: str
     last_generated_id: str
     group_count: int
+    partitions: int = 0
 
     @classmethod
     def from_pb(cls, m: stream_admin_pb2.DescribeStreamResponse) -> StreamInfo:
@@ -151,6 +154,36 @@ class StreamInfo:
             last_entry_id=m.last_entry_id,
             last_generated_id=m.last_generated_id,
             group_count=m.group_count,
+            partitions=m.partitions,
+        )
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    """One partition of a stream, as ListPartitions reports it: its Redis
+    ``key``, length and newest entry (``ms-seq``, empty if it is empty);
+    with a group, the ordered consumer that ``owner``s it (empty: none),
+    the group's ``pending`` entries in it and its ``lag`` (None where Redis
+    cannot tell, and without a group)."""
+
+    partition: int
+    key: str
+    length: int
+    last_entry_id: str
+    owner: str
+    pending: int
+    lag: Optional[int]
+
+    @classmethod
+    def from_pb(cls, m: stream_admin_pb2.PartitionInfo) -> PartitionInfo:
+        return cls(
+            partition=m.partition,
+            key=m.key,
+            length=m.length,
+            last_entry_id=m.last_entry_id,
+            owner=m.owner,
+            pending=m.pending,
+            lag=m.lag if m.HasField("lag") else None,
         )
 
 
