@@ -42,7 +42,8 @@ use crate::model::{Delivered, Entry};
 ///    is a dead-letter candidate instead (as in `scripts::RECLAIM`, moved
 ///    by the broker), and the next entry becomes the head.
 /// 5. Otherwise new entries, within `max in flight`: `{'new', '', {{id,
-///    fields, 1}...}, {}}`, or `{'full'}` when there is no room.
+///    fields}...}, {}}` (XREADGROUP's entries as they are, the hot path),
+///    or `{'full'}` when there is no room.
 static ORDERED_READ: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -94,12 +95,8 @@ if scan == '' then
       if mine >= cap then return {'full', '', {}, {}} end
       count = math.min(count, cap - mine)
     end
-    local out = {}
     local read = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', key, '>')
-    if read then
-      for i, e in ipairs(read[1][2]) do out[i] = {e[1], e[2], 1} end
-    end
-    return {'new', '', out, {}}
+    return {'new', '', read and read[1][2] or {}, {}}
   end
 end
 
@@ -206,12 +203,11 @@ impl Broker {
             let mut item = item?;
             let id = item.next_id()?;
             let fields = reply::pairs(item.next_value()?)?;
-            let count = item.next_uint()?;
-            item.finish()?;
             let delivered = match kind.as_str() {
                 "new" => Delivered::First,
-                _ => Delivered::Again(count),
+                _ => Delivered::Again(item.next_uint()?),
             };
+            item.finish()?;
             entries.push(Entry::from_pairs(id, fields).delivered(delivered));
         }
         let dead = recovery::dead_letters(parts.next_array("dead letters")?)?;
