@@ -12,7 +12,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 7] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7"];
+const SCENARIOS: [&str; 8] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S9"];
 const CLUSTER_SCENARIOS: [&str; 4] = ["C1", "C3", "C30", "S8"];
 
 #[test]
@@ -24,6 +24,23 @@ fn quick_run_reports_every_scenario_once() {
             report["one_master"].is_null(),
             "{scenario}: only C30 has a one-master baseline"
         );
+    }
+    check_every_event_acked(&reports["S9"]);
+}
+
+/// S9's sides (ordered and unordered) each acked every event loaded.
+fn check_every_event_acked(report: &Value) {
+    let events = report["params"]["events"]
+        .as_u64()
+        .expect("S9 params.events");
+    for side in ["gateway", "direct"] {
+        assert_eq!(
+            report[side]["acked"].as_u64(),
+            Some(events),
+            "S9.{side}: not every event acked: {}",
+            report[side]
+        );
+        assert_eq!(report[side]["complete"], Value::Bool(true), "S9.{side}");
     }
 }
 

@@ -10,7 +10,8 @@
 //! 10,000 idle subscriptions, and C30 compares the gateway on three
 //! masters with the gateway on one. S8, also on the 3-master cluster,
 //! compares producing to a 12-partition stream with producing to one plain
-//! stream.
+//! stream. S9, on one Redis, compares ordered with unordered consumption
+//! of a 12-partition stream, both through the gateway.
 //!
 //! Where the gateway's wake-up mechanism may matter (S1, S4, S5, C5), the
 //! gateway side runs once per mechanism (`--wakeup`, default both:

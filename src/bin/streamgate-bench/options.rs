@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
-    /// Run only these scenarios (S1..S7, C1, C3, C5, C30, S8; repeat the
+    /// Run only these scenarios (S1..S7, C1, C3, C5, C30, S8, S9; repeat the
     /// flag or separate with commas).
     #[arg(long, value_delimiter = ',', ignore_case = true)]
     pub scenario: Vec<ScenarioId>,
@@ -232,10 +232,14 @@ pub enum ScenarioId {
     /// 3-master Redis Cluster
     #[value(name = "S8")]
     S8,
+    /// Ordered against unordered consumption of a 12-partition stream by
+    /// 3 Consume streams, on one Redis
+    #[value(name = "S9")]
+    S9,
 }
 
 impl ScenarioId {
-    /// `S1`..`S7`, `C1`, `C3`, `C5`, `C30`, `S8`.
+    /// `S1`..`S7`, `C1`, `C3`, `C5`, `C30`, `S8`, `S9`.
     pub fn as_str(self) -> &'static str {
         match self {
             ScenarioId::S1 => "S1",
@@ -250,6 +254,7 @@ impl ScenarioId {
             ScenarioId::C5 => "C5",
             ScenarioId::C30 => "C30",
             ScenarioId::S8 => "S8",
+            ScenarioId::S9 => "S9",
         }
     }
 
@@ -302,9 +307,10 @@ pub struct Plan {
     pub mode: &'static str,
     /// S1/S2 (and C1, C30, S8): how long each side produces.
     pub produce_for: Duration,
-    /// S3: entries produced beforehand, then consumed and acked.
+    /// S3 (and S7, C3, S9): entries produced beforehand, then consumed
+    /// and acked.
     pub consume_entries: u64,
-    /// S3: give up consuming after this long.
+    /// S3 (and S7, C3, S9): give up consuming after this long.
     pub consume_deadline: Duration,
     /// S4/S5: how long each side produces at `rate`.
     pub latency_for: Duration,
@@ -324,7 +330,8 @@ pub struct Plan {
     pub streams_per_reader: usize,
     /// S4/S5: how long to wait for stragglers after the last send.
     pub drain: Duration,
-    /// Opening subscriptions and warming them up must finish within this.
+    /// Opening subscriptions and warming them up (S9: the partitions
+    /// shared out among the ordered consumers) must finish within this.
     pub setup_deadline: Duration,
 }
 

@@ -11,7 +11,7 @@ use crate::stats::Side;
 /// The result of one scenario.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// `S1`..`S7`, `C1`, `C3`, `C5`, `C30`, `S8`.
+    /// `S1`..`S7`, `C1`, `C3`, `C5`, `C30`, `S8`, `S9`.
     pub scenario: &'static str,
     /// Short name, e.g. `produce-batch`.
     pub name: &'static str,
@@ -33,7 +33,9 @@ pub struct Report {
     /// wake-up mechanism (the first is `gateway` again).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<GatewayEntry>,
-    /// Directly against Redis with redis-rs: the physical limit.
+    /// Directly against Redis with redis-rs: the physical limit. S9 has
+    /// no direct side: this is its unordered side, through the gateway
+    /// too (see `direct_label`).
     pub direct: Side,
     /// The targets and whether this run met them.
     pub targets: Vec<Target>,
@@ -51,6 +53,14 @@ pub struct Report {
     /// The label of `gateway`'s row in the table.
     #[serde(skip)]
     pub gateway_label: Option<String>,
+    /// The label of `direct`'s row in the table, when it is not `direct`
+    /// (S9: `gateway, unordered`).
+    #[serde(skip)]
+    pub direct_label: Option<String>,
+    /// What the ratio divides, in the table, when it is not
+    /// `gateway/direct` (S9: `ordered/unordered`).
+    #[serde(skip)]
+    pub ratio_label: Option<String>,
 }
 
 /// Which gateway a row measured: its label in the table and its wake-up
@@ -160,6 +170,8 @@ impl Report {
             one_master: None,
             plain_stream: None,
             gateway_label: None,
+            direct_label: None,
+            ratio_label: None,
         }
     }
 
@@ -255,7 +267,8 @@ impl Report {
         for (i, (label, side)) in self.gateway_rows().into_iter().enumerate() {
             rows.push((if i == 0 { title.as_str() } else { "" }, label, side));
         }
-        rows.push(("", "direct", &self.direct));
+        let direct_label = self.direct_label.as_deref().unwrap_or("direct");
+        rows.push(("", direct_label, &self.direct));
         if let Some(baseline) = &self.one_master {
             rows.push(("  on 1 master", "gateway", &baseline.gateway));
             rows.push(("", "direct", &baseline.direct));
@@ -289,8 +302,10 @@ impl Report {
         };
         writeln!(
             out,
-            "{:<17} ratio of {} (gateway/direct): {ratios}",
-            "", self.ratio_of
+            "{:<17} ratio of {} ({}): {ratios}",
+            "",
+            self.ratio_of,
+            self.ratio_label.as_deref().unwrap_or("gateway/direct")
         )?;
         for t in &self.targets {
             writeln!(
@@ -336,6 +351,35 @@ impl Report {
                 "", baseline.gateway_scaling, baseline.direct_scaling, baseline.relative_scaling
             )?;
         }
+        if self.gateway.extra.contains_key("owners_before") {
+            writeln!(
+                out,
+                "{:<17} owners (ListPartitions): {} when timing began ({} ms after opening), {} at the end; partitions read per consumer: ordered {}, unordered {}; read by two consumers: {}; out of ID order: {} / {}",
+                "",
+                owner_counts(&self.gateway, "owners_before"),
+                self.gateway.extra["ready_ms"],
+                owner_counts(&self.gateway, "owners_after"),
+                counts(&self.gateway, "partitions_per_consumer"),
+                counts(&self.direct, "partitions_per_consumer"),
+                self.gateway.extra["shared_partitions"],
+                self.gateway.extra["out_of_order"],
+                self.direct.extra["out_of_order"],
+            )?;
+            writeln!(
+                out,
+                "{:<17} partitions drained at ms (last entry): ordered {}; unordered {}",
+                "",
+                counts(&self.gateway, "drained_ms"),
+                counts(&self.direct, "drained_ms"),
+            )?;
+            writeln!(
+                out,
+                "{:<17} Redis per 100 events, calls (µs in the command, scripts including theirs): ordered {}; unordered {}",
+                "",
+                redis_text(&self.gateway),
+                redis_text(&self.direct),
+            )?;
+        }
         writeln!(out, "{:<17} latency: {}", "", self.latency_of)?;
         if self.gateway.extra.contains_key("idle_commands_per_sec") {
             let mut parts: Vec<String> = self
@@ -367,7 +411,7 @@ impl Report {
             .into_iter()
             .map(|(label, side)| format!("{label} side {}", cpu_text(side)))
             .collect();
-        cpu.push(format!("direct side {}", cpu_text(&self.direct)));
+        cpu.push(format!("{direct_label} side {}", cpu_text(&self.direct)));
         writeln!(out, "{:<17} CPU µs per event: {}", "", cpu.join("; "))?;
         if let Some(baseline) = &self.one_master {
             writeln!(
@@ -454,6 +498,56 @@ fn counts(side: &Side, key: &str) -> String {
                 .collect::<Vec<_>>()
                 .join("/")
         })
+}
+
+/// `4/4/4`: how many partitions each owner of a side's `key` (owner ->
+/// count, S9) holds, `unowned 2` appended for partitions nobody owns.
+fn owner_counts(side: &Side, key: &str) -> String {
+    let Some(owners) = side.extra.get(key).and_then(|v| v.as_object()) else {
+        return "-".to_owned();
+    };
+    let mut text: Vec<String> = owners
+        .iter()
+        .filter(|(owner, _)| !owner.is_empty())
+        .map(|(_, n)| n.to_string())
+        .collect();
+    if text.is_empty() {
+        text.push("0".to_owned());
+    }
+    let mut text = text.join("/");
+    if let Some(n) = owners.get("") {
+        text.push_str(&format!(" (unowned {n})"));
+    }
+    text
+}
+
+/// `evalsha 3.03 (645.4), xreadgroup 2.01 (146.1)`: S9's Redis calls
+/// per 100 events and the µs spent in them, for the commands called at
+/// least once per 1,000 events, the costliest first.
+fn redis_text(side: &Side) -> String {
+    let (Some(calls), Some(usec)) = (
+        side.extra
+            .get("redis_calls_per_100")
+            .and_then(|v| v.as_object()),
+        side.extra
+            .get("redis_usec_per_100")
+            .and_then(|v| v.as_object()),
+    ) else {
+        return "-".to_owned();
+    };
+    let mut rows: Vec<(&String, f64, f64)> = calls
+        .iter()
+        .filter_map(|(name, n)| {
+            let n = n.as_f64()?;
+            let us = usec.get(name).and_then(|v| v.as_f64()).unwrap_or(0.0);
+            (n >= 0.1).then_some((name, n, us))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    rows.iter()
+        .map(|(name, n, us)| format!("{name} {n} ({us})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `34/33/33 %`: each master's share of a side's per-master figure `key`

@@ -38,7 +38,7 @@ mod probe;
 pub mod topology;
 
 pub use conn::Conn;
-pub use probe::{Cpu, Usage};
+pub use probe::{Commands, Cpu, Usage};
 
 /// `CLIENT SETNAME` of every connection a scenario's direct side opens,
 /// so that `CLIENT LIST` tells the gateway's connections from the bench's.
@@ -273,6 +273,19 @@ impl Rig {
         serde_json::json!({
             "block_ms": self.settings.block_ms,
             "idle_recheck_ms": self.settings.idle_recheck_ms,
+        })
+    }
+
+    /// The in-process gateway's ordered-consumption timings
+    /// (`rebalance_interval_ms`, `partition_lease_ms`), for a report's
+    /// parameters; null for a --gateway.
+    pub fn ordered_timings(&self) -> serde_json::Value {
+        if self.given_gateway.is_some() {
+            return serde_json::Value::Null;
+        }
+        serde_json::json!({
+            "rebalance_interval_ms": self.settings.rebalance_interval_ms,
+            "partition_lease_ms": self.settings.partition_lease_ms,
         })
     }
 

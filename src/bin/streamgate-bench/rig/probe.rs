@@ -184,6 +184,7 @@ impl Rig {
     /// acknowledgements, which are replication, not clients' work.
     pub async fn commands(&self) -> Fallible<Commands> {
         let mut calls = BTreeMap::new();
+        let mut usec = BTreeMap::new();
         let mut masters = 0;
         for probe in self.probes().await?.iter().filter(|p| p.master) {
             masters += 1;
@@ -204,10 +205,17 @@ impl Rig {
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
                 *calls.entry(name.to_owned()).or_insert(0) += n;
+                let spent: u64 = rest
+                    .split(',')
+                    .find_map(|field| field.strip_prefix("usec="))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                *usec.entry(name.to_owned()).or_insert(0) += spent;
             }
         }
         Ok(Commands {
             calls,
+            usec,
             masters,
             at: Instant::now(),
         })
@@ -287,6 +295,9 @@ impl Rig {
 pub struct Commands {
     /// Calls by command (`xreadgroup`, `client|tracking`, ...).
     calls: BTreeMap<String, u64>,
+    /// Microseconds Redis spent in each command (`usec`; a script's
+    /// includes the commands it ran, which count on their own too).
+    usec: BTreeMap<String, u64>,
     /// Masters read (each reading costs one `INFO` on each).
     masters: u64,
     at: Instant,
@@ -309,5 +320,18 @@ impl Commands {
             out.insert(name.clone(), n);
         }
         (out, (self.at - earlier.at).as_secs_f64())
+    }
+
+    /// Microseconds Redis spent in each command between `earlier` and
+    /// `self` (commands that took none left out).
+    pub fn usec_since(&self, earlier: &Commands) -> BTreeMap<String, u64> {
+        self.usec
+            .iter()
+            .map(|(name, &now)| {
+                let then = earlier.usec.get(name).copied().unwrap_or(0);
+                (name.clone(), now.saturating_sub(then))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 }

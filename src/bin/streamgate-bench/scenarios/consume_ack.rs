@@ -129,16 +129,17 @@ pub async fn run_consume(ctx: &Ctx<'_>) -> Fallible<Report> {
     Ok(report.target(Target::at_least("gateway/direct throughput", ratio, 0.9)))
 }
 
-/// Shared progress of the consumers of one side.
-struct Progress {
+/// Shared progress of the consumers of one side (S9's too).
+pub(super) struct Progress {
     target: u64,
     acked: AtomicU64,
     finished: OnceLock<Instant>,
-    done: CancellationToken,
+    /// Cancelled once every entry is acked, or by the side when it stops.
+    pub(super) done: CancellationToken,
 }
 
 impl Progress {
-    fn new(target: u64) -> Arc<Progress> {
+    pub(super) fn new(target: u64) -> Arc<Progress> {
         Arc::new(Progress {
             target,
             acked: AtomicU64::new(0),
@@ -149,7 +150,7 @@ impl Progress {
 
     /// Counts acked entries; the one that completes the target stops the
     /// clock and every consumer.
-    fn add(&self, n: u64) {
+    pub(super) fn add(&self, n: u64) {
         if self.acked.fetch_add(n, Ordering::Relaxed) + n >= self.target {
             self.finished.get_or_init(Instant::now);
             self.done.cancel();
@@ -158,7 +159,7 @@ impl Progress {
 
     /// Waits for completion or the deadline; returns the measured time and
     /// whether every entry was acked.
-    async fn wait(&self, start: Instant, deadline: Duration) -> (Duration, bool) {
+    pub(super) async fn wait(&self, start: Instant, deadline: Duration) -> (Duration, bool) {
         let complete = tokio::time::timeout(deadline, self.done.cancelled())
             .await
             .is_ok();

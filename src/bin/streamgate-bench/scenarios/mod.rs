@@ -1,14 +1,17 @@
-//! The scenarios: S1..S7 on one Redis, C1, C3, C5, C30 and S8 on a Redis
-//! Cluster. Each runs its gateway side, cleans up, runs its direct side
-//! with the same shape of work, and returns a [`Report`]; C30 does both on
-//! three masters and again on one, S8 on a partitioned stream and again on
-//! a plain one. S1, S4, S5 and C5 run their gateway
+//! The scenarios: S1..S7 and S9 on one Redis, C1, C3, C5, C30 and S8 on a
+//! Redis Cluster. Each runs its gateway side, cleans up, runs its direct
+//! side with the same shape of work, and returns a [`Report`]; C30 does
+//! both on three masters and again on one, S8 on a partitioned stream and
+//! again on a plain one. S9 has no direct side: it runs ordered consumption
+//! through the gateway against unordered consumption through the gateway.
+//! S1, S4, S5 and C5 run their gateway
 //! side once per wake-up mechanism ([`Ctx::per_wakeup`]), the others on
 //! the first one.
 
 mod consume_ack;
 mod fan_in;
 mod latency;
+mod ordered;
 mod partitioned;
 mod produce;
 mod produce_stream;
@@ -262,6 +265,7 @@ pub async fn run(id: ScenarioId, ctx: &Ctx<'_>) -> Fallible<Report> {
         ScenarioId::C5 => fan_in::run_cluster(ctx).await?,
         ScenarioId::C30 => produce::run_scaling(ctx).await?,
         ScenarioId::S8 => partitioned::run(ctx).await?,
+        ScenarioId::S9 => ordered::run(ctx).await?,
     };
     report.rss_scope = ctx.rig.rss_scope.clone();
     if report.gateway_label.is_none() {
