@@ -3,8 +3,10 @@
 //! Each partition is read by the reader a plain stream would have (a
 //! subscription with its own group state, or a tail); [`combine`] makes
 //! them one [`LiveRead`] for the [`crate::driver`]: a read fills the room
-//! from the partitions in turn, starting one further each time so that no
-//! partition starves, and marks every entry with its partition (its ID
+//! from the partitions in turn, starting after the last partition the
+//! previous read took entries from so that no partition starves (however
+//! many have nothing, e.g. partitions ordered consumption gave to other
+//! consumers), and marks every entry with its partition (its ID
 //! then goes out as `<partition>/<ms>-<seq>`). The wake-ups of all
 //! partitions are merged into one of each kind, so the driver waits
 //! exactly as for one stream.
@@ -24,7 +26,8 @@ pub struct Parts<R> {
     /// The stream the client named, for errors.
     stream: String,
     parts: Vec<R>,
-    /// The partition the next read starts with.
+    /// The partition the next read starts with: the one after the last
+    /// partition a read took entries from.
     next: usize,
 }
 
@@ -121,6 +124,7 @@ impl<R: LiveRead> LiveRead for Parts<R> {
         let mut entries = Vec::new();
         let mut read_again = false;
         let mut all_await_room = true;
+        let mut last = None;
         for k in 0..count {
             let left = room.saturating_sub(entries.len() as u32);
             if left == 0 {
@@ -137,12 +141,15 @@ impl<R: LiveRead> LiveRead for Parts<R> {
             };
             read_again |= found.then == Then::ReadAgain;
             all_await_room &= found.then == Then::AwaitRoom;
+            if !found.entries.is_empty() {
+                last = Some(partition);
+            }
             entries.extend(found.entries.into_iter().map(|mut entry| {
                 entry.partition = Some(partition as u32);
                 entry
             }));
         }
-        self.next = (self.next + 1) % count.max(1);
+        self.next = last.map_or(self.next + 1, |p| p + 1) % count.max(1);
         let then = if read_again {
             Then::ReadAgain
         } else if all_await_room {
@@ -155,5 +162,72 @@ impl<R: LiveRead> LiveRead for Parts<R> {
 
     fn due(&self) -> Option<Instant> {
         self.parts.iter().filter_map(R::due).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The turn over the partitions, with readers that hand out what they
+    //! were given.
+
+    use super::*;
+    use crate::ids::StreamId;
+    use crate::model::Entry;
+
+    /// A partition's reader: its entries, handed out as room allows.
+    struct Queue(Vec<u64>);
+
+    impl LiveRead for Queue {
+        fn describe(&self) -> String {
+            "queue".to_owned()
+        }
+
+        async fn read(&mut self, room: u32) -> Result<Found> {
+            let n = (room as usize).min(self.0.len());
+            let entries = (self.0.drain(..n))
+                .map(|ms| Entry {
+                    id: StreamId { ms, seq: 0 },
+                    ..Entry::default()
+                })
+                .collect();
+            Ok(Found::new(entries, Then::AwaitEntries))
+        }
+    }
+
+    fn parts(queues: Vec<Vec<u64>>) -> Parts<Queue> {
+        Parts {
+            stream: "s".to_owned(),
+            parts: queues.into_iter().map(Queue).collect(),
+            next: 0,
+        }
+    }
+
+    async fn read_one(parts: &mut Parts<Queue>) -> (u32, u64) {
+        let found = parts.read(1).await.unwrap();
+        let entry = &found.entries[0];
+        (entry.partition.unwrap(), entry.id.ms)
+    }
+
+    /// Partitions with nothing (given to other consumers, or drained)
+    /// do not make the turn fall on the same partition again and again.
+    #[tokio::test]
+    async fn the_turn_goes_round_the_partitions_that_have_entries() {
+        let mut parts = parts(vec![vec![], vec![10, 11], vec![20, 21], vec![], vec![]]);
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            order.push(read_one(&mut parts).await);
+        }
+        assert_eq!(order, [(1, 10), (2, 20), (1, 11), (2, 21)]);
+    }
+
+    #[tokio::test]
+    async fn a_read_fills_its_room_from_the_partitions_in_turn() {
+        let mut parts = parts(vec![vec![1], vec![2, 3], vec![4]]);
+        let found = parts.read(3).await.unwrap();
+        let got: Vec<(Option<u32>, u64)> = (found.entries.iter())
+            .map(|e| (e.partition, e.id.ms))
+            .collect();
+        assert_eq!(got, [(Some(0), 1), (Some(1), 2), (Some(1), 3)]);
+        assert_eq!(parts.next, 2, "the next read starts after partition 1");
     }
 }
