@@ -90,27 +90,45 @@ return 1
     )
 });
 
-/// The unary Ack on a partition: acknowledges each ID, except one pending
-/// with a consumer that does not own the partition while someone does.
-/// KEYS: stream, lease. ARGV: group, id... Returns the count acknowledged.
-static ACK_OWNED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local owner = redis.call('GET', KEYS[2])
-if owner then owner = string.sub(owner, 34) end
-local n = 0
+/// Acks in ordered consumption, the IDs in the order given: an ID is
+/// acknowledged only when it is the partition's oldest pending entry (in
+/// the group), so acks of a partition take effect in ID order, whoever
+/// sends them and whenever. This is what makes a key's first acks come in
+/// production order: a consumer that acks in the order it received cannot
+/// ack an entry while an earlier one it was given is still pending (say
+/// its ack was refused when the partition moved, and the partition came
+/// back before the next ack). KEYS: stream. ARGV: group, id... Returns the
+/// IDs acknowledged. With `OWNER` defined (the unary Ack), also only an
+/// entry pending with that consumer.
+const ORDERED_ACK_BODY: &str = r"
+local done = {}
 for i = 2, #ARGV do
-  local ok = true
-  if owner then
-    local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-    ok = #row > 0 and row[1][2] == owner
+  local oldest = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1)
+  if #oldest > 0 and oldest[1][1] == ARGV[i] and (not OWNER or oldest[1][2] == OWNER) then
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+    done[#done + 1] = ARGV[i]
   end
-  if ok then n = n + redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) end
 end
-if n < #ARGV - 1 then redis.call('XPENDING', KEYS[1], ARGV[1]) end
-return n
-",
-    )
+if #done < #ARGV - 1 then redis.call('XPENDING', KEYS[1], ARGV[1]) end
+return done
+";
+
+/// The unary Ack on a partition. While someone owns the partition (a
+/// lease, the last key), as [`ORDERED_ACK_BODY`] for entries pending with
+/// the owner; otherwise [`scripts::ACK_EACH`]. KEYS: stream, lease. ARGV:
+/// group, id... Returns the IDs acknowledged.
+static ACK_OWNED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"
+local OWNER = redis.call('GET', KEYS[2])
+if OWNER then OWNER = string.sub(OWNER, 34) end
+if not OWNER then
+{each}
+end
+{ordered}",
+        each = scripts::ACK_EACH_BODY,
+        ordered = ORDERED_ACK_BODY,
+    ))
 });
 
 /// Runs `body`, a script of [`scripts`], only while its caller holds a
@@ -129,8 +147,9 @@ local KEYS, ARGV = keys, args
     ))
 }
 
-/// [`scripts::ACK_EACH`] for a lease's holder.
-static ACK_HELD: LazyLock<Script> = LazyLock::new(|| held(scripts::ACK_EACH_BODY));
+/// [`ORDERED_ACK_BODY`] for a lease's holder.
+static ACK_HELD: LazyLock<Script> =
+    LazyLock::new(|| held(&format!("local OWNER = nil\n{ORDERED_ACK_BODY}")));
 
 /// [`scripts::NACK`] for a lease's holder.
 static NACK_HELD: LazyLock<Script> = LazyLock::new(|| held(scripts::NACK_BODY));
@@ -230,22 +249,19 @@ impl Broker {
     }
 
     /// The unary Ack on a partition stream: as [`Broker::ack`], except
-    /// that an entry pending with a consumer that no longer owns the
-    /// partition (while another does) is not acknowledged.
+    /// that while someone owns the partition (ordered consumption) only
+    /// the owner's entries are acknowledged, and in ID order (see
+    /// [`ORDERED_ACK_BODY`]).
     pub async fn ack_owned(&self, partition: &str, group: &str, ids: &[StreamId]) -> Result<u64> {
         let mut call = ACK_OWNED.key(self.key(partition));
         call.key(self.lease_key(partition, group)).arg(group);
-        for id in ids {
-            call.arg(id.to_string());
-        }
-        reply::uint(
-            self.invoke(&call, partition, Some(group)).await?,
-            "ack count",
-        )
+        let outcome = self.per_id(call, partition, group, ids, "ack").await?;
+        Ok(outcome.done.len() as u64)
     }
 
-    /// [`Broker::ack_each`] by `holder`: nothing is acknowledged unless it
-    /// holds the partition's lease.
+    /// An ordered session's in-band acks: nothing is acknowledged unless
+    /// `holder` holds the partition's lease, and then in ID order (see
+    /// [`ORDERED_ACK_BODY`]).
     pub async fn ack_held(
         &self,
         partition: &str,

@@ -255,26 +255,39 @@ async fn acks_and_nacks_take_effect_only_for_the_leases_holder() {
 }
 
 #[tokio::test]
-async fn a_unary_ack_skips_entries_pending_with_a_consumer_that_does_not_own_the_partition() {
+async fn a_unary_ack_takes_only_the_owners_entries_in_id_order() {
     let rig = rig(4).await;
     rig.read_as("old", 2);
     let new = rig.owning("new").await;
-    assert_eq!(
-        rig.broker.ack_owned("p", "g", &rig.ids[..2]).await.unwrap(),
-        0,
-        "pending with `old`, owned by `new`"
-    );
     rig.read_as("new", 2);
+    let ack = |ids: &'static [usize]| {
+        let ids: Vec<StreamId> = ids.iter().map(|&i| rig.ids[i]).collect();
+        let broker = rig.broker.clone();
+        async move { broker.ack_owned("p", "g", &ids).await.unwrap() }
+    };
+    assert_eq!(ack(&[0, 1]).await, 0, "pending with `old`, owned by `new`");
     assert_eq!(
-        rig.broker.ack_owned("p", "g", &rig.ids[2..]).await.unwrap(),
-        2
+        ack(&[2, 3]).await,
+        0,
+        "the owner's, but older ones are pending"
     );
     assert!(rig.broker.keep_lease("p", "g", &new, 0).await.unwrap());
-    assert_eq!(
-        rig.broker.ack_owned("p", "g", &rig.ids[..2]).await.unwrap(),
-        2,
-        "nobody owns it: a plain ack"
-    );
+    assert_eq!(ack(&[3, 0]).await, 2, "nobody owns it: a plain ack");
+}
+
+#[tokio::test]
+async fn in_band_acks_take_effect_in_id_order_only() {
+    let rig = rig(3).await;
+    let a = rig.owning("a").await;
+    read(rig.read(&a, Scan::New, 0).await);
+    let ack = |i: &[usize]| {
+        let ids: Vec<StreamId> = i.iter().map(|&i| rig.ids[i]).collect();
+        let (broker, a) = (rig.broker.clone(), a.clone());
+        async move { broker.ack_held("p", "g", &a, &ids).await.unwrap().done }
+    };
+    assert!(ack(&[1]).await.is_empty(), "entry 0 is still pending");
+    assert_eq!(ack(&[0, 1]).await, rig.ids[..2]);
+    assert_eq!(ack(&[2]).await, rig.ids[2..]);
 }
 
 #[tokio::test]
