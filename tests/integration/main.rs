@@ -20,6 +20,7 @@ mod list_streams;
 mod loss;
 mod metrics;
 mod ordered;
+mod ordered_chaos;
 mod partitioned_admin;
 mod partitioned_replay;
 mod partitions;
