@@ -100,13 +100,19 @@ return 1
 /// back before the next ack). KEYS: stream. ARGV: group, id... Returns the
 /// IDs acknowledged. With `OWNER` defined (the unary Ack), also only an
 /// entry pending with that consumer.
+///
+/// One XPENDING reads the oldest entries, as many as there are IDs: once
+/// the first k of them are acknowledged, the next is the oldest pending.
 const ORDERED_ACK_BODY: &str = r"
 local done = {}
+local oldest = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', #ARGV - 1)
+local k = 1
 for i = 2, #ARGV do
-  local oldest = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1)
-  if #oldest > 0 and oldest[1][1] == ARGV[i] and (not OWNER or oldest[1][2] == OWNER) then
+  local row = oldest[k]
+  if row and row[1] == ARGV[i] and (not OWNER or row[2] == OWNER) then
     redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
     done[#done + 1] = ARGV[i]
+    k = k + 1
   end
 end
 if #done < #ARGV - 1 then redis.call('XPENDING', KEYS[1], ARGV[1]) end
